@@ -1,0 +1,1 @@
+"""Entry points: each module parses options, builds a config and calls the library."""

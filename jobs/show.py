@@ -1,0 +1,53 @@
+"""Draw a grid of cutouts from a survey as colour composites, with their labels.
+
+The composite maps the reddest three bands to RGB (i, r, g for SDSS) with the Lupton et
+al. (2004) asinh stretch. Captions give the object id and what is known of it: spectroscopic
+redshift, Galaxy Zoo answer, and for synthetic surveys the true class and anomaly kind.
+
+example:
+  ssl-hpc show runs/survey --out runs/survey.png --n 32 --select labelled
+  ssl-hpc show runs/survey --out anomalies.png --select anomalies
+"""
+
+from __future__ import annotations
+
+import argparse
+
+SELECTIONS = ("random", "labelled", "unlabelled", "anomalies", "first")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("survey", help="survey directory")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=24, help="number of cutouts (default 24)")
+    p.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="random",
+        help="which objects: random, labelled (has z_spec), unlabelled, anomalies "
+        "(synthetic truth), first (survey order) (default random)",
+    )
+    p.add_argument("--ids", type=int, nargs="+", help="show these object ids instead")
+    p.add_argument("--ncols", type=int, default=8, help="grid columns (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.viz.captions import captions, select_rows
+    from ssl_hpc.viz.grid import save_cutout_grid
+
+    survey = Survey(args.survey)
+    rows = (
+        survey.locate(args.ids) if args.ids else select_rows(survey, args.select, args.n, args.seed)
+    )
+    save_cutout_grid(
+        survey.images(rows),
+        survey.bands,
+        captions(survey, rows),
+        args.out,
+        ncols=args.ncols,
+        title=f"{survey.manifest.survey}: {args.select}",
+    )
+    print(f"wrote {len(rows)} cutouts to {args.out}")
+    return 0

@@ -1,0 +1,62 @@
+"""``ssl-hpc``: one command line over the jobs in ``jobs/``.
+
+Each job module defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's
+first line is the command's summary. Errors the user can fix (SslHpcError) print one line
+naming the file, object or option and exit 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import SslHpcError
+
+#: command name -> module; kept in data-flow order for ``--help``.
+COMMANDS = {
+    "synth": "jobs.synth",
+    "ingest": "jobs.ingest",
+    "info": "jobs.info",
+    "show": "jobs.show",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with one subparser per job."""
+    parser = argparse.ArgumentParser(
+        prog="ssl-hpc",
+        description="Self-supervised representation learning on astronomical survey images.",
+    )
+    parser.add_argument("--version", action="version", version=f"ssl-hpc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or "").strip()
+        p = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else name,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ssl-hpc`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SslHpcError as e:
+        print(f"ssl-hpc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ssl-hpc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The survey data layer: shard format, manifest, writers, readers, synthesis and ingest."""

@@ -1,0 +1,68 @@
+"""A survey's summary: counts, bands, image shape, storage and label coverage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .manifest import load_manifest
+
+
+def summarize(survey_dir: str | os.PathLike) -> dict[str, Any]:
+    """Facts about a survey from its manifest (reads no shard)."""
+    m = load_manifest(survey_dir)
+    n = m.n_objects
+    n_bytes = sum(s.n_bytes for s in m.shards)
+    rows = [s.n_rows for s in m.shards]
+    return {
+        "survey": m.survey,
+        "path": str(Path(survey_dir)),
+        "schema_version": m.schema_version,
+        "n_objects": n,
+        "n_shards": len(m.shards),
+        "rows_per_shard": {"min": min(rows, default=0), "max": max(rows, default=0)},
+        "bands": list(m.bands),
+        "image_shape": list(m.image_shape),
+        "image_dtype": m.image_dtype,
+        "compression": m.compression,
+        "pixel_scale_arcsec": m.pixel_scale_arcsec,
+        "flux_unit": m.flux_unit,
+        "bytes": n_bytes,
+        "labels": {k: {"n": v, "fraction": v / n if n else 0.0} for k, v in m.labels.items()},
+        "columns": {k: {"role": c.role, "dtype": c.dtype} for k, c in m.columns.items()},
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The summary as a short human-readable report."""
+    b, h, w = s["image_shape"]
+    lines = [
+        f"survey       {s['survey']}  ({s['path']}, schema v{s['schema_version']})",
+        f"objects      {s['n_objects']:,} in {s['n_shards']} shards "
+        f"({s['rows_per_shard']['min']}-{s['rows_per_shard']['max']} rows each)",
+        f"images       {b} bands {','.join(s['bands'])} x {h}x{w} px, {s['image_dtype']}, "
+        f'compression {s["compression"] or "none"}, {s["pixel_scale_arcsec"]}"/px, '
+        f"{s['flux_unit']}",
+        f"storage      {s['bytes'] / 2**20:,.1f} MiB",
+        "labels       "
+        + (
+            ", ".join(
+                f"{k} {v['n']:,} ({100 * v['fraction']:.1f}%)" for k, v in s["labels"].items()
+            )
+            or "none"
+        ),
+    ]
+    by_role: dict[str, list[str]] = {}
+    for name, c in s["columns"].items():
+        by_role.setdefault(c["role"], []).append(name)
+    for role in ("catalogue", "truth"):
+        if role in by_role:
+            lines.append(f"{role:<12} {', '.join(by_role[role])}")
+    if "problems" in s:
+        if s["problems"]:
+            lines.append(f"VERIFY FAILED ({s['verified']}): {len(s['problems'])} problem(s)")
+            lines += [f"  {p}" for p in s["problems"]]
+        else:
+            lines.append(f"verified     every shard matches the manifest ({s['verified']})")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""``manifest.json``: the index of a survey directory, and its verification."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ..errors import SurveyError
+from ..utils.atomic import write_json_atomic
+from ..utils.hashing import sha256_file
+from . import format as fmt
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest records it."""
+
+    file: str  # relative to the survey directory
+    n_rows: int
+    sha256: str
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A catalogue column: its dtype, role and how many rows have a value."""
+
+    dtype: str
+    role: str
+    n_valid: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Survey-level facts plus every shard with its size and checksum."""
+
+    survey: str
+    bands: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (B, H, W)
+    image_dtype: str
+    compression: str | None
+    pixel_scale_arcsec: float
+    flux_unit: str
+    shards: tuple[ShardEntry, ...]
+    columns: dict[str, ColumnInfo]
+    generator: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = fmt.SCHEMA_VERSION
+
+    @property
+    def n_objects(self) -> int:
+        return sum(s.n_rows for s in self.shards)
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Label columns and how many objects have each."""
+        return {k: c.n_valid for k, c in self.columns.items() if c.role == "label"}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_objects"] = self.n_objects
+        d["labels"] = self.labels
+        d["shards"] = [asdict(s) for s in self.shards]
+        d["bands"] = list(self.bands)
+        d["image_shape"] = list(self.image_shape)
+        # schema_version first: the first thing a reader of the file should see
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        try:
+            version = int(d["schema_version"])
+            if version > fmt.SCHEMA_VERSION:
+                raise SurveyError(
+                    f"{source}: schema_version {version} is newer than this ssl-hpc "
+                    f"understands ({fmt.SCHEMA_VERSION}); upgrade ssl-hpc"
+                )
+            return cls(
+                survey=str(d["survey"]),
+                bands=tuple(d["bands"]),
+                image_shape=tuple(int(x) for x in d["image_shape"]),  # type: ignore[arg-type]
+                image_dtype=str(d["image_dtype"]),
+                compression=d.get("compression"),
+                pixel_scale_arcsec=float(d["pixel_scale_arcsec"]),
+                flux_unit=str(d["flux_unit"]),
+                shards=tuple(ShardEntry(**s) for s in d["shards"]),
+                columns={k: ColumnInfo(**v) for k, v in d["columns"].items()},
+                generator=dict(d.get("generator", {})),
+                schema_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SurveyError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
+
+    def write(self, survey_dir: str | os.PathLike) -> Path:
+        """Write ``manifest.json`` atomically into `survey_dir`."""
+        path = Path(survey_dir) / fmt.MANIFEST_NAME
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
+    """Read a survey's manifest; a clear error if the directory or file is not a survey."""
+    path = Path(survey_dir) / fmt.MANIFEST_NAME
+    if not Path(survey_dir).is_dir():
+        raise SurveyError(f"{survey_dir}: no such survey directory")
+    if not path.is_file():
+        raise SurveyError(f"{path}: missing; is {survey_dir} a survey directory?")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SurveyError(f"{path}: not valid JSON ({e})") from e
+    return Manifest.from_dict(d, source=str(path))
+
+
+def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: bool) -> list[str]:
+    """Problems with one shard, each naming it: missing, truncated, wrong rows/shape, bad hash."""
+    path = survey_dir / entry.file
+    if not path.is_file():
+        return [f"{path}: missing"]
+    size = path.stat().st_size
+    if size != entry.n_bytes:
+        return [f"{path}: {size} bytes, manifest says {entry.n_bytes} (truncated or replaced)"]
+    if full:
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            return [f"{path}: sha256 {digest[:12]}... differs from manifest {entry.sha256[:12]}..."]
+    problems = []
+    try:
+        with h5py.File(path, "r") as f:
+            n = f[fmt.OBJECT_ID].shape[0]
+            if n != entry.n_rows:
+                problems.append(f"{path}: {n} rows, manifest says {entry.n_rows}")
+            shape = tuple(f[fmt.IMAGE].shape[1:])
+            if shape != manifest.image_shape:
+                problems.append(f"{path}: image shape {shape}, manifest {manifest.image_shape}")
+            for name in manifest.columns:
+                if name not in f:
+                    problems.append(f"{path}: column {name!r} missing")
+    except (OSError, KeyError) as e:
+        problems.append(f"{path}: unreadable HDF5 ({e})")
+    return problems
+
+
+def verify_survey(survey_dir: str | os.PathLike, full: bool = True) -> list[str]:
+    """All problems found in a survey; empty if it matches its manifest.
+
+    `full` re-hashes every shard (reads every byte); otherwise sizes, row counts and
+    shapes are checked, which catches truncation and replacement but not a flipped bit.
+    """
+    survey_dir = Path(survey_dir)
+    manifest = load_manifest(survey_dir)
+    problems: list[str] = []
+    for entry in manifest.shards:
+        problems += check_shard(survey_dir, entry, manifest, full)
+    listed = {s.file for s in manifest.shards}
+    for stray in sorted(survey_dir.glob("shard-*.h5")):
+        if stray.name not in listed:
+            problems.append(f"{stray}: shard not in the manifest")
+    return problems

@@ -1,0 +1,206 @@
+"""Sharded, deterministic, resumable streaming of survey batches to training ranks.
+
+Each epoch the shards are dealt to ranks whole (balanced by rows), so a rank reads only
+its own files. Within a rank the sample order is a pure function of (seed, epoch, rank,
+world_size): shards in a shuffled order, rows shuffled within each shard, then shuffled
+again across a sliding window so a batch mixes several shards. Batch b of that order is
+produced by DataLoader worker ``b % num_workers``; PyTorch's DataLoader takes batches from
+its workers round-robin, so the stream is the same for any number of workers, and a
+position (epoch, batch) is all a checkpoint needs to resume mid-epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import SurveyError
+from . import format as fmt
+from .survey import Survey, open_shard, read_rows
+
+
+@dataclass(frozen=True)
+class ReaderPosition:
+    """Where a rank's stream stands: the next batch to produce in `epoch`."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, int]) -> ReaderPosition:
+        return cls(epoch=int(d["epoch"]), batch=int(d["batch"]))
+
+
+def assign_shards(
+    sizes: np.ndarray, world_size: int, epoch: int, seed: int, shuffle: bool = True
+) -> list[list[int]]:
+    """Deal whole shards to `world_size` ranks, balanced by row count.
+
+    Shards are taken largest first (ties in a per-epoch random order when `shuffle`) and
+    each goes to the rank with the fewest rows so far (ties to the lowest rank). Returns,
+    per rank, its shard indices in the order it will read them.
+    """
+    sizes = np.asarray(sizes)
+    if world_size < 1:
+        raise SurveyError(f"world_size={world_size}: must be >= 1")
+    if len(sizes) < world_size:
+        raise SurveyError(
+            f"{len(sizes)} shards cannot feed {world_size} ranks (each rank reads whole "
+            "shards); rebuild the survey with fewer rows per shard"
+        )
+    tiebreak = (
+        np.random.default_rng([seed, epoch, 0x5EED]).permutation(len(sizes))
+        if shuffle
+        else np.arange(len(sizes))
+    )
+    order = np.lexsort((tiebreak, -sizes))
+    load = np.zeros(world_size, dtype=np.int64)
+    out: list[list[int]] = [[] for _ in range(world_size)]
+    for s in order:
+        r = int(np.argmin(load))
+        out[r].append(int(s))
+        load[r] += sizes[s]
+    if not shuffle:
+        return [sorted(lst) for lst in out]
+    rng = np.random.default_rng([seed, epoch, 0xD0D0])
+    return [[lst[i] for i in rng.permutation(len(lst))] for lst in out]
+
+
+class ShardedReader(IterableDataset):
+    """Batches of one rank's share of a survey, as dicts of tensors.
+
+    Each batch holds ``image`` (B, bands, H, W) float32, ``object_id`` (B,) int64,
+    ``psf_fwhm`` and ``sky_sigma`` (B, bands) float32, plus each requested catalogue
+    column (B,). Use with ``DataLoader(reader, batch_size=None, num_workers=k)``.
+
+    Per epoch, `even` skips at most (world_size - 1) x the largest shard plus a partial batch
+    per rank: keep many shards per rank (>= 10) so that stays a small fraction.
+
+    `even`: every rank yields the same number of full batches per epoch (what data-parallel
+    training needs); the few rows beyond that are skipped for this epoch only, a different
+    few each epoch. With ``even=False, shuffle=False`` every row is produced exactly once
+    across ranks, in survey order (what inference needs).
+    """
+
+    def __init__(
+        self,
+        survey: str | os.PathLike | Survey,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        even: bool = True,
+        columns: tuple[str, ...] = (),
+        shuffle_window: int = 8192,
+    ) -> None:
+        super().__init__()
+        self.survey = survey if isinstance(survey, Survey) else Survey(survey)
+        if batch_size < 1:
+            raise SurveyError(f"batch_size={batch_size}: must be >= 1")
+        if not 0 <= rank < world_size:
+            raise SurveyError(f"rank={rank} outside world_size={world_size}")
+        missing = [c for c in columns if c not in self.survey.manifest.columns]
+        if missing:
+            raise SurveyError(f"{self.survey.root}: no column(s) {missing} for the reader")
+        self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.shuffle, self.even = seed, shuffle, even
+        self.columns = tuple(columns)
+        self.shuffle_window = max(1, shuffle_window)
+        self.position = ReaderPosition()
+        self._sizes = self.survey.shard_sizes
+        self._paths = [str(p) for p in self.survey.shard_paths]
+        assign_shards(self._sizes, world_size, 0, seed, shuffle)  # fail early if too few shards
+
+    # --- the order -----------------------------------------------------------------------
+    def rank_order(self, epoch: int, rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(shard index, row in shard) of every sample `rank` reads in `epoch`, in order."""
+        rank = self.rank if rank is None else rank
+        shards = assign_shards(self._sizes, self.world_size, epoch, self.seed, self.shuffle)[rank]
+        if not shards:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        rng = np.random.default_rng([self.seed, epoch, rank, 0xBEEF])
+        shard_idx = np.concatenate([np.full(self._sizes[s], s, np.int64) for s in shards])
+        rows = np.concatenate(
+            [
+                rng.permutation(self._sizes[s]) if self.shuffle else np.arange(self._sizes[s])
+                for s in shards
+            ]
+        ).astype(np.int64)
+        if self.shuffle and self.shuffle_window > 1:
+            perm = np.arange(len(rows))
+            for start in range(0, len(rows), self.shuffle_window):
+                stop = min(start + self.shuffle_window, len(rows))
+                perm[start:stop] = start + rng.permutation(stop - start)
+            shard_idx, rows = shard_idx[perm], rows[perm]
+        return shard_idx, rows
+
+    def batches_per_epoch(self, epoch: int = 0) -> int:
+        """Batches this rank yields in `epoch` (the same on every rank when `even`)."""
+        per_rank = [
+            sum(int(self._sizes[s]) for s in lst)
+            for lst in assign_shards(self._sizes, self.world_size, epoch, self.seed, self.shuffle)
+        ]
+        if self.even:
+            return min(per_rank) // self.batch_size
+        return -(-per_rank[self.rank] // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch(self.position.epoch)
+
+    # --- position ------------------------------------------------------------------------
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Produce `epoch` from batch `start_batch` on the next iteration (resume point)."""
+        self.position = ReaderPosition(epoch=epoch, batch=start_batch)
+
+    def load_state_dict(self, d: dict[str, int]) -> None:
+        self.position = ReaderPosition.from_state_dict(d)
+
+    # --- reading -------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch, start = self.position.epoch, self.position.batch
+        shard_idx, rows = self.rank_order(epoch)
+        n_batches = self.batches_per_epoch(epoch)
+        files: dict[int, object] = {}
+        try:
+            for b in range(start + worker, n_batches, n_workers):
+                sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield self._read_batch(shard_idx[sl], rows[sl], files)
+        finally:
+            for f in files.values():
+                f.close()  # type: ignore[attr-defined]
+
+    def _read_batch(self, shard_idx: np.ndarray, rows: np.ndarray, files: dict) -> dict:
+        n = len(rows)
+        bands, h, w = self.survey.manifest.image_shape
+        image = np.empty((n, bands, h, w), np.float32)
+        out: dict[str, np.ndarray] = {
+            "object_id": np.empty(n, np.int64),
+            "psf_fwhm": np.empty((n, bands), np.float32),
+            "sky_sigma": np.empty((n, bands), np.float32),
+        }
+        for c in self.columns:
+            out[c] = np.empty(n, np.dtype(self.survey.manifest.columns[c].dtype))
+        names = {"object_id": fmt.OBJECT_ID, "psf_fwhm": fmt.PSF_FWHM, "sky_sigma": fmt.SKY_SIGMA}
+        for s in np.unique(shard_idx):
+            sel = np.flatnonzero(shard_idx == s)
+            f = files.get(int(s))
+            if f is None:
+                f = files[int(s)] = open_shard(self._paths[s])
+            image[sel] = read_rows(f, fmt.IMAGE, rows[sel])
+            for key in out:
+                out[key][sel] = read_rows(f, names.get(key, key), rows[sel])
+        batch = {"image": torch.from_numpy(image)}
+        batch.update({k: torch.from_numpy(v) for k, v in out.items()})
+        return batch

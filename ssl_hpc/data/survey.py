@@ -1,0 +1,141 @@
+"""Opening a survey directory: manifest, shards, catalogue columns and images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import SurveyError
+from . import format as fmt
+from .manifest import Manifest, load_manifest, verify_survey
+
+# Shards are read-only once written; HDF5 file locking only gets in the way on parallel
+# file systems (Lustre, GPFS) and in forked loader workers.
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+def open_shard(path: str | os.PathLike) -> h5py.File:
+    """Open a shard read-only; a SurveyError naming the file if HDF5 cannot read it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise SurveyError(f"{path}: cannot open shard ({e})") from e
+
+
+def read_rows(f: h5py.File, name: str, rows: np.ndarray) -> np.ndarray:
+    """Rows of dataset `name` (any order, no repeats), read sorted; errors name the file."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    try:
+        ds = f[name]
+        if len(rows) and rows[order[-1]] - rows[order[0]] + 1 == len(rows):
+            data = ds[int(rows[order[0]]) : int(rows[order[-1]]) + 1]  # contiguous: one slice
+        else:
+            data = ds[rows[order]]
+    except (OSError, KeyError, ValueError) as e:
+        raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
+    out = np.empty_like(data)
+    out[order] = data
+    return out
+
+
+class Survey:
+    """A survey directory, checked against its manifest when opened.
+
+    `verify`: "quick" (sizes, row counts, shapes: cheap), "full" (sha256 of every shard),
+    or "none" (trust the manifest; for workers re-opening a survey already checked).
+    """
+
+    def __init__(self, path: str | os.PathLike, verify: str = "quick") -> None:
+        if verify not in ("quick", "full", "none"):
+            raise SurveyError(f"verify={verify!r}: expected quick, full or none")
+        self.root = Path(path)
+        self.manifest: Manifest = load_manifest(self.root)
+        if verify != "none":
+            problems = verify_survey(self.root, full=verify == "full")
+            if problems:
+                raise SurveyError("; ".join(problems))
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Survey({str(self.root)!r}, {m.n_objects} objects, {len(m.shards)} shards)"
+
+    def __len__(self) -> int:
+        return self.manifest.n_objects
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.manifest.bands
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.root / s.file for s in self.manifest.shards]
+
+    @property
+    def shard_sizes(self) -> np.ndarray:
+        return np.array([s.n_rows for s in self.manifest.shards], dtype=np.int64)
+
+    @cached_property
+    def shard_offsets(self) -> np.ndarray:
+        """Global row index of each shard's first row (rows are numbered shard by shard)."""
+        return np.concatenate([[0], np.cumsum(self.shard_sizes)[:-1]]).astype(np.int64)
+
+    def column(self, name: str) -> np.ndarray:
+        """A 1-D dataset (core or catalogue) concatenated over all shards, in global row order."""
+        known = {fmt.OBJECT_ID, fmt.RA, fmt.DEC, *self.manifest.columns}
+        if name not in known:
+            raise SurveyError(f"{self.root}: no column {name!r}; have {sorted(known)}")
+        parts = []
+        for path in self.shard_paths:
+            with open_shard(path) as f:
+                parts.append(read_rows(f, name, np.arange(f[fmt.OBJECT_ID].shape[0])))
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def per_band(self, name: str) -> np.ndarray:
+        """A per-object per-band dataset (image_psf_fwhm, image_sky_sigma) as (N, B)."""
+        if name not in fmt.PER_BAND_DATASETS:
+            raise SurveyError(f"{name!r} is not a per-band dataset {fmt.PER_BAND_DATASETS}")
+        parts = []
+        for path in self.shard_paths:
+            with open_shard(path) as f:
+                parts.append(f[name][()])
+        return np.concatenate(parts)
+
+    def catalogue(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Object ids, positions and the named (default: all) catalogue columns."""
+        names = list(self.manifest.columns) if names is None else list(names)
+        return {n: self.column(n) for n in [fmt.OBJECT_ID, fmt.RA, fmt.DEC, *names]}
+
+    @cached_property
+    def _id_index(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.column(fmt.OBJECT_ID)
+        order = np.argsort(ids)
+        return ids[order], order
+
+    def locate(self, object_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Global row of each object id; SurveyError naming the first unknown id."""
+        sorted_ids, order = self._id_index
+        object_ids = np.asarray(object_ids, dtype=np.int64)
+        pos = np.searchsorted(sorted_ids, object_ids).clip(0, max(len(sorted_ids) - 1, 0))
+        found = (
+            sorted_ids[pos] == object_ids if len(sorted_ids) else np.zeros(len(object_ids), bool)
+        )
+        if not found.all():
+            raise SurveyError(f"{self.root}: object_id {int(object_ids[~found][0])} not in survey")
+        return order[pos]
+
+    def images(self, global_rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Images of the given global rows as float32 (n, B, H, W), in the order asked."""
+        global_rows = np.asarray(global_rows, dtype=np.int64)
+        shard = np.searchsorted(self.shard_offsets, global_rows, side="right") - 1
+        out = np.empty((len(global_rows), *self.manifest.image_shape), dtype=np.float32)
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            with open_shard(self.shard_paths[s]) as f:
+                out[sel] = read_rows(f, fmt.IMAGE, global_rows[sel] - self.shard_offsets[s])
+        return out

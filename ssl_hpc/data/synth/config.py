@@ -1,0 +1,89 @@
+"""Settings of the synthetic SDSS-like survey (every number has a physical reason below)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+from .. import format as fmt
+
+#: Bands the colour templates cover (SDSS DR14 model magnitudes).
+TEMPLATE_BANDS = ("u", "g", "r", "i", "z")
+
+#: 5-sigma point-source depths of SDSS imaging (AB mag; Abazajian et al. 2004 quote 95%
+#: completeness at 22.0, 22.2, 22.2, 21.3, 20.5).
+SDSS_DEPTH_5SIGMA = {"u": 22.0, "g": 22.2, "r": 22.2, "i": 21.3, "z": 20.5}
+
+#: Dark-sky surface brightness at SDSS (mag / arcsec^2).
+SDSS_SKY_MU = {"u": 22.1, "g": 21.8, "r": 21.0, "i": 20.2, "z": 18.9}
+
+#: Seeing in each band relative to r (atmospheric seeing scales ~ lambda^-0.2).
+SEEING_RATIO = {"u": 1.10, "g": 1.05, "r": 1.00, "i": 0.97, "z": 0.96}
+
+MORPH_CLASSES = ("elliptical", "spiral", "barred_spiral", "edge_on_disk", "irregular", "merger")
+ANOMALY_KINDS = ("none", "lens_arc", "ring", "satellite_trail", "bright_star")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What ``ssl-hpc synth`` builds. Defaults follow SDSS DR7-era imaging and targeting."""
+
+    survey: str = "synthetic-sdss"
+    n_objects: int = 4096
+    rows_per_shard: int = 512
+    image_size: int = 107  # px; Hayat et al. cutouts
+    pixel_scale_arcsec: float = fmt.SDSS_PIXEL_SCALE
+    bands: tuple[str, ...] = TEMPLATE_BANDS
+    seed: int = 0
+    id_start: int = 1
+    # photometry: apparent r = template's luminosity at the drawn z, made fainter by
+    # U(0, faint_range) mag, which extends the survey ~2.8 mag below the spectroscopic limit
+    faint_range: float = 2.8
+    # selection of labels (SDSS main galaxy sample and Galaxy Zoo 2)
+    spec_mag_limit: float = 17.77  # extinction-corrected r, Strauss et al. 2002
+    spec_completeness: float = 0.94  # fibre collisions lose ~6%
+    gz_mag_limit: float = 17.0  # GZ2 took the brightest part of the main sample
+    gz_completeness: float = 0.9
+    gz_volunteers: int = 40  # mean classifications per galaxy
+    # observing conditions
+    seeing_r_median: float = 1.3  # arcsec FWHM
+    seeing_scatter_dex: float = 0.08
+    depth_scatter_dex: float = 0.04
+    ebv_csc_scale: float = 0.018  # E(B-V) ~ scale / sin|b| (cosecant law), times scatter
+    neighbours_mean: float = 1.5  # stars + background galaxies per cutout (Poisson mean)
+    # rare objects with a ground-truth flag
+    anomaly_fraction: float = 0.005
+    # storage
+    image_dtype: str = "float16"
+    compression: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        bad = [b for b in self.bands if b not in TEMPLATE_BANDS]
+        if bad or not self.bands:
+            raise ConfigError(
+                f"bands: {bad or 'empty'}: the colour templates cover {TEMPLATE_BANDS}"
+            )
+        if len(set(self.bands)) != len(self.bands):
+            raise ConfigError(f"bands: {self.bands} repeats a band")
+        checks = {
+            "n_objects": self.n_objects >= 1,
+            "rows_per_shard": self.rows_per_shard >= 1,
+            "image_size": 16 <= self.image_size <= 512,
+            "pixel_scale_arcsec": self.pixel_scale_arcsec > 0,
+            "spec_completeness": 0 <= self.spec_completeness <= 1,
+            "gz_completeness": 0 <= self.gz_completeness <= 1,
+            "anomaly_fraction": 0 <= self.anomaly_fraction <= 0.5,
+            "faint_range": self.faint_range >= 0,
+            "gz_volunteers": self.gz_volunteers >= 5,
+            "workers": self.workers >= 1,
+            "image_dtype": self.image_dtype in fmt.IMAGE_DTYPES,
+            "compression": self.compression in fmt.COMPRESSIONS,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is out of range")
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_objects // self.rows_per_shard)

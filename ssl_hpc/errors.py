@@ -1,0 +1,17 @@
+"""Errors the command line turns into a one-line message and a non-zero exit."""
+
+
+class SslHpcError(Exception):
+    """Base class: a user-facing error whose message names the file, object or option."""
+
+
+class ConfigError(SslHpcError):
+    """A bad option, config key or value."""
+
+
+class SurveyError(SslHpcError):
+    """A survey directory, manifest or shard that is missing, corrupt or inconsistent."""
+
+
+class IngestError(SslHpcError):
+    """A catalogue row or cutout file that cannot be ingested."""

@@ -1,0 +1,1 @@
+"""Pictures: colour composites of multi-band cutouts and grids of them."""

@@ -1,0 +1,59 @@
+"""Colour composites of multi-band cutouts (Lupton et al. 2004 asinh stretch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from astropy.visualization import make_lupton_rgb
+
+from ..data.format import BAND_ORDER
+
+
+def rgb_bands(bands: Sequence[str]) -> tuple[int, int, int]:
+    """Indices of the bands shown as (R, G, B): the reddest three known bands, reddest as R.
+
+    For ugriz that is (i, r, g), the SDSS convention. Unknown band names fall back to the
+    last three bands in the given order; fewer than three bands repeat the last one.
+    """
+    known = [i for i, b in enumerate(bands) if b in BAND_ORDER]
+    if len(known) >= 3:
+        known.sort(key=lambda i: BAND_ORDER.index(bands[i]))
+        chosen = known[-3:]
+        if len(known) > 3 and bands[chosen[-1]] in ("z", "y"):
+            chosen = known[-4:-1]  # z and y are noisy: prefer i, r, g
+        return chosen[2], chosen[1], chosen[0]
+    idx = list(range(len(bands)))[-3:]
+    while len(idx) < 3:
+        idx.insert(0, idx[0])
+    return idx[2], idx[1], idx[0]
+
+
+def noise_sigma(band: np.ndarray) -> float:
+    """Robust per-pixel noise of one band image: 1.4826 x MAD about the median."""
+    return float(1.4826 * np.median(np.abs(band - np.median(band))))
+
+
+#: Display weights per band (relative), so early types look yellow and star-forming
+#: regions blue as in SDSS composites; physical flux ratios are otherwise kept.
+DISPLAY_WEIGHT = {"u": 2.2, "g": 1.8, "r": 1.2, "i": 1.0, "z": 0.8, "y": 0.7}
+
+
+def rgb_composite(
+    image: np.ndarray,
+    bands: Sequence[str],
+    stretch: float = 6.0,
+    q: float = 8.0,
+) -> np.ndarray:
+    """(B, H, W) fluxes -> (H, W, 3) uint8 colour composite via astropy's make_lupton_rgb.
+
+    Channels get fixed display weights (DISPLAY_WEIGHT), then one common scale: the asinh
+    softening is `stretch` times the mean robust noise sigma of the three channels, so the
+    sky looks alike whatever the flux unit or depth.
+    """
+    idx = rgb_bands(bands)
+    img = np.asarray(image, dtype=np.float64)
+    chans = [img[i] * DISPLAY_WEIGHT.get(bands[i], 1.0) for i in idx]
+    sigma = np.mean([noise_sigma(c) for c in chans])
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides 0 by 0 on dark sky
+        return make_lupton_rgb(*[c / max(sigma * stretch, 1e-12) for c in chans], stretch=1.0, Q=q)

@@ -1,0 +1,44 @@
+"""Grids of cutouts with captions, written as PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..utils.atomic import atomic_path
+from .composite import rgb_composite
+
+
+def save_cutout_grid(
+    images: np.ndarray,
+    bands: Sequence[str],
+    captions: Sequence[str],
+    out: str | os.PathLike,
+    ncols: int = 8,
+    title: str | None = None,
+) -> None:
+    """Write `images` (n, B, H, W) as a grid of colour composites with one caption each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows + (0.4 if title else 0)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, cap in zip(axes.flat, images, captions):
+        ax.imshow(rgb_composite(img, bands), origin="lower", interpolation="nearest")
+        ax.set_title(cap, fontsize=6.5, pad=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a small synthetic survey built once per session, and the real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ssl_hpc.data.synth import SynthConfig, generate_survey
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Small enough for the 2-core CI machine, big enough for sharding and label statistics.
+SMALL_SURVEY = dict(
+    n_objects=384, rows_per_shard=48, image_size=48, seed=7, anomaly_fraction=0.05, workers=2
+)
+
+
+def require_services() -> bool:
+    """True where a missing real service (MPI, Slurm, shared data) must fail, not skip."""
+    return os.environ.get("SSL_HPC_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    if require_services():
+        pytest.fail(f"required by SSL_HPC_REQUIRE_SERVICES=1: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository (or $SSL_HPC_SHARED_DATA): real survey files."""
+    path = Path(os.environ.get("SSL_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        skip_or_fail(f"real data directory {path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_survey(tmp_path_factory) -> Path:
+    """A 384-object, 8-shard synthetic survey of 48x48 cutouts (built once, read-only)."""
+    out = tmp_path_factory.mktemp("survey") / "small"
+    generate_survey(SynthConfig(**SMALL_SURVEY), out)
+    return out

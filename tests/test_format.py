@@ -1,0 +1,165 @@
+"""The shard format: round trip, manifest, verification, corruption and truncation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from ssl_hpc.data import format as fmt
+from ssl_hpc.data.manifest import load_manifest, verify_survey
+from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
+from ssl_hpc.data.survey import Survey
+from ssl_hpc.errors import SurveyError
+
+META = SurveyMeta(survey="toy", bands=("g", "r", "i"), image_size=(8, 8), image_dtype="float32")
+
+
+def table(n: int, start: int, rng: np.random.Generator) -> ShardTable:
+    return ShardTable(
+        object_id=np.arange(start, start + n, dtype=np.int64),
+        ra=rng.uniform(0, 360, n),
+        dec=rng.uniform(-90, 90, n),
+        images=rng.normal(size=(n, 3, 8, 8)).astype(np.float32),
+        psf_fwhm=np.full((n, 3), 1.2, np.float32),
+        sky_sigma=np.full((n, 3), 0.05, np.float32),
+        columns={
+            "z_spec": np.where(rng.random(n) < 0.5, rng.random(n), np.nan).astype(np.float32),
+            "ebv": rng.uniform(0, 0.1, n).astype(np.float32),
+        },
+    )
+
+
+@pytest.fixture
+def toy(tmp_path):
+    rng = np.random.default_rng(0)
+    tables = [table(5, 100, rng), table(7, 200, rng)]
+    entries = [
+        write_shard(tmp_path / fmt.SHARD_PATTERN.format(index=i), t, META)
+        for i, t in enumerate(tables)
+    ]
+    build_manifest(tmp_path, META, entries, {"command": "test"})
+    return tmp_path, tables
+
+
+def test_round_trip_preserves_every_dataset(toy):
+    path, tables = toy
+    s = Survey(path, verify="full")
+    assert len(s) == 12 and s.bands == ("g", "r", "i")
+    ids = np.concatenate([t.object_id for t in tables])
+    np.testing.assert_array_equal(s.column("object_id"), ids)
+    np.testing.assert_array_equal(
+        s.column("z_spec"), np.concatenate([t.columns["z_spec"] for t in tables])
+    )
+    rows = s.locate([203, 101])
+    np.testing.assert_array_equal(rows, [8, 1])
+    np.testing.assert_array_equal(
+        s.images(rows), np.stack([tables[1].images[3], tables[0].images[1]])
+    )
+    with h5py.File(path / "shard-00000.h5") as f:
+        assert [b.decode() for b in f[fmt.BANDS][()]] == ["g", "r", "i"]
+        assert f[fmt.IMAGE].chunks == (1, 3, 8, 8)  # one object per chunk: cheap random reads
+        assert f.attrs["schema_version"] == fmt.SCHEMA_VERSION
+
+
+def test_manifest_counts_labels_and_roles(toy):
+    path, tables = toy
+    m = load_manifest(path)
+    d = json.loads((path / "manifest.json").read_text())
+    assert d["schema_version"] == fmt.SCHEMA_VERSION and d["n_objects"] == 12
+    n_z = sum(int(np.isfinite(t.columns["z_spec"]).sum()) for t in tables)
+    assert m.labels == {"z_spec": n_z} and d["labels"] == {"z_spec": n_z}
+    assert m.columns["ebv"].role == "catalogue" and m.columns["ebv"].n_valid == 12
+    assert [s.n_rows for s in m.shards] == [5, 7]
+    assert verify_survey(path) == []
+
+
+def test_unknown_object_id_is_named(toy):
+    with pytest.raises(SurveyError, match="object_id 999"):
+        Survey(toy[0]).locate([100, 999])
+
+
+def test_flipped_byte_is_caught_by_sha256_and_names_the_shard(toy):
+    path, _ = toy
+    shard = path / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    problems = verify_survey(path, full=True)
+    assert len(problems) == 1 and "shard-00001.h5" in problems[0] and "sha256" in problems[0]
+    with pytest.raises(SurveyError, match="shard-00001.h5"):
+        Survey(path, verify="full")
+
+
+def test_corrupt_image_chunk_fails_on_read_with_the_file_name(toy):
+    """Fletcher-32 on each image chunk turns silent corruption into an error naming the file."""
+    path, _ = toy
+    shard = path / "shard-00000.h5"
+    with h5py.File(shard) as f:
+        offset = f[fmt.IMAGE].id.get_chunk_info(2).byte_offset
+    data = bytearray(shard.read_bytes())
+    data[offset + 10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    survey = Survey(path, verify="none")
+    survey.images([0, 1])  # other chunks still read
+    with pytest.raises(SurveyError, match="shard-00000.h5"):
+        survey.images([2])
+
+
+def test_truncated_missing_and_stray_shards_are_named(toy):
+    path, _ = toy
+    shard = path / "shard-00000.h5"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(SurveyError, match=r"shard-00000.h5: 1000 bytes"):
+        Survey(path)
+    (path / "shard-00001.h5").unlink()
+    shutil.copy(path / "manifest.json", path / "shard-00009.h5")
+    problems = verify_survey(path, full=False)
+    assert any("shard-00001.h5: missing" in p for p in problems)
+    assert any("shard-00009.h5: shard not in the manifest" in p for p in problems)
+
+
+def test_bad_manifest_and_directory_errors(tmp_path):
+    with pytest.raises(SurveyError, match="no such survey directory"):
+        load_manifest(tmp_path / "nope")
+    with pytest.raises(SurveyError, match="manifest.json: missing"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(SurveyError, match="not valid JSON"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(SurveyError, match="newer than this ssl-hpc"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1}))
+    with pytest.raises(SurveyError, match="malformed manifest"):
+        load_manifest(tmp_path)
+
+
+def test_writer_rejects_bad_tables_and_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(1)
+    t = table(4, 0, rng)
+    t.images[1, 0, 2, 2] = np.nan
+    with pytest.raises(SurveyError, match="NaN or inf"):
+        write_shard(tmp_path / "shard-00000.h5", t, META)
+    t = table(4, 0, rng)
+    t.object_id[3] = 0
+    with pytest.raises(SurveyError, match="duplicate"):
+        write_shard(tmp_path / "shard-00000.h5", t, META)
+    t = table(4, 0, rng)
+    t.images = t.images * 1e6
+    with pytest.raises(SurveyError, match="overflow float16"):
+        write_shard(tmp_path / "shard-00000.h5", t, SurveyMeta("toy", ("g", "r", "i"), (8, 8)))
+    assert list(tmp_path.iterdir()) == []  # no shard and no temporary file left behind
+
+
+def test_float16_quantisation_is_far_below_the_noise(small_survey):
+    """Storing float16 adds error < 1% of the sky noise sigma (relative precision 2^-11)."""
+    s = Survey(small_survey)
+    img = s.images(np.arange(16)).astype(np.float64)
+    sigma = s.per_band(fmt.SKY_SIGMA)[:16].astype(np.float64)
+    faint = np.abs(img) < 5 * sigma[:, :, None, None]
+    quant = np.abs(img) * 2.0**-11  # worst-case rounding of a float16 value
+    assert (quant[faint] / np.broadcast_to(sigma[:, :, None, None], img.shape)[faint]).max() < 0.01

@@ -1,0 +1,110 @@
+"""The sharded reader: whole shards per rank, determinism, equal batches, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from ssl_hpc.data.reader import ReaderPosition, ShardedReader, assign_shards
+from ssl_hpc.data.survey import Survey
+from ssl_hpc.errors import SurveyError
+
+
+def ids_of(reader: ShardedReader, workers: int = 0) -> list[np.ndarray]:
+    loader = DataLoader(reader, batch_size=None, num_workers=workers)
+    return [b["object_id"].numpy() for b in loader]
+
+
+def test_assignment_is_whole_shards_balanced_and_a_partition():
+    sizes = np.array([48, 48, 48, 48, 48, 48, 48, 20])
+    for world in (1, 2, 3, 4):
+        for epoch in (0, 1):
+            parts = assign_shards(sizes, world, epoch, seed=3)
+            flat = sorted(s for p in parts for s in p)
+            assert flat == list(range(len(sizes)))
+            loads = [sizes[p].sum() for p in parts]
+            assert max(loads) - min(loads) <= sizes.max()
+    assert assign_shards(sizes, 2, 0, 3) != assign_shards(sizes, 2, 1, 3)  # reshuffled per epoch
+    with pytest.raises(SurveyError, match="8 shards cannot feed 9 ranks"):
+        assign_shards(sizes, 9, 0, 0)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_inference_mode_reads_every_object_exactly_once(small_survey, world):
+    survey = Survey(small_survey)
+    seen = []
+    for rank in range(world):
+        r = ShardedReader(
+            survey, batch_size=10, rank=rank, world_size=world, shuffle=False, even=False
+        )
+        seen += [i for b in ids_of(r) for i in b]
+    assert sorted(seen) == sorted(survey.column("object_id").tolist())
+
+
+def test_training_mode_equal_batches_no_duplicates_across_ranks_and_workers(small_survey):
+    survey = Survey(small_survey)
+    world, batch = 3, 16
+    per_rank = []
+    for rank in range(world):
+        r = ShardedReader(
+            survey, batch_size=batch, rank=rank, world_size=world, seed=5, columns=("ebv", "z_spec")
+        )
+        batches = ids_of(r, workers=2)
+        assert all(len(b) == batch for b in batches)
+        per_rank.append(np.concatenate(batches))
+        # a rank reads only its own shards
+        shards = set(assign_shards(survey.shard_sizes, world, 0, 5)[rank])
+        rows = survey.locate(per_rank[-1])
+        assert set(np.searchsorted(survey.shard_offsets, rows, side="right") - 1) <= shards
+    assert len({len(p) for p in per_rank}) == 1  # same number of batches on every rank
+    everything = np.concatenate(per_rank)
+    assert len(np.unique(everything)) == len(everything)
+    # what an epoch skips is bounded by the shard imbalance plus a partial batch per rank
+    dropped = len(survey) - len(everything)
+    assert dropped <= (world - 1) * survey.shard_sizes.max() + world * (batch - 1)
+
+
+def test_batch_contents_match_the_survey(small_survey):
+    survey = Survey(small_survey)
+    r = ShardedReader(survey, batch_size=8, seed=1, columns=("ebv", "z_spec"))
+    b = next(iter(r))
+    rows = survey.locate(b["object_id"].numpy())
+    assert b["image"].dtype == torch.float32 and b["image"].shape == (8, 5, 48, 48)
+    np.testing.assert_array_equal(b["image"].numpy(), survey.images(rows))
+    np.testing.assert_array_equal(b["ebv"].numpy(), survey.column("ebv")[rows])
+    np.testing.assert_array_equal(b["psf_fwhm"].numpy(), survey.per_band("image_psf_fwhm")[rows])
+
+
+def test_order_is_seeded_and_independent_of_worker_count(small_survey):
+    a = ShardedReader(small_survey, batch_size=12, seed=9)
+    b = ShardedReader(small_survey, batch_size=12, seed=9)
+    c = ShardedReader(small_survey, batch_size=12, seed=10)
+    base = np.concatenate(ids_of(a, workers=0))
+    np.testing.assert_array_equal(base, np.concatenate(ids_of(b, workers=3)))
+    assert not np.array_equal(base, np.concatenate(ids_of(c)))
+    a.set_epoch(1)
+    assert not np.array_equal(base, np.concatenate(ids_of(a)))
+
+
+def test_resume_mid_epoch_yields_the_same_remaining_sequence(small_survey):
+    full = ShardedReader(small_survey, batch_size=8, rank=1, world_size=2, seed=4)
+    full.set_epoch(2)
+    whole = ids_of(full, workers=2)
+    state = ReaderPosition(epoch=2, batch=5).state_dict()
+    resumed = ShardedReader(small_survey, batch_size=8, rank=1, world_size=2, seed=4)
+    resumed.load_state_dict(state)
+    rest = ids_of(resumed, workers=3)
+    assert len(rest) == len(whole) - 5
+    for x, y in zip(rest, whole[5:]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_reader_errors_name_the_problem(small_survey):
+    with pytest.raises(SurveyError, match="no column"):
+        ShardedReader(small_survey, batch_size=4, columns=("nope",))
+    with pytest.raises(SurveyError, match="rank=2 outside world_size=2"):
+        ShardedReader(small_survey, batch_size=4, rank=2, world_size=2)
+    with pytest.raises(SurveyError, match="batch_size=0"):
+        ShardedReader(small_survey, batch_size=0)

@@ -1,0 +1,160 @@
+"""The synthetic survey: realistic statistics, selection, anomalies, determinism, resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from conftest import SMALL_SURVEY
+
+from ssl_hpc.config import load_config
+from ssl_hpc.data import format as fmt
+from ssl_hpc.data.manifest import load_manifest, verify_survey
+from ssl_hpc.data.survey import Survey
+from ssl_hpc.data.synth import ANOMALY_KINDS, MORPH_CLASSES, SynthConfig, generate_survey
+from ssl_hpc.data.synth.catalogue import draw_catalogue
+from ssl_hpc.data.synth.render import render_rows
+from ssl_hpc.errors import ConfigError, SurveyError
+
+N_CAT = 20000
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return draw_catalogue(SynthConfig(n_objects=N_CAT, seed=11))
+
+
+def dereddened(cat, band):
+    return cat[f"mag_{band}"] - fmt.SDSS_EXTINCTION[band] * cat["ebv"]
+
+
+def test_colour_redshift_relation_matches_real_sdss(cat, shared_data):
+    with open(shared_data / "sdss_skyserver_dr14_10k.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["class"] == "GALAXY"]
+    z_real = np.array([float(r["redshift"]) for r in rows])
+    gr_real = np.array([float(r["g"]) - float(r["r"]) for r in rows])
+    ur_real = np.array([float(r["u"]) - float(r["r"]) for r in rows])
+    gr = dereddened(cat, "g") - dereddened(cat, "r")
+    ur = dereddened(cat, "u") - dereddened(cat, "r")
+    for lo, hi in [(0.0, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.2)]:
+        real = (z_real >= lo) & (z_real < hi)
+        syn = (cat["z_true"] >= lo) & (cat["z_true"] < hi)
+        assert abs(np.median(gr[syn]) - np.median(gr_real[real])) < 0.05, (lo, hi)
+        assert abs(np.median(ur[syn]) - np.median(ur_real[real])) < 0.1, (lo, hi)
+    # the redshift distribution itself follows the spectroscopic sample
+    assert abs(np.median(cat["z_true"]) - np.median(z_real[(z_real > 0) & (z_real < 0.4)])) < 0.01
+
+
+def test_labels_follow_the_configured_selection(cat):
+    cfg = SynthConfig(n_objects=N_CAT, seed=11)
+    r0 = dereddened(cat, "r")
+    has_z = np.isfinite(cat["z_spec"])
+    bright = r0 < cfg.spec_mag_limit - 0.15  # photometric noise blurs the exact edge
+    faint = r0 > cfg.spec_mag_limit + 0.15
+    assert abs(has_z[bright].mean() - cfg.spec_completeness) < 0.02
+    assert has_z[faint].mean() < 0.01
+    assert 0.25 < has_z.mean() < 0.5  # SDSS: ~500k of 1.3M galaxies have spectra
+    np.testing.assert_array_equal(cat["z_spec"][has_z], cat["z_true"][has_z])
+    has_gz = np.isfinite(cat["gz2_smooth"])
+    assert abs(has_gz[r0 < cfg.gz_mag_limit - 0.15].mean() - cfg.gz_completeness) < 0.03
+    assert has_gz[r0 > cfg.gz_mag_limit + 0.15].mean() < 0.01
+    # labelled galaxies are brighter than the rest: the robustness argument's premise
+    assert np.median(r0[has_z]) < np.median(r0[~has_z]) - 1.0
+
+
+def test_morphology_and_votes_are_physical(cat):
+    m = cat["morph_class"]
+    smooth = cat["gz2_smooth"]
+    voted = np.isfinite(smooth)
+    ell, spiral = MORPH_CLASSES.index("elliptical"), MORPH_CLASSES.index("spiral")
+    assert np.nanmean(smooth[voted & (m == ell)]) > np.nanmean(smooth[voted & (m == spiral)]) + 0.4
+    edge = MORPH_CLASSES.index("edge_on_disk")
+    assert np.nanmean(cat["gz2_edgeon"][voted & (m == edge)]) > 0.7
+    t01 = cat["gz2_smooth"] + cat["gz2_features"] + cat["gz2_artifact"]
+    np.testing.assert_allclose(t01[voted], 1.0, atol=1e-5)
+    # ellipticals are red: u - r above the Strateva et al. 2.22 split on average
+    ur = dereddened(cat, "u") - dereddened(cat, "r")
+    assert np.median(ur[m == ell]) > 2.22 > np.median(ur[m == spiral])
+    # apparent size shrinks with redshift
+    z, size = cat["z_true"], cat["half_light_arcsec"]
+    assert np.median(size[z < 0.03]) > 1.15 * np.median(size[z > 0.15])
+    assert set(np.unique(m)) == set(range(len(MORPH_CLASSES)))
+
+
+def test_small_survey_images_statistics(small_survey):
+    s = Survey(small_survey, verify="full")
+    m = s.manifest
+    assert m.n_objects == 384 and len(m.shards) == 8 and m.image_shape == (5, 48, 48)
+    assert m.columns["z_true"].role == "truth" and m.columns["z_spec"].role == "label"
+    kinds = s.column("anomaly_kind")
+    assert (kinds > 0).sum() == round(0.05 * 384)
+    assert np.array_equal(kinds > 0, s.column("is_anomaly") > 0)
+    img = s.images(np.arange(len(s))).astype(np.float64)
+    sky = s.per_band(fmt.SKY_SIGMA)
+    # the noise in the empty corners is the recorded sky sigma
+    corners = np.concatenate([img[:, :, :6, :6], img[:, :, -6:, -6:]], axis=-1).reshape(384, 5, -1)
+    measured = 1.4826 * np.median(np.abs(corners - np.median(corners, -1, keepdims=True)), -1)
+    assert 0.85 < np.median(measured / sky) < 1.2
+    # u and z are the noisiest bands relative to the galaxy light
+    normal = kinds == 0
+    snr = img[normal].sum((-1, -2)) / (sky[normal] * 48)
+    assert sorted(np.argsort(np.median(snr, 0))[:2].tolist()) == [0, 4]
+
+
+def test_rendering_conserves_each_band_flux():
+    """Without neighbours or artefacts, a stamp holds the catalogue flux in every band."""
+    cfg = SynthConfig(n_objects=256, image_size=64, neighbours_mean=0.0, anomaly_fraction=0.0)
+    c = draw_catalogue(cfg)
+    small = c["half_light_arcsec"] < 2.5
+    img = render_rows(c, cfg, np.random.default_rng(0)).astype(np.float64)
+    ratio = img.sum((-1, -2))[small] / c["flux_true"][small]
+    np.testing.assert_allclose(np.median(ratio[:, 1:4], 0), 1.0, atol=0.03)  # g, r, i
+
+
+def test_anomaly_kinds_all_appear_in_a_larger_draw():
+    c = draw_catalogue(SynthConfig(n_objects=4000, anomaly_fraction=0.02, seed=3))
+    assert set(np.unique(c["anomaly_kind"])) == set(range(len(ANOMALY_KINDS)))
+    lens = c["anomaly_kind"] == ANOMALY_KINDS.index("lens_arc")
+    assert (c["morph_class"][lens] == MORPH_CLASSES.index("elliptical")).all()
+
+
+def test_same_seed_same_bytes_any_worker_count(tmp_path, small_survey):
+    cfg = SynthConfig(**{**SMALL_SURVEY, "workers": 1})
+    m = generate_survey(cfg, tmp_path / "again")
+    assert [s.sha256 for s in m.shards] == [s.sha256 for s in load_manifest(small_survey).shards]
+
+
+def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
+    cfg = SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, workers=1)
+    out = tmp_path / "s"
+    first = generate_survey(cfg, out)
+    stats = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
+    (out / "shard-00001.h5").unlink()
+    second = generate_survey(cfg, out)
+    assert second.shards == first.shards
+    assert second.generator["shards_reused"] == 2
+    for name in ("shard-00000.h5", "shard-00002.h5"):
+        assert (out / name).stat().st_mtime_ns == stats[name]
+    assert verify_survey(out) == []
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    with pytest.raises(SurveyError, match="another config"):
+        generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="bands"):
+        SynthConfig(bands=("u", "g", "x"))
+    with pytest.raises(ConfigError, match="anomaly_fraction"):
+        SynthConfig(anomaly_fraction=2.0)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(SynthConfig, None, ["n_object=3"])
+    with pytest.raises(ConfigError, match="n_objects: expected int"):
+        load_config(SynthConfig, None, ["n_objects=many"])
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("n_objects: 10\nbands: [g, r]\n")
+    cfg = load_config(SynthConfig, yaml_path, ["seed=4", "compression=lzf"])
+    assert (cfg.n_objects, cfg.bands, cfg.seed, cfg.compression) == (10, ("g", "r"), 4, "lzf")
+    assert load_config(SynthConfig, None, ["compression=none"]).compression is None
+    assert os.path.basename(str(yaml_path)) == "c.yaml"
