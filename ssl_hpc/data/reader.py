@@ -185,22 +185,31 @@ class ShardedReader(IterableDataset):
         n = len(rows)
         bands, h, w = self.survey.manifest.image_shape
         image = np.empty((n, bands, h, w), np.float32)
-        out: dict[str, np.ndarray] = {
-            "object_id": np.empty(n, np.int64),
-            "psf_fwhm": np.empty((n, bands), np.float32),
-            "sky_sigma": np.empty((n, bands), np.float32),
-        }
-        for c in self.columns:
-            out[c] = np.empty(n, np.dtype(self.survey.manifest.columns[c].dtype))
-        names = {"object_id": fmt.OBJECT_ID, "psf_fwhm": fmt.PSF_FWHM, "sky_sigma": fmt.SKY_SIGMA}
+        out: dict[str, np.ndarray] = {}
         for s in np.unique(shard_idx):
             sel = np.flatnonzero(shard_idx == s)
-            f = files.get(int(s))
-            if f is None:
-                f = files[int(s)] = open_shard(self._paths[s])
-            image[sel] = read_rows(f, fmt.IMAGE, rows[sel])
-            for key in out:
-                out[key][sel] = read_rows(f, names.get(key, key), rows[sel])
+            shard = files.get(int(s))
+            if shard is None:
+                shard = files[int(s)] = _OpenShard(self._paths[s], self.columns)
+            image[sel] = read_rows(shard.file, fmt.IMAGE, rows[sel])
+            for key, values in shard.small.items():
+                if key not in out:
+                    out[key] = np.empty((n, *values.shape[1:]), values.dtype)
+                out[key][sel] = values[rows[sel]]
         batch = {"image": torch.from_numpy(image)}
         batch.update({k: torch.from_numpy(v) for k, v in out.items()})
         return batch
+
+
+class _OpenShard:
+    """An open shard with its small per-object datasets held in memory (a few bytes/row)."""
+
+    def __init__(self, path: str, columns: tuple[str, ...]) -> None:
+        self.file = open_shard(path)
+        everything = np.arange(self.file[fmt.OBJECT_ID].shape[0])
+        names = {"object_id": fmt.OBJECT_ID, "psf_fwhm": fmt.PSF_FWHM, "sky_sigma": fmt.SKY_SIGMA}
+        names.update({c: c for c in columns})
+        self.small = {k: read_rows(self.file, v, everything) for k, v in names.items()}
+
+    def close(self) -> None:
+        self.file.close()

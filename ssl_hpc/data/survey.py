@@ -28,15 +28,22 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
 
 
 def read_rows(f: h5py.File, name: str, rows: np.ndarray) -> np.ndarray:
-    """Rows of dataset `name` (any order, no repeats), read sorted; errors name the file."""
+    """Rows of dataset `name` (any order, no repeats); errors name the file.
+
+    Rows are read in sorted order as runs of consecutive rows, one slice per run: h5py's
+    fancy indexing costs ~3 ms per row on chunked data, a slice ~0.1 ms per call.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    starts = np.concatenate([[0], breaks]) if len(rows) else np.empty(0, np.int64)
+    stops = np.concatenate([breaks, [len(rows)]]) if len(rows) else np.empty(0, np.int64)
     try:
         ds = f[name]
-        if len(rows) and rows[order[-1]] - rows[order[0]] + 1 == len(rows):
-            data = ds[int(rows[order[0]]) : int(rows[order[-1]]) + 1]  # contiguous: one slice
-        else:
-            data = ds[rows[order]]
+        data = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+        for a, b in zip(starts, stops):
+            data[a:b] = ds[int(ordered[a]) : int(ordered[b - 1]) + 1]
     except (OSError, KeyError, ValueError) as e:
         raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
     out = np.empty_like(data)
