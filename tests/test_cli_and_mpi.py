@@ -1,0 +1,91 @@
+"""The command line on a real survey, and the reader under a real MPI runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, skip_or_fail
+
+from ssl_hpc.cli import COMMANDS, build_parser, main
+from ssl_hpc.data.survey import Survey
+
+
+def test_every_command_documents_every_option(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: ssl-hpc " + name in text
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():  # noqa: SLF001
+        for opt in action._actions:  # noqa: SLF001
+            assert opt.help, f"{action.prog} {opt.option_strings or opt.dest}: no help text"
+
+
+def test_info_summarises_and_verifies(small_survey, capsys):
+    assert main(["info", str(small_survey)]) == 0
+    out = capsys.readouterr().out
+    assert "384 in 8 shards" in out and "z_spec" in out and "matches the manifest (sha256)" in out
+    assert main(["info", str(small_survey), "--json", "--quick"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_objects"] == 384 and summary["problems"] == []
+    assert summary["labels"]["z_spec"]["n"] == int(np.isfinite(Survey(small_survey).column("z_spec")).sum())
+
+
+def test_info_names_the_bad_shard_and_exits_nonzero(small_survey, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+    shard = copy / "shard-00003.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert main(["info", str(copy)]) == 1
+    assert "shard-00003.h5: sha256" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "no such survey directory" in capsys.readouterr().err
+
+
+def test_synth_and_show_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "n_objects=40", "rows_per_shard=20",
+                 "image_size=32", "anomaly_fraction=0.1", "workers=1"]) == 0
+    assert (out / "config.yaml").read_text().startswith("survey: synthetic-sdss")
+    png = tmp_path / "grid.png"
+    assert main(["show", str(out), "--out", str(png), "--n", "6", "--select", "anomalies"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["synth", "--out", str(out), "n_objects=oops"]) == 2
+    assert "n_objects: expected int" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_process(small_survey):
+    exe = Path(sys.executable).with_name("ssl-hpc")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ssl_hpc.cli"]
+    r = subprocess.run([*cmd, "info", str(small_survey), "--quick"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "synthetic-sdss" in r.stdout
+
+
+@pytest.mark.services
+def test_reader_shards_across_two_mpi_ranks(small_survey, tmp_path):
+    mpiexec = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                            os.environ.get("PATH", "")]))
+    if mpiexec is None:
+        skip_or_fail("no mpiexec on PATH (pip install mpich)")
+    out = tmp_path / "ranks.json"
+    script = REPO / "tests" / "scripts" / "mpi_read_survey.py"
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), str(small_survey), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ranks = json.loads(out.read_text())
+    assert sorted(x["rank"] for x in ranks) == [0, 1]
+    a, b = (set(x["ids"]) for x in ranks)
+    assert a and b and not (a & b)
+    assert sorted(a | b) == sorted(Survey(small_survey).column("object_id").tolist())
