@@ -1,0 +1,72 @@
+# ssl-hpc developer and CI entry points. `make help` lists the targets.
+SHELL := /bin/bash
+# Every recipe line fails on any error, unset variable or failing pipe stage.
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/python -m pip
+# On machines without an NVIDIA GPU the CPU torch wheel is installed first, so that
+# pyproject's plain `torch>=2.3` is already satisfied and pip does not fetch the multi-GB
+# CUDA build. Where the CPU wheel is not on a local find-links, add e.g.
+#   TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_CPU ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+SLURM_DIR := $(or $(SSL_HPC_SLURM_DIR),/tmp/ssl-hpc-slurm)
+DEMO_DIR ?= runs/demo
+DEMO_N ?= 4096
+PYTEST_ARGS ?=
+
+.PHONY: help venv services services-stop test demo lint clean
+
+help:
+	@echo "make venv           create $(VENV) (CPU torch unless nvidia-smi exists) + pip install -e .[dev,mpich]"
+	@echo "make services       install Slurm+munge (root, apt) and start the local Slurm ($(SLURM_DIR))"
+	@echo "make services-stop  stop the local Slurm"
+	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
+	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR)"
+	@echo "make lint           ruff check + ruff format --check"
+	@echo "make clean          remove runs/"
+
+venv: $(VENV)/.installed
+
+# The stamp re-runs the install only when pyproject.toml changed or the venv is new.
+$(VENV)/.installed: pyproject.toml
+	if [[ ! -x "$(VENV)/bin/python" ]]; then $(PYTHON) -m venv "$(VENV)"; fi
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	    echo "venv: nvidia-smi found: leaving torch to pip (CUDA build)"; \
+	else \
+	    echo "venv: no NVIDIA GPU: installing $(TORCH_CPU) first (CPU build)"; \
+	    $(PIP) install $(TORCH_PIP_ARGS) "$(TORCH_CPU)"; \
+	fi
+	$(PIP) install -e ".[dev,mpich]"
+	touch "$@"
+
+# Best effort: without root or apt the services tests skip (or fail under CI=true).
+services:
+	@if ! cluster/install_services.sh; then \
+	    echo "WARNING: could not install Slurm/munge; Slurm tests will skip (fail with CI=true)" >&2; \
+	elif ! cluster/slurm_local.sh start; then \
+	    echo "WARNING: could not start the local Slurm; Slurm tests will skip (fail with CI=true)" >&2; \
+	fi
+
+services-stop:
+	cluster/slurm_local.sh stop
+
+test: venv services
+	if [[ -f "$(SLURM_DIR)/env.sh" ]]; then source "$(SLURM_DIR)/env.sh"; fi; \
+	if [[ "$${CI:-}" == "true" || "$${CI:-}" == "1" ]]; then export SSL_HPC_REQUIRE_SERVICES=1; fi; \
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || { rc=$$?; \
+	    echo "pytest exited with $$rc$$( ((rc == 5)) && echo ' (no tests collected)')" >&2; exit $$rc; }
+
+demo: venv
+	$(VENV)/bin/ssl-hpc synth --out "$(DEMO_DIR)/survey" n_objects=$(DEMO_N)
+	$(VENV)/bin/ssl-hpc info "$(DEMO_DIR)/survey"
+	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/survey.png"
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf runs/
