@@ -8,7 +8,8 @@ bytes on disk, and reader/raw ratios. Files are read warm (page cache), as train
 after the first epoch on a node-local disk; cold reads from a parallel file system are
 bounded by its bandwidth instead.
 
-usage: python bench/reader.py [--n 2048] [--size 107] [--repeats 3] [--out bench/results/reader.json]
+usage: python bench/reader.py [--n 2048] [--size 107] [--repeats 3]
+                             [--out bench/results/reader.json]
 """
 
 from __future__ import annotations
@@ -38,15 +39,25 @@ def recode(src: Path, dst: Path, dtype: str, compression: str | None) -> None:
     """Copy survey `src` to `dst` with another image dtype / compression."""
     survey = Survey(src)
     m = survey.manifest
-    meta = SurveyMeta(m.survey, m.bands, m.image_shape[1:], dtype, compression,
-                      roles={k: c.role for k, c in m.columns.items()})
+    meta = SurveyMeta(
+        m.survey,
+        m.bands,
+        m.image_shape[1:],
+        dtype,
+        compression,
+        roles={k: c.role for k, c in m.columns.items()},
+    )
     dst.mkdir(parents=True)
     entries = []
     for i, path in enumerate(survey.shard_paths):
         with h5py.File(path) as f:
             table = ShardTable(
-                f[fmt.OBJECT_ID][()], f[fmt.RA][()], f[fmt.DEC][()], f[fmt.IMAGE][()],
-                f[fmt.PSF_FWHM][()], f[fmt.SKY_SIGMA][()],
+                f[fmt.OBJECT_ID][()],
+                f[fmt.RA][()],
+                f[fmt.DEC][()],
+                f[fmt.IMAGE][()],
+                f[fmt.PSF_FWHM][()],
+                f[fmt.SKY_SIGMA][()],
                 {k: f[k][()] for k in m.columns},
             )
         entries.append(write_shard(dst / fmt.SHARD_PATTERN.format(index=i), table, meta))
@@ -91,7 +102,9 @@ def measure(survey_dir: Path, repeats: int, batch: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--size", type=int, default=107)
     p.add_argument("--rows-per-shard", type=int, default=256)
@@ -102,26 +115,40 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {
         "benchmark": "reader",
-        "machine": {"host": platform.node(), "cpus": torch.get_num_threads(),
-                    "python": platform.python_version(), "h5py": h5py.version.version},
+        "machine": {
+            "host": platform.node(),
+            "cpus": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "h5py": h5py.version.version,
+        },
         "config": vars(args),
         "variants": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        generate_survey(SynthConfig(n_objects=args.n, rows_per_shard=args.rows_per_shard,
-                                    image_size=args.size, image_dtype="float32"), base)
+        generate_survey(
+            SynthConfig(
+                n_objects=args.n,
+                rows_per_shard=args.rows_per_shard,
+                image_size=args.size,
+                image_dtype="float32",
+            ),
+            base,
+        )
         for dtype, comp in VARIANTS:
             name = f"{dtype}-{comp or 'none'}"
             path = Path(tmp) / name
             recode(base, path, dtype, comp)
             results["variants"][name] = r = measure(path, args.repeats, args.batch)
-            print(f"{name:14s} disk {r['disk_bytes'] / 2**20:7.1f} MiB  raw "
-                  f"{r['raw']['images_per_s']:8.0f} img/s  reader(0w) "
-                  f"{r['reader_workers0']['images_per_s']:7.0f} img/s "
-                  f"({r['reader_workers0']['ratio_to_raw']:.2f}x raw)  reader(2w) "
-                  f"{r['reader_workers2']['images_per_s']:7.0f} img/s "
-                  f"({r['reader_workers2']['ratio_to_raw']:.2f}x raw)", flush=True)
+            print(
+                f"{name:14s} disk {r['disk_bytes'] / 2**20:7.1f} MiB  raw "
+                f"{r['raw']['images_per_s']:8.0f} img/s  reader(0w) "
+                f"{r['reader_workers0']['images_per_s']:7.0f} img/s "
+                f"({r['reader_workers0']['ratio_to_raw']:.2f}x raw)  reader(2w) "
+                f"{r['reader_workers2']['images_per_s']:7.0f} img/s "
+                f"({r['reader_workers2']['ratio_to_raw']:.2f}x raw)",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         ncols=args.ncols,
         title=f"{survey.manifest.survey}: {args.select}",
+        display_values=survey.manifest.flux_unit.startswith("display"),
     )
     print(f"wrote {len(rows)} cutouts to {args.out}")
     return 0

@@ -37,7 +37,9 @@ def test_info_summarises_and_verifies(small_survey, capsys):
     assert main(["info", str(small_survey), "--json", "--quick"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_objects"] == 384 and summary["problems"] == []
-    assert summary["labels"]["z_spec"]["n"] == int(np.isfinite(Survey(small_survey).column("z_spec")).sum())
+    assert summary["labels"]["z_spec"]["n"] == int(
+        np.isfinite(Survey(small_survey).column("z_spec")).sum()
+    )
 
 
 def test_info_names_the_bad_shard_and_exits_nonzero(small_survey, tmp_path, capsys):
@@ -55,8 +57,21 @@ def test_info_names_the_bad_shard_and_exits_nonzero(small_survey, tmp_path, caps
 
 def test_synth_and_show_through_the_cli(tmp_path, capsys):
     out = tmp_path / "s"
-    assert main(["synth", "--out", str(out), "n_objects=40", "rows_per_shard=20",
-                 "image_size=32", "anomaly_fraction=0.1", "workers=1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "n_objects=40",
+                "rows_per_shard=20",
+                "image_size=32",
+                "anomaly_fraction=0.1",
+                "workers=1",
+            ]
+        )
+        == 0
+    )
     assert (out / "config.yaml").read_text().startswith("survey: synthetic-sdss")
     png = tmp_path / "grid.png"
     assert main(["show", str(out), "--out", str(png), "--n", "6", "--select", "anomalies"]) == 0
@@ -75,14 +90,20 @@ def test_console_script_runs_as_a_process(small_survey):
 
 @pytest.mark.services
 def test_reader_shards_across_two_mpi_ranks(small_survey, tmp_path):
-    mpiexec = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                            os.environ.get("PATH", "")]))
+    mpiexec = shutil.which(
+        "mpiexec",
+        path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
     if mpiexec is None:
         skip_or_fail("no mpiexec on PATH (pip install mpich)")
     out = tmp_path / "ranks.json"
     script = REPO / "tests" / "scripts" / "mpi_read_survey.py"
-    r = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), str(small_survey), str(out)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, str(script), str(small_survey), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     ranks = json.loads(out.read_text())
     assert sorted(x["rank"] for x in ranks) == [0, 1]

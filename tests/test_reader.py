@@ -27,8 +27,11 @@ def test_assignment_is_whole_shards_balanced_and_a_partition():
             loads = [sizes[p].sum() for p in parts]
             assert max(loads) - min(loads) <= sizes.max()
     assert assign_shards(sizes, 2, 0, 3) != assign_shards(sizes, 2, 1, 3)  # reshuffled per epoch
-    with pytest.raises(SurveyError, match="8 shards cannot feed 9 ranks"):
+    with pytest.raises(SurveyError, match="8 non-empty shards cannot feed 9 ranks"):
         assign_shards(sizes, 9, 0, 0)
+    # an empty shard (every object rejected at ingest) is given to nobody
+    parts = assign_shards(np.array([10, 0, 10, 10]), 3, 0, seed=1)
+    assert sorted(s for p in parts for s in p) == [0, 2, 3] and all(parts)
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -141,6 +141,13 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     with pytest.raises(SurveyError, match="another config"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
+    # an unfinished run (shards, no manifest yet) is protected too
+    (out / "manifest.json").unlink()
+    (out / ".shard-00003.h5.tmp-999").write_bytes(b"left by a killed run")
+    with pytest.raises(SurveyError, match="another config"):
+        generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
+    generate_survey(cfg, out)
+    assert not list(out.glob(".shard-*")) and verify_survey(out) == []
 
 
 def test_config_errors_name_the_key(tmp_path):

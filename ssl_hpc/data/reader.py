@@ -51,9 +51,10 @@ def assign_shards(
     sizes = np.asarray(sizes)
     if world_size < 1:
         raise SurveyError(f"world_size={world_size}: must be >= 1")
-    if len(sizes) < world_size:
+    n_full = int((sizes > 0).sum())
+    if n_full < world_size:
         raise SurveyError(
-            f"{len(sizes)} shards cannot feed {world_size} ranks (each rank reads whole "
+            f"{n_full} non-empty shards cannot feed {world_size} ranks (each rank reads whole "
             "shards); rebuild the survey with fewer rows per shard"
         )
     tiebreak = (
@@ -61,7 +62,7 @@ def assign_shards(
         if shuffle
         else np.arange(len(sizes))
     )
-    order = np.lexsort((tiebreak, -sizes))
+    order = [s for s in np.lexsort((tiebreak, -sizes)) if sizes[s] > 0]  # empty: no one
     load = np.zeros(world_size, dtype=np.int64)
     out: list[list[int]] = [[] for _ in range(world_size)]
     for s in order:

@@ -44,15 +44,19 @@ def rgb_composite(
     bands: Sequence[str],
     stretch: float = 6.0,
     q: float = 8.0,
+    display_values: bool = False,
 ) -> np.ndarray:
     """(B, H, W) fluxes -> (H, W, 3) uint8 colour composite via astropy's make_lupton_rgb.
 
     Channels get fixed display weights (DISPLAY_WEIGHT), then one common scale: the asinh
     softening is `stretch` times the mean robust noise sigma of the three channels, so the
-    sky looks alike whatever the flux unit or depth.
+    sky looks alike whatever the flux unit or depth. `display_values`: the image already
+    holds display intensities in [0, 1] (JPEG/PNG ingests): shown as they are.
     """
     idx = rgb_bands(bands)
     img = np.asarray(image, dtype=np.float64)
+    if display_values:
+        return (np.clip(np.moveaxis(img[list(idx)], 0, -1), 0, 1) * 255).round().astype(np.uint8)
     chans = [img[i] * DISPLAY_WEIGHT.get(bands[i], 1.0) for i in idx]
     sigma = np.mean([noise_sigma(c) for c in chans])
     with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides 0 by 0 on dark sky

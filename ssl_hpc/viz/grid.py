@@ -18,8 +18,12 @@ def save_cutout_grid(
     out: str | os.PathLike,
     ncols: int = 8,
     title: str | None = None,
+    display_values: bool = False,
 ) -> None:
-    """Write `images` (n, B, H, W) as a grid of colour composites with one caption each."""
+    """Write `images` (n, B, H, W) as a grid of colour composites with one caption each.
+
+    `display_values`: the images hold display intensities (JPEG/PNG ingests), not fluxes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +38,11 @@ def save_cutout_grid(
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, cap in zip(axes.flat, images, captions):
-        ax.imshow(rgb_composite(img, bands), origin="lower", interpolation="nearest")
+        ax.imshow(
+            rgb_composite(img, bands, display_values=display_values),
+            origin="lower",
+            interpolation="nearest",
+        )
         ax.set_title(cap, fontsize=6.5, pad=2)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -18,7 +18,7 @@ from ...utils.atomic import write_text_atomic
 from ...utils.hashing import sha256_file, sha256_json
 from ...utils.progress import progress
 from .. import format as fmt
-from ..manifest import Manifest, ShardEntry
+from ..manifest import Manifest, ShardEntry, load_manifest
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from .catalogue import COLUMN_ROLES, draw_catalogue
 from .config import ANOMALY_KINDS, MORPH_CLASSES, SynthConfig
@@ -94,17 +94,26 @@ def _write_one(args: tuple[SynthConfig, str, int]) -> tuple[int, ShardEntry]:
 
 
 def _check_target(out: Path, digest: str) -> None:
-    """Refuse to mix this survey into a directory built from another config."""
-    manifest_path = out / fmt.MANIFEST_NAME
-    if manifest_path.is_file():
-        from ..manifest import load_manifest
-
+    """Refuse to mix this survey into a directory built from another config (finished or
+    not); remove temporary files left by a killed run."""
+    previous = None
+    if (out / fmt.MANIFEST_NAME).is_file():
         previous = load_manifest(out).generator.get("config_sha")
-        if previous != digest:
-            raise SurveyError(
-                f"{out}: holds a survey built with another config (config_sha {previous}); "
-                "choose a new --out or delete it"
-            )
+    for shard in sorted(out.glob("shard-*.h5")):
+        if previous is not None:
+            break
+        try:
+            with h5py.File(shard, "r") as f:
+                previous = f.attrs.get("config_sha")
+        except OSError:
+            continue  # unreadable: rewritten below if it is one of ours
+    if previous is not None and previous != digest:
+        raise SurveyError(
+            f"{out}: holds a survey built with another config (config_sha {previous}); "
+            "choose a new --out or delete it"
+        )
+    for leftover in out.glob(".shard-*.h5.tmp-*"):
+        leftover.unlink()
 
 
 def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
