@@ -61,7 +61,7 @@ test: venv services
 	    echo "pytest exited with $$rc$$( ((rc == 5)) && echo ' (no tests collected)')" >&2; exit $$rc; }
 
 demo: venv
-	$(VENV)/bin/ssl-hpc synth --out "$(DEMO_DIR)/survey" n_objects=$(DEMO_N)
+	$(VENV)/bin/ssl-hpc synth --out "$(DEMO_DIR)/survey" --config jobs/configs/synth.yaml n_objects=$(DEMO_N)
 	$(VENV)/bin/ssl-hpc info "$(DEMO_DIR)/survey"
 	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/survey.png"
 

@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(SynthConfig, args.config, args.overrides)
     manifest = generate_survey(cfg, args.out)
     print(format_summary(summarize(args.out)))
+    g = manifest.generator
     print(
-        f"wrote {manifest.n_objects} objects in {len(manifest.shards)} shards to {args.out} "
-        f"({manifest.generator['seconds']} s)"
+        f"{args.out}: {manifest.n_objects} objects in {len(manifest.shards)} shards "
+        f"({len(manifest.shards) - g['shards_reused']} written, {g['shards_reused']} kept from "
+        f"an earlier run) in {g['seconds']} s"
     )
     return 0
