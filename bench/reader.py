@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -117,7 +118,8 @@ def main() -> None:
         "benchmark": "reader",
         "machine": {
             "host": platform.node(),
-            "cpus": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "h5py": h5py.version.version,
         },

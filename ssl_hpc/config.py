@@ -39,6 +39,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         inner = args[0] if args else str
         return tuple(_coerce(v, inner, key) for v in value)
     if origin is dict or hint is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
@@ -50,6 +52,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     if hint in (int, float, str):
         try:
             if hint is int and isinstance(value, float) and not value.is_integer():
@@ -74,14 +78,15 @@ def build(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
         raise ConfigError(f"{source}: {e}") from e
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x,y"]`` -> ``{"a": "1", "b": "x,y"}`` (types are applied by `build`)."""
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x,y"]`` -> ``{"a": "1", "b": "x,y"}``: raw text; `build` applies the
+    field's type (so ``name=1.10`` stays "1.10" and ``seed=010`` is 10, not YAML's octal)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        out[key.strip()] = value.strip()
     return out
 
 

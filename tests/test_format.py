@@ -77,9 +77,21 @@ def test_manifest_counts_labels_and_roles(toy):
     assert verify_survey(path) == []
 
 
-def test_unknown_object_id_is_named(toy):
+def test_unknown_object_id_and_bad_rows_are_named(toy):
     with pytest.raises(SurveyError, match="object_id 999"):
         Survey(toy[0]).locate([100, 999])
+    with pytest.raises(SurveyError, match="row -1 outside 0..11"):
+        Survey(toy[0]).images([0, -1])
+
+
+def test_ids_must_be_unique_across_shards(tmp_path):
+    rng = np.random.default_rng(3)
+    entries = [
+        write_shard(tmp_path / fmt.SHARD_PATTERN.format(index=i), table(4, 10 + 2 * i, rng), META)
+        for i in range(2)
+    ]
+    with pytest.raises(SurveyError, match="object_id 12 appears in more than one shard"):
+        build_manifest(tmp_path, META, entries)
 
 
 def test_flipped_byte_is_caught_by_sha256_and_names_the_shard(toy):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +152,18 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
     assert not list(out.glob(".shard-*")) and verify_survey(out) == []
 
 
+def test_synth_never_writes_over_a_survey_it_did_not_build(small_survey, tmp_path):
+    foreign = tmp_path / "foreign"
+    shutil.copytree(small_survey, foreign)
+    manifest = load_manifest(foreign)
+    stripped = {**manifest.to_dict(), "generator": {"command": "ssl-hpc ingest"}}
+    (foreign / "manifest.json").write_text(json.dumps(stripped))
+    before = (foreign / "shard-00000.h5").read_bytes()
+    with pytest.raises(SurveyError, match="not built by synth"):
+        generate_survey(SynthConfig(n_objects=48, rows_per_shard=48, image_size=24), foreign)
+    assert (foreign / "shard-00000.h5").read_bytes() == before
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="bands"):
         SynthConfig(bands=("u", "g", "x"))
@@ -164,4 +178,10 @@ def test_config_errors_name_the_key(tmp_path):
     cfg = load_config(SynthConfig, yaml_path, ["seed=4", "compression=lzf"])
     assert (cfg.n_objects, cfg.bands, cfg.seed, cfg.compression) == (10, ("g", "r"), 4, "lzf")
     assert load_config(SynthConfig, None, ["compression=none"]).compression is None
+    odd = load_config(SynthConfig, None, ["survey=1.10", "seed=010", "bands=g,r"])
+    assert (odd.survey, odd.seed, odd.bands) == ("1.10", 10, ("g", "r"))
+    with pytest.raises(ConfigError, match="seed: expected int"):
+        load_config(SynthConfig, None, ["seed=true"])
+    with pytest.raises(ConfigError, match="lacks r"):
+        SynthConfig(bands=("g", "i"))
     assert os.path.basename(str(yaml_path)) == "c.yaml"

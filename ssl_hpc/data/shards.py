@@ -144,6 +144,18 @@ def shard_columns(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _check_unique_ids(survey_dir: Path, entries: list[ShardEntry]) -> None:
+    """object_id must be unique over the whole survey, not only within each shard."""
+    ids = []
+    for entry in entries:
+        with h5py.File(survey_dir / entry.file, "r") as f:
+            ids.append(f[fmt.OBJECT_ID][()])
+    all_ids = np.sort(np.concatenate(ids)) if ids else np.empty(0, np.int64)
+    dup = all_ids[1:][np.diff(all_ids) == 0]
+    if len(dup):
+        raise SurveyError(f"{survey_dir}: object_id {int(dup[0])} appears in more than one shard")
+
+
 def build_manifest(
     survey_dir: str | os.PathLike,
     meta: SurveyMeta,
@@ -156,6 +168,7 @@ def build_manifest(
     disk. Every shard must have the same columns with the same dtypes.
     """
     survey_dir = Path(survey_dir)
+    _check_unique_ids(survey_dir, entries)
     columns: dict[str, ColumnInfo] = {}
     first: dict[str, str] | None = None
     for entry in sorted(entries, key=lambda e: e.file):

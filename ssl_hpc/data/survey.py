@@ -139,6 +139,11 @@ class Survey:
     def images(self, global_rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Images of the given global rows as float32 (n, B, H, W), in the order asked."""
         global_rows = np.asarray(global_rows, dtype=np.int64)
+        bad = (global_rows < 0) | (global_rows >= len(self))
+        if bad.any():
+            raise SurveyError(
+                f"{self.root}: row {int(global_rows[bad][0])} outside 0..{len(self) - 1}"
+            )
         shard = np.searchsorted(self.shard_offsets, global_rows, side="right") - 1
         out = np.empty((len(global_rows), *self.manifest.image_shape), dtype=np.float32)
         for s in np.unique(shard):

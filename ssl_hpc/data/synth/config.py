@@ -64,6 +64,11 @@ class SynthConfig:
             raise ConfigError(
                 f"bands: {bad or 'empty'}: the colour templates cover {TEMPLATE_BANDS}"
             )
+        if "r" not in self.bands:
+            raise ConfigError(
+                f"bands: {self.bands} lacks r, which sizes, colours and the "
+                "spectroscopic selection are defined in"
+            )
         if len(set(self.bands)) != len(self.bands):
             raise ConfigError(f"bands: {self.bands} repeats a band")
         checks = {

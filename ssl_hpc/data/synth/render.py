@@ -87,7 +87,7 @@ def _galaxy_bodies(cv: Canvas, cat: dict, rng: np.random.Generator, scale: float
     n = len(cat["z_true"])
     size = cv.size
     bands = tuple(cat["bands"])
-    r = bands.index("r") if "r" in bands else len(bands) // 2
+    r = bands.index("r")
     morph, kind = cat["morph_class"], cat["anomaly_kind"]
     flux = cat["flux_true"].copy()  # (n, B), the galaxy's total per band
     re = cat["half_light_arcsec"] / scale
@@ -326,7 +326,7 @@ def _artefacts(img: np.ndarray, cat: dict, rng: np.random.Generator, scale: floa
         for j in range(nb):
             s2 = (sigma_px[stars, j] ** 2)[:, None, None]
             core = np.exp(-r2 / (2 * s2)) / (2 * np.pi * s2)
-            halo = 0.05 / (np.pi * 9.0) / (1 + r2 / 9.0) ** 1.5  # power-law wings
+            halo = 0.05 / (2 * np.pi * 9.0) / (1 + r2 / 9.0) ** 1.5  # wings: 5% of the flux
             spikes = 2e-4 * (
                 prof.line(size, x, y, np.zeros(m), np.full(m, 0.7))
                 + prof.line(size, x, y, np.full(m, np.pi / 2), np.full(m, 0.7))
@@ -335,12 +335,13 @@ def _artefacts(img: np.ndarray, cat: dict, rng: np.random.Generator, scale: floa
             star = flux[:, j, None, None] * (0.95 * core + halo + spikes)
             img[stars, j] = np.minimum(img[stars, j] + star, SATURATION_NMGY)
         # bleed trail: charge overflowing along the CCD column of the saturated core
-        col = np.clip(np.round(x + (size - 1) / 2).astype(int), 0, size - 1)
+        col = np.round(x + (size - 1) / 2).astype(int)
         row = np.round(y + (size - 1) / 2).astype(int)
-        length = np.clip(6 * np.log10(flux[:, min(2, nb - 1)] / SATURATION_NMGY), 0, 40).astype(int)
+        r = bands.index("r")
+        length = np.clip(6 * np.log10(flux[:, r] / SATURATION_NMGY), 0, 40).astype(int)
         for i, s in enumerate(stars):
             lo, hi = max(row[i] - length[i], 0), min(row[i] + length[i] + 1, size)
-            if lo < hi:
+            if lo < hi and 0 <= col[i] < size:
                 img[s, :, lo:hi, col[i]] = SATURATION_NMGY
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ... import __version__
 from ...config import to_dict, to_yaml
 from ...errors import SurveyError
-from ...utils.atomic import write_text_atomic
+from ...utils.atomic import pid_alive, write_text_atomic
 from ...utils.hashing import sha256_file, sha256_json
 from ...utils.progress import progress
 from .. import format as fmt
@@ -98,13 +98,13 @@ def _check_target(out: Path, digest: str) -> None:
     not); remove temporary files left by a killed run."""
     previous = None
     if (out / fmt.MANIFEST_NAME).is_file():
-        previous = load_manifest(out).generator.get("config_sha")
+        previous = load_manifest(out).generator.get("config_sha", "none (not built by synth)")
     for shard in sorted(out.glob("shard-*.h5")):
         if previous is not None:
             break
         try:
             with h5py.File(shard, "r") as f:
-                previous = f.attrs.get("config_sha")
+                previous = f.attrs.get("config_sha", "none (not built by synth)")
         except OSError:
             continue  # unreadable: rewritten below if it is one of ours
     if previous is not None and previous != digest:
@@ -113,7 +113,8 @@ def _check_target(out: Path, digest: str) -> None:
             "choose a new --out or delete it"
         )
     for leftover in out.glob(".shard-*.h5.tmp-*"):
-        leftover.unlink()
+        if not pid_alive(int(leftover.name.rsplit("-", 1)[1])):
+            leftover.unlink()
 
 
 def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
