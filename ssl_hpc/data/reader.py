@@ -82,13 +82,11 @@ class ShardedReader(IterableDataset):
     ``psf_fwhm`` and ``sky_sigma`` (B, bands) float32, plus each requested catalogue
     column (B,). Use with ``DataLoader(reader, batch_size=None, num_workers=k)``.
 
-    Per epoch, `even` skips at most (world_size - 1) x the largest shard plus a partial batch
-    per rank: keep many shards per rank (>= 10) so that stays a small fraction.
-
     `even`: every rank yields the same number of full batches per epoch (what data-parallel
-    training needs); the few rows beyond that are skipped for this epoch only, a different
-    few each epoch. With ``even=False, shuffle=False`` every row is produced exactly once
-    across ranks, in survey order (what inference needs).
+    training needs); the rows beyond that are skipped for this epoch only, different ones
+    each epoch: at most (world_size - 1) x the largest shard plus a partial batch per rank,
+    so keep many shards per rank (>= 10). With ``even=False, shuffle=False`` every row is
+    produced exactly once across ranks, in survey order (what inference needs).
     """
 
     def __init__(
