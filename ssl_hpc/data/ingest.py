@@ -37,7 +37,7 @@ from .. import __version__
 from ..config import to_dict
 from ..errors import ConfigError, IngestError
 from ..utils.atomic import write_json_atomic, write_text_atomic
-from ..utils.hashing import sha256_file, sha256_json
+from ..utils.hashing import sha256_json
 from ..utils.progress import progress
 from . import format as fmt
 from .cutouts import (
@@ -642,10 +642,7 @@ def finished_shard(task: ShardTask) -> ShardResult | None:
             rejects = [Reject(*r) for r in json.loads(f.attrs["ingest_rejects"])]
     except (OSError, KeyError, ValueError, TypeError):
         return None
-    entry = ShardEntry(
-        file=path.name, n_rows=n_rows, sha256=sha256_file(path), n_bytes=path.stat().st_size
-    )
-    return ShardResult(task.index, entry, rejects)
+    return ShardResult(task.index, ShardEntry.of_file(path, n_rows), rejects)
 
 
 def run_inline(tasks: list[ShardTask], bar: Any) -> list[ShardResult]:

@@ -25,6 +25,12 @@ class ShardEntry:
     sha256: str
     n_bytes: int
 
+    @classmethod
+    def of_file(cls, path: str | os.PathLike, n_rows: int, name: str | None = None) -> ShardEntry:
+        """The entry of a shard file on disk (hashes every byte); `name` if it will be renamed."""
+        path = Path(path)
+        return cls(name or path.name, n_rows, sha256_file(path), path.stat().st_size)
+
 
 @dataclass(frozen=True)
 class ColumnInfo:

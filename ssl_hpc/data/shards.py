@@ -12,7 +12,6 @@ import numpy as np
 
 from ..errors import SurveyError
 from ..utils.atomic import atomic_path
-from ..utils.hashing import sha256_file
 from . import format as fmt
 from .manifest import ColumnInfo, Manifest, ShardEntry
 
@@ -127,33 +126,21 @@ def write_shard(
             f.create_dataset(fmt.SKY_SIGMA, data=table.sky_sigma.astype(np.float32))
             for name, values in table.columns.items():
                 f.create_dataset(name, data=values)
-        entry = ShardEntry(
-            file=path.name, n_rows=n, sha256=sha256_file(tmp), n_bytes=tmp.stat().st_size
-        )
+        entry = ShardEntry.of_file(tmp, n, name=path.name)
     return entry
 
 
-def shard_columns(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
-    """Catalogue columns of a written shard: name -> (dtype, rows with a value)."""
-    out = {}
+def shard_contents(path: str | os.PathLike) -> tuple[dict[str, tuple[str, int]], np.ndarray]:
+    """One read of a written shard: its catalogue columns (name -> (dtype, rows with a
+    value)) and its object ids."""
+    cols = {}
     with h5py.File(path, "r") as f:
         for name, ds in f.items():
             if name in fmt.CORE_DATASETS or ds.ndim != 1:
                 continue
-            out[name] = (str(ds.dtype), fmt.valid_count(ds[()]))
-    return out
-
-
-def _check_unique_ids(survey_dir: Path, entries: list[ShardEntry]) -> None:
-    """object_id must be unique over the whole survey, not only within each shard."""
-    ids = []
-    for entry in entries:
-        with h5py.File(survey_dir / entry.file, "r") as f:
-            ids.append(f[fmt.OBJECT_ID][()])
-    all_ids = np.sort(np.concatenate(ids)) if ids else np.empty(0, np.int64)
-    dup = all_ids[1:][np.diff(all_ids) == 0]
-    if len(dup):
-        raise SurveyError(f"{survey_dir}: object_id {int(dup[0])} appears in more than one shard")
+            cols[name] = (str(ds.dtype), fmt.valid_count(ds[()]))
+        ids = f[fmt.OBJECT_ID][()]
+    return cols, ids
 
 
 def build_manifest(
@@ -168,11 +155,12 @@ def build_manifest(
     disk. Every shard must have the same columns with the same dtypes.
     """
     survey_dir = Path(survey_dir)
-    _check_unique_ids(survey_dir, entries)
     columns: dict[str, ColumnInfo] = {}
     first: dict[str, str] | None = None
+    ids = []
     for entry in sorted(entries, key=lambda e: e.file):
-        cols = shard_columns(survey_dir / entry.file)
+        cols, shard_ids = shard_contents(survey_dir / entry.file)
+        ids.append(shard_ids)
         dtypes = {k: d for k, (d, _) in cols.items()}
         if first is None:
             first = dtypes
@@ -185,6 +173,11 @@ def build_manifest(
             prev = columns.get(name)
             total = n_valid + (prev.n_valid if prev else 0)
             columns[name] = ColumnInfo(dtype=dtype, role=meta.role(name), n_valid=total)
+    # object_id must be unique over the whole survey, not only within each shard
+    all_ids = np.sort(np.concatenate(ids)) if ids else np.empty(0, np.int64)
+    dup = all_ids[1:][np.diff(all_ids) == 0]
+    if len(dup):
+        raise SurveyError(f"{survey_dir}: object_id {int(dup[0])} appears in more than one shard")
     manifest = Manifest(
         survey=meta.survey,
         bands=tuple(meta.bands),

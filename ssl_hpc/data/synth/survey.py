@@ -15,7 +15,7 @@ from ... import __version__
 from ...config import to_dict, to_yaml
 from ...errors import SurveyError
 from ...utils.atomic import pid_alive, write_text_atomic
-from ...utils.hashing import sha256_file, sha256_json
+from ...utils.hashing import sha256_json
 from ...utils.progress import progress
 from .. import format as fmt
 from ..manifest import Manifest, ShardEntry, load_manifest
@@ -70,9 +70,7 @@ def _reusable(path: Path, digest: str, index: int) -> ShardEntry | None:
             n = f[fmt.OBJECT_ID].shape[0]
     except (OSError, KeyError):
         return None  # unreadable leftovers are rewritten
-    return ShardEntry(
-        file=path.name, n_rows=n, sha256=sha256_file(path), n_bytes=path.stat().st_size
-    )
+    return ShardEntry.of_file(path, n)
 
 
 # The catalogue reaches forked workers through this global rather than per-task pickling.
