@@ -64,6 +64,8 @@ demo: venv
 	$(VENV)/bin/ssl-hpc synth --out "$(DEMO_DIR)/survey" --config jobs/configs/synth.yaml n_objects=$(DEMO_N)
 	$(VENV)/bin/ssl-hpc info "$(DEMO_DIR)/survey"
 	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/survey.png"
+	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/augment.png" \
+	    --augment RR,JC,GN,GR,PS --select labelled --n 6
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

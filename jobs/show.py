@@ -7,6 +7,7 @@ redshift, Galaxy Zoo answer, and for synthetic surveys the true class and anomal
 example:
   ssl-hpc show runs/survey --out runs/survey.png --n 32 --select labelled
   ssl-hpc show runs/survey --out anomalies.png --select anomalies
+  ssl-hpc show runs/survey --out views.png --augment RR,JC,GN,GR,PS --n 6
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", type=int, nargs="+", help="show these object ids instead")
     p.add_argument("--ncols", type=int, default=8, help="grid columns (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+    p.add_argument(
+        "--augment",
+        metavar="CODES",
+        help="instead: one galaxy (the first selected, or --ids) and --n augmented views per "
+        "code in CODES (e.g. RR,JC,GN,GR,PS), one row per code and one with all combined",
+    )
+    p.add_argument(
+        "--augment-set",
+        metavar="KEY=VALUE",
+        nargs="+",
+        default=[],
+        help="augmentation settings for --augment, e.g. out_size=48 max_shift=4 ebv=0,1",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.viz.grid import save_cutout_grid
 
     survey = Survey(args.survey)
+    if args.augment is not None:
+        return _show_augment(survey, args)
     rows = (
         survey.locate(args.ids) if args.ids else select_rows(survey, args.select, args.n, args.seed)
     )
@@ -51,4 +67,25 @@ def run(args: argparse.Namespace) -> int:
         display_values=survey.manifest.flux_unit.startswith("display"),
     )
     print(f"wrote {len(rows)} cutouts to {args.out}")
+    return 0
+
+
+def _show_augment(survey, args: argparse.Namespace) -> int:
+    from ssl_hpc.augment import AugmentConfig, parse_codes
+    from ssl_hpc.config import load_config
+    from ssl_hpc.errors import SslHpcError
+    from ssl_hpc.viz.augment_grid import save_augment_grid
+    from ssl_hpc.viz.captions import select_rows
+
+    codes = parse_codes(args.augment)
+    if not codes:
+        raise SslHpcError("--augment: give at least one code, e.g. RR,JC,GN,GR,PS")
+    row = int(
+        survey.locate(args.ids[:1])[0]
+        if args.ids
+        else select_rows(survey, args.select, 1, args.seed)[0]
+    )
+    config = load_config(AugmentConfig, None, args.augment_set)
+    n = save_augment_grid(survey, row, codes, args.out, args.n, args.seed, config)
+    print(f"wrote {n} panels (original + {args.n} views per row) to {args.out}")
     return 0

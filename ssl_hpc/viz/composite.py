@@ -39,12 +39,21 @@ def noise_sigma(band: np.ndarray) -> float:
 DISPLAY_WEIGHT = {"u": 2.2, "g": 1.8, "r": 1.2, "i": 1.0, "z": 0.8, "y": 0.7}
 
 
+def composite_softening(image: np.ndarray, bands: Sequence[str], stretch: float = 6.0) -> float:
+    """The asinh softening `rgb_composite` uses for `image`: `stretch` x the mean robust
+    noise sigma of its three display channels (after their display weights)."""
+    img = np.asarray(image, dtype=np.float64)
+    sigmas = [noise_sigma(img[i] * DISPLAY_WEIGHT.get(bands[i], 1.0)) for i in rgb_bands(bands)]
+    return float(np.mean(sigmas) * stretch)
+
+
 def rgb_composite(
     image: np.ndarray,
     bands: Sequence[str],
     stretch: float = 6.0,
     q: float = 8.0,
     display_values: bool = False,
+    softening: float | None = None,
 ) -> np.ndarray:
     """(B, H, W) fluxes -> (H, W, 3) uint8 colour composite via astropy's make_lupton_rgb.
 
@@ -52,12 +61,15 @@ def rgb_composite(
     softening is `stretch` times the mean robust noise sigma of the three channels, so the
     sky looks alike whatever the flux unit or depth. `display_values`: the image already
     holds display intensities in [0, 1] (JPEG/PNG ingests): shown as they are.
+    `softening`: use this asinh softening (flux units) instead, e.g. one shared by a grid of
+    views of one galaxy so their noise and brightness compare by eye.
     """
     idx = rgb_bands(bands)
     img = np.asarray(image, dtype=np.float64)
     if display_values:
         return (np.clip(np.moveaxis(img[list(idx)], 0, -1), 0, 1) * 255).round().astype(np.uint8)
     chans = [img[i] * DISPLAY_WEIGHT.get(bands[i], 1.0) for i in idx]
-    sigma = np.mean([noise_sigma(c) for c in chans])
+    if softening is None:
+        softening = composite_softening(img, bands, stretch)
     with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides 0 by 0 on dark sky
-        return make_lupton_rgb(*[c / max(sigma * stretch, 1e-12) for c in chans], stretch=1.0, Q=q)
+        return make_lupton_rgb(*[c / max(softening, 1e-12) for c in chans], stretch=1.0, Q=q)

@@ -19,10 +19,12 @@ def save_cutout_grid(
     ncols: int = 8,
     title: str | None = None,
     display_values: bool = False,
+    softening: float | None = None,
 ) -> None:
     """Write `images` (n, B, H, W) as a grid of colour composites with one caption each.
 
     `display_values`: the images hold display intensities (JPEG/PNG ingests), not fluxes.
+    `images` may differ in size; `softening` (see `rgb_composite`) is shared by all when set.
     """
     import matplotlib
 
@@ -39,7 +41,7 @@ def save_cutout_grid(
         ax.axis("off")
     for ax, img, cap in zip(axes.flat, images, captions):
         ax.imshow(
-            rgb_composite(img, bands, display_values=display_values),
+            rgb_composite(img, bands, display_values=display_values, softening=softening),
             origin="lower",
             interpolation="nearest",
         )
