@@ -12,7 +12,13 @@ from scipy import ndimage, special
 
 from ssl_hpc.augment import AugmentConfig, Augmenter, SurveyStats, parse_codes, survey_stats
 from ssl_hpc.augment import reference as ref
-from ssl_hpc.augment.draws import ViewDraws, ViewParams, discrete_gaussian, draw_views
+from ssl_hpc.augment.draws import (
+    ViewDraws,
+    ViewParams,
+    discrete_gaussian,
+    discrete_gaussian_exact,
+    draw_views,
+)
 from ssl_hpc.data.reader import ShardedReader
 from ssl_hpc.errors import ConfigError
 
@@ -357,3 +363,13 @@ def test_show_augment_draws_a_grid(small_survey, tmp_path):
     assert good.returncode == 0, good.stderr
     assert "wrote 16 panels" in good.stdout  # 4 rows (3 codes + combined) x (original + 3)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tabulated_blur_kernels_match_the_exact_discrete_gaussian():
+    sigma = np.random.default_rng(0).uniform(0.0, 2.0, (300, 5))
+    fast, exact = discrete_gaussian(sigma, 8), discrete_gaussian_exact(sigma, 8)
+    np.testing.assert_allclose(fast, exact, atol=1e-5)
+    np.testing.assert_allclose(fast.sum(-1), 1.0, atol=1e-12)
+    taps2 = np.arange(-8, 9) ** 2
+    # the blur adds the drawn variance to within step^2 / 4 (+ truncation at 4 sigma)
+    np.testing.assert_allclose((fast * taps2).sum(-1), (exact * taps2).sum(-1), atol=4e-6)

@@ -61,7 +61,8 @@ def both_backends(codes, x, meta, views_per_image=1, seed=0):
     noise = aug._noise(draws, x) if params.has_noise else None
     out = torch.full((len(draws), 5, SIZES[1], SIZES[1]), float("nan"), device=x.device)
     out.copy_(fused.apply_views(x, params, noise, SIZES[1]))  # poisoned first: all written
-    return out, ref.apply_views(x, params, noise, SIZES[1]), params
+    # the reference in float64 on the same draws: the kernel's float32 error alone
+    return out, ref.apply_views(x.double(), params, noise, SIZES[1]).float(), params
 
 
 @pytest.mark.parametrize(
@@ -74,16 +75,17 @@ def test_fused_equals_reference_on_the_same_draws(codes):
     assert torch.isfinite(fast).all()
     if "PS" in codes:
         assert params.blur_radius > 0
+    # float32 kernels vs the float64 reference: ~1e-6 from rounding over the blur's taps
     err = (fast - slow).norm() / slow.norm()
-    assert err < 1e-6, f"{codes}: relative error {err:.2e}"
-    assert (fast - slow).abs().max() < 1e-5 * slow.abs().max()
+    assert err < 1e-5, f"{codes}: relative error {err:.2e}"
+    assert (fast - slow).abs().max() < 1e-4 * slow.abs().max()
 
 
 def test_fused_takes_half_precision_input():
     x, meta = batch(2)
     fast, slow, _ = both_backends("RR,JC,GR,PS", x.half(), meta)
     assert fast.dtype == torch.float32
-    assert (fast - slow).norm() / slow.norm() < 1e-6
+    assert (fast - slow).norm() / slow.norm() < 1e-5
 
 
 def test_right_angles_are_exact_in_the_kernel_too():

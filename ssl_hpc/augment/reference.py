@@ -8,10 +8,23 @@ at the output resolution (white, as a detector's), then the mask.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
 from .draws import ViewParams
+
+
+@contextlib.contextmanager
+def _no_tf32(active: bool):
+    saved = torch.backends.cudnn.allow_tf32
+    if active:
+        torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 def gaussian_blur(
@@ -33,10 +46,11 @@ def gaussian_blur(
     k = len(blurred)
     taps = weights.reshape(n * b, -1)[blurred].to(images.dtype)
     planes = images.reshape(n * b, h, w)[blurred].reshape(1, k, h, w)
-    planes = F.pad(planes, (radius, radius, 0, 0), mode="reflect")
-    planes = F.conv2d(planes, taps.reshape(k, 1, 1, -1), groups=k)
-    planes = F.pad(planes, (0, 0, radius, radius), mode="reflect")
-    planes = F.conv2d(planes, taps.reshape(k, 1, -1, 1), groups=k)
+    with _no_tf32(images.is_cuda):  # the reference is full float32 on CUDA too
+        planes = F.pad(planes, (radius, radius, 0, 0), mode="reflect")
+        planes = F.conv2d(planes, taps.reshape(k, 1, 1, -1), groups=k)
+        planes = F.pad(planes, (0, 0, radius, radius), mode="reflect")
+        planes = F.conv2d(planes, taps.reshape(k, 1, -1, 1), groups=k)
     out = images.reshape(n * b, h, w)
     out = out if inplace else out.clone()
     out[blurred] = planes.reshape(k, h, w)

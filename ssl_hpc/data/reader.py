@@ -78,9 +78,11 @@ def assign_shards(
 class ShardedReader(IterableDataset):
     """Batches of one rank's share of a survey, as dicts of tensors.
 
-    Each batch holds ``image`` (B, bands, H, W) float32, ``object_id`` (B,) int64,
-    ``psf_fwhm`` and ``sky_sigma`` (B, bands) float32, plus each requested catalogue
-    column (B,). Use with ``DataLoader(reader, batch_size=None, num_workers=k)``.
+    Each batch holds ``image`` (B, bands, H, W) `image_dtype` (None: as stored, e.g.
+    float16, half the bytes through workers and host-to-GPU copies; the fused augmentations
+    read it as is), ``object_id`` (B,) int64, ``psf_fwhm`` and ``sky_sigma`` (B, bands)
+    float32, plus each requested catalogue column (B,). Use with
+    ``DataLoader(reader, batch_size=None, num_workers=k)``.
 
     `even`: every rank yields the same number of full batches per epoch (what data-parallel
     training needs); the rows beyond that are skipped for this epoch only, different ones
@@ -100,6 +102,7 @@ class ShardedReader(IterableDataset):
         even: bool = True,
         columns: tuple[str, ...] = (),
         shuffle_window: int = 8192,
+        image_dtype: str | None = "float32",
     ) -> None:
         super().__init__()
         self.survey = survey if isinstance(survey, Survey) else Survey(survey)
@@ -115,6 +118,7 @@ class ShardedReader(IterableDataset):
         self.seed, self.shuffle, self.even = seed, shuffle, even
         self.columns = tuple(columns)
         self.shuffle_window = max(1, shuffle_window)
+        self.image_dtype = np.dtype(image_dtype or self.survey.manifest.image_dtype)
         self.position = ReaderPosition()
         self._sizes = self.survey.shard_sizes
         self._paths = [str(p) for p in self.survey.shard_paths]
@@ -183,7 +187,7 @@ class ShardedReader(IterableDataset):
     def _read_batch(self, shard_idx: np.ndarray, rows: np.ndarray, files: dict) -> dict:
         n = len(rows)
         bands, h, w = self.survey.manifest.image_shape
-        image = np.empty((n, bands, h, w), np.float32)
+        image = np.empty((n, bands, h, w), self.image_dtype)
         out: dict[str, np.ndarray] = {}
         for s in np.unique(shard_idx):
             sel = np.flatnonzero(shard_idx == s)

@@ -1,0 +1,163 @@
+"""MoCo v2 (He et al. 2020; Chen et al. 2020) and SimCLR around one encoder trunk.
+
+MoCo: a query encoder + head trained by SGD, a key encoder + head that follows it by an
+exponential moving average, and a queue of past keys as negatives. In data-parallel
+training the keys of every rank are all-gathered before they are enqueued, so the queue is
+the same on every rank; BatchNorm of the key encoder sees a shuffled batch across ranks
+(shuffle-BN), so a query and its key never share batch statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..losses import info_nce_logits, nt_xent
+from .heads import projection_head
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (N, ...) from every rank in rank order (no gradient); `x` alone when
+    not distributed."""
+    if not _distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class MoCo(nn.Module):
+    """MoCo v2: `forward(x_q, x_k)` -> (loss, stats); updates the key encoder and queue."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        proj_dim: int = 128,
+        proj_hidden: int = 2048,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        shuffle_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"momentum={momentum}: must be in [0, 1)")
+        if temperature <= 0:
+            raise ConfigError(f"temperature={temperature}: must be > 0")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size={queue_size}: must be >= 1")
+        self.encoder_q = encoder
+        self.head_q = projection_head(feature_dim, proj_hidden, proj_dim)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        self.head_k = copy.deepcopy(self.head_q)
+        for p in [*self.encoder_k.parameters(), *self.head_k.parameters()]:
+            p.requires_grad = False
+        self.momentum, self.temperature, self.shuffle_bn = momentum, temperature, shuffle_bn
+        g = torch.Generator().manual_seed(0)
+        queue = F.normalize(torch.randn(queue_size, proj_dim, generator=g), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        # a host copy of queue_ptr: reading the buffer each step would sync with the GPU
+        self._ptr: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_ptr())
+
+    def _forget_ptr(self) -> None:
+        self._ptr = None
+
+    @property
+    def queue_size(self) -> int:
+        return self.queue.shape[0]
+
+    def check_global_batch(self, global_batch: int) -> None:
+        """The queue advances by whole global batches: its size must be a multiple."""
+        if self.queue_size % global_batch:
+            raise ConfigError(
+                f"queue_size={self.queue_size} is not a multiple of the global batch "
+                f"{global_batch} (batch per worker x workers); pick e.g. "
+                f"{max(1, self.queue_size // global_batch) * global_batch}"
+            )
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key <- m key + (1 - m) query, for encoder and head parameters."""
+        q_params = [*self.encoder_q.parameters(), *self.head_q.parameters()]
+        k_params = [*self.encoder_k.parameters(), *self.head_k.parameters()]
+        torch._foreach_mul_(k_params, self.momentum)
+        torch._foreach_add_(k_params, q_params, alpha=1 - self.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest len(keys) entries of the queue with `keys` (already gathered)."""
+        n = keys.shape[0]
+        self.check_global_batch(n)
+        ptr = int(self.queue_ptr) if self._ptr is None else self._ptr
+        self.queue[ptr : ptr + n] = keys.to(self.queue.dtype)
+        self._ptr = (ptr + n) % self.queue_size
+        self.queue_ptr.fill_(self._ptr)
+
+    @torch.no_grad()
+    def keys(self, x_k: torch.Tensor) -> torch.Tensor:
+        """Normalised keys of `x_k`, with shuffle-BN across ranks when distributed."""
+        if not (self.shuffle_bn and _distributed()):
+            return F.normalize(self.head_k(self.encoder_k(x_k)), dim=1)
+        rank = dist.get_rank()
+        n = x_k.shape[0]
+        everything = all_gather_rows(x_k)
+        perm = torch.randperm(len(everything), device=x_k.device)
+        dist.broadcast(perm, src=0)  # one permutation, so every row is keyed exactly once
+        mine = perm[rank * n : (rank + 1) * n]
+        k = F.normalize(self.head_k(self.encoder_k(everything[mine])), dim=1)
+        k_all = all_gather_rows(k)
+        unshuffled = torch.empty_like(k_all)
+        unshuffled[perm] = k_all
+        return unshuffled[rank * n : (rank + 1) * n]
+
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Loss of one step; also moves the key encoder and enqueues this step's keys."""
+        q = self.head_q(self.encoder_q(x_q))
+        self.momentum_update()
+        k = self.keys(x_k)
+        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.temperature)
+        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        loss = F.cross_entropy(logits.float(), target)
+        self.enqueue(all_gather_rows(k.detach()))
+        with torch.no_grad():
+            accuracy = (logits.argmax(dim=1) == 0).float().mean()
+        return loss, {"loss": loss.detach(), "top1": accuracy}
+
+
+class SimCLR(nn.Module):
+    """SimCLR: one encoder + head, NT-Xent over the batch's 2N views (gathered across ranks
+    for the negatives would need gradients through all_gather; this one uses the local
+    batch, as SimCLR on one device)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        proj_dim: int = 128,
+        proj_hidden: int = 2048,
+        temperature: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"temperature={temperature}: must be > 0")
+        self.encoder_q = encoder
+        self.head_q = projection_head(feature_dim, proj_hidden, proj_dim)
+        self.temperature = temperature
+
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        z = self.head_q(self.encoder_q(torch.cat([x_a, x_b])))
+        loss = nt_xent(z[: len(x_a)], z[len(x_a) :], self.temperature)
+        return loss, {"loss": loss.detach()}

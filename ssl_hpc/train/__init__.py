@@ -1,0 +1,1 @@
+"""Training: the step, the Ray Train loop, checkpoints and monitoring."""
