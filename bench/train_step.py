@@ -2,9 +2,10 @@
 
 Variants: precision (fp32 / bf16 autocast), memory format (NCHW / channels_last), eager or
 torch.compile'd encoders, each on views already on the device. Then the full input path:
-ShardedReader (DataLoader workers, pinned memory) over a survey on local disk + the
-augmentations (fused kernels on CUDA) making both views, against the same step on views
-already on the device; their ratio is what the input pipeline costs.
+ShardedReader (DataLoader workers, pinned memory, float16 as stored) over a survey on local
+disk + the augmentations (fused kernels on CUDA) making both views, prefetched one batch
+ahead on a side stream (ViewPrefetcher), against the same step on views already on the
+device; their ratio is what the input pipeline costs.
 
 The survey read here holds noise images written with the shard writer (the reader's cost
 does not depend on pixel values), so the benchmark needs no astropy or synth.
@@ -34,6 +35,7 @@ from ssl_hpc.data.reader import ShardedReader
 from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from ssl_hpc.models import build_encoder
 from ssl_hpc.models.moco import MoCo
+from ssl_hpc.train.prefetch import ViewPrefetcher
 from ssl_hpc.train.step import prepare_model, train_step
 
 STATS = SurveyStats(
@@ -183,9 +185,7 @@ def main() -> None:
         v = parse_variant(args.loader_variant)
         with tempfile.TemporaryDirectory() as tmp:
             write_noise_survey(Path(tmp) / "survey", batch * 20)
-            reader = ShardedReader(
-                Path(tmp) / "survey", batch, columns=("ebv",), image_dtype=None
-            )
+            reader = ShardedReader(Path(tmp) / "survey", batch, columns=("ebv",), image_dtype=None)
             loader = torch.utils.data.DataLoader(
                 reader,
                 batch_size=None,
@@ -201,11 +201,10 @@ def main() -> None:
                     yield from loader
 
             it = endless()
+            views = iter(ViewPrefetcher(it, aug, device))  # the same stream of batches
 
             def full_step() -> None:
-                batch_ = next(it)
-                images = batch_["image"].to(device, non_blocking=True)
-                q, k = aug.two_views(images, batch_)
+                q, k, _ = next(views)
                 train_step(model, opt, q, k, v["precision"], v["channels_last"])
 
             def device_step() -> None:
