@@ -78,6 +78,10 @@ def test_batch_contents_match_the_survey(small_survey):
     np.testing.assert_array_equal(b["image"].numpy(), survey.images(rows))
     np.testing.assert_array_equal(b["ebv"].numpy(), survey.column("ebv")[rows])
     np.testing.assert_array_equal(b["psf_fwhm"].numpy(), survey.per_band("image_psf_fwhm")[rows])
+    # as stored (float16 here): half the bytes to move, the same values
+    native = next(iter(ShardedReader(survey, batch_size=8, seed=1, image_dtype=None)))
+    assert native["image"].dtype == torch.float16
+    assert torch.equal(native["image"].float(), b["image"])
 
 
 def test_order_is_seeded_and_independent_of_worker_count(small_survey):
