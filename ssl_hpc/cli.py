@@ -20,6 +20,7 @@ COMMANDS = {
     "ingest": "jobs.ingest",
     "info": "jobs.info",
     "show": "jobs.show",
+    "pretrain": "jobs.pretrain",
 }
 
 

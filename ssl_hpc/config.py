@@ -65,9 +65,24 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def build(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
-    """Instantiate dataclass `cls` from a mapping, naming any unknown key or bad value."""
+    """Instantiate dataclass `cls` from a mapping, naming any unknown key or bad value.
+
+    A field that is itself a dataclass takes a mapping, and ``field.key`` entries (from
+    ``key=value`` overrides) are merged into it.
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = dict(values)
+    for key in [k for k in values if "." in k]:
+        head, _, rest = key.partition(".")
+        if head in fields and dataclasses.is_dataclass(hints[head]):
+            nested = values.get(head) or {}
+            if dataclasses.is_dataclass(nested):
+                nested = dataclasses.asdict(nested)
+            values[head] = {**nested, rest: values.pop(key)}
+    for name in fields & set(values):
+        if dataclasses.is_dataclass(hints[name]) and isinstance(values[name], dict):
+            values[name] = build(hints[name], values[name], f"{source}: {name}")
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(fields)}")

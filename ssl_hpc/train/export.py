@@ -1,0 +1,90 @@
+"""What a finished run leaves for the stages after it: the encoder and its learning curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import to_dict
+from ..utils.atomic import atomic_path
+from .config import PretrainConfig
+from .metrics_log import read_metrics
+
+ENCODER_FILE = "encoder.pt"
+
+
+def encoder_state(trainer_state: dict) -> dict[str, torch.Tensor]:
+    """The query encoder's weights from a trainer state (compile/DDP prefixes removed)."""
+    out = {}
+    for key, value in trainer_state["model"].items():
+        if key.startswith("encoder_q."):
+            out[key.removeprefix("encoder_q.").replace("_orig_mod.", "")] = value
+    return out
+
+
+def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
+    """Write `out`/encoder.pt (weights + what rebuilds the net) and learning_curve.png."""
+    from .ray_run import TRAINER_FILE
+
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
+    payload = {
+        "arch": config.arch,
+        "stem": config.stem,
+        "in_channels": int(state["model"]["encoder_q.stem.0.weight"].shape[1])
+        if "encoder_q.stem.0.weight" in state["model"]
+        else None,
+        "step": int(state["step"]),
+        "config": to_dict(config),
+        "state_dict": encoder_state(state),
+    }
+    path = out / ENCODER_FILE
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    metrics = out / "metrics.csv"
+    if metrics.exists():
+        plot_learning_curve(metrics, out / "learning_curve.png")
+    return path
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
+    """The encoder saved by `export_run`, in eval mode."""
+    from ..models import build_encoder
+
+    payload = torch.load(path, map_location=device, weights_only=True)
+    in_ch = payload["in_channels"] or payload["state_dict"]["stem.0.weight"].shape[1]
+    enc = build_encoder(payload["arch"], int(in_ch), payload["stem"])
+    enc.load_state_dict(payload["state_dict"])
+    return enc.to(device).eval()
+
+
+def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
+    """Loss and lr against step, and the kNN metrics where they were measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    loss = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    if loss:
+        axes[0].plot(*zip(*loss), color="C0")
+        axes[0].set(xlabel="step", ylabel="InfoNCE loss", title="loss")
+        lr = [(r["step"], r["lr"]) for r in rows if r.get("lr") is not None]
+        ax2 = axes[0].twinx()
+        ax2.plot(*zip(*lr), color="C1", lw=0.8)
+        ax2.set_ylabel("learning rate", color="C1")
+    for ax, key, label in (
+        (axes[1], "knn_morph_acc", "kNN morphology accuracy"),
+        (axes[2], "knn_sigma_mad", "kNN photo-z sigma_MAD"),
+    ):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", color="C2")
+        ax.set(xlabel="step", title=label)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,204 @@
+"""`Pretrainer`: one worker's share of contrastive pretraining, resumable exactly.
+
+It owns the reader (this rank's shards), the augmenter, the model and optimiser, and the
+counters. `state_dict()` holds everything an exact continuation needs: both encoders and
+heads, the MoCo queue and pointer, the optimiser, the step (the learning rate is a function
+of it), the data position, and the RNG states. The augmenter's call index is the step, so
+the views after a resume are the ones the uninterrupted run would have drawn.
+
+Distributed training wraps `model` in DDP from outside (Ray Train's prepare_model); the
+Pretrainer reaches the bare model through `self.bare`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..augment import Augmenter, survey_stats
+from ..data.reader import ShardedReader
+from ..data.survey import Survey
+from ..errors import ConfigError
+from ..models import build_encoder
+from ..models.moco import MoCo, SimCLR
+from .config import PretrainConfig
+from .evaluate import embed, knn_metrics, load_eval_set
+from .optim import lr_at, make_optimizer
+from .prefetch import ViewPrefetcher
+from .step import prepare_model, train_step
+
+
+def build_model(config: PretrainConfig, in_channels: int) -> torch.nn.Module:
+    """MoCo or SimCLR around the configured encoder trunk."""
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    encoder = build_encoder(config.arch, in_channels, config.stem)
+    if config.method == "moco":
+        return MoCo(
+            encoder,
+            encoder.feature_dim,
+            config.proj_dim,
+            config.proj_hidden,
+            config.queue_size,
+            config.momentum,
+            config.temperature,
+            config.shuffle_bn,
+        )
+    return SimCLR(
+        encoder, encoder.feature_dim, config.proj_dim, config.proj_hidden, config.temperature
+    )
+
+
+class Pretrainer:
+    """One rank of a pretraining run on `survey` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        survey: str | Survey,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> None:
+        if world_size != config.num_workers:
+            raise ConfigError(f"world_size {world_size} != config num_workers {config.num_workers}")
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.device = torch.device(device)
+        self.survey = survey if isinstance(survey, Survey) else Survey(survey)
+        gpu = self.device.type == "cuda"
+        self.precision = config.precision if gpu else "fp32"
+        self.channels_last = config.channels_last and gpu
+        cfg_aug = config.augment
+        self.augmenter = Augmenter(
+            cfg_aug,
+            survey_stats(self.survey, cfg_aug.psf_percentiles, cfg_aug.extinction),
+            seed=config.seed * 100_003 + rank,
+        )
+        self.reader = ShardedReader(
+            self.survey,
+            config.batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=config.seed,
+            shuffle=True,
+            even=True,
+            columns=("ebv",) if "ebv" in self.survey.manifest.columns else (),
+            shuffle_window=config.shuffle_window,
+            image_dtype=None if gpu else "float32",
+        )
+        if self.reader.batches_per_epoch(0) < 1:
+            raise ConfigError(
+                f"{self.survey.root}: too few objects for batch_size {config.batch_size} on "
+                f"{world_size} worker(s) (each rank needs at least one full batch per epoch)"
+            )
+        bare = build_model(config, len(self.survey.bands))
+        self.bare = prepare_model(bare, self.device, self.channels_last, config.compile)
+        self.model = wrap(self.bare) if wrap else self.bare
+        params = [p for p in self.bare.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(
+            config.optimizer, params, config.peak_lr, config.sgd_momentum, config.weight_decay
+        )
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._eval_set = None
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything an exact continuation needs (torch.load(weights_only=True) loads it)."""
+        return {
+            "model": self.bare.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda"
+            else torch.empty(0, dtype=torch.uint8),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` output."""
+        self.bare.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and len(state["rng_cuda"]):
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    # -- training ------------------------------------------------------------------------
+    def batches(self):
+        """(query views, key views) from the current data position onwards, epoch after
+        epoch; the position advances as they are consumed."""
+        cfg = self.config
+        while True:
+            self.reader.set_epoch(self.epoch, self.batch_in_epoch)
+            loader = DataLoader(
+                self.reader,
+                batch_size=None,
+                num_workers=cfg.loader_workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            # the augmenter's call index is the global step: views survive a resume
+            self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
+            for q, k, _ in ViewPrefetcher(loader, self.augmenter, self.device):
+                yield q, k
+                self.batch_in_epoch += 1
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def train(self, until_step: int, on_step: Callable[[Pretrainer, dict], None] | None = None):
+        """Run steps until `until_step` (or config.steps); `on_step(self, stats)` after each."""
+        cfg = self.config
+        until = min(until_step, cfg.steps)
+        if self.step >= until:
+            return
+        for q, k in self.batches():
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, cfg.peak_lr, cfg.warmup_steps, cfg.steps)
+            stats = train_step(self.model, self.optimizer, q, k, self.precision, self.channels_last)
+            self.step += 1
+            if on_step:
+                on_step(self, stats)
+            if self.step >= until:
+                break
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def evaluate(self) -> dict[str, float]:
+        """kNN metrics of the query encoder on the labelled validation subset."""
+        if self._eval_set is None:
+            self._eval_set = load_eval_set(
+                self.survey,
+                self.config.eval_objects,
+                self.config.augment.out_size,
+                seed=self.config.seed,
+            )
+        if self._eval_set is None:
+            return {}
+        feats = embed(self.bare.encoder_q, self._eval_set.images, self.device)
+        return knn_metrics(feats, self._eval_set, self.config.eval_k)
+
+
+class Throughput:
+    """Pairs per second between calls of `lap` (wall clock, synced on CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.t, self.step = device, time.perf_counter(), 0
+
+    def restart(self, step: int) -> None:
+        """Start the next interval now (after an evaluation or checkpoint)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t, self.step = time.perf_counter(), step
+
+    def lap(self, step: int, pairs_per_step: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        rate = (step - self.step) * pairs_per_step / max(now - self.t, 1e-9)
+        self.t, self.step = now, step
+        return rate
