@@ -27,13 +27,18 @@ def info_nce(
     """MoCo's InfoNCE: mean over i of -log softmax(logits_i)[positive]."""
     logits = info_nce_logits(q, k, negatives, temperature)
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(at_least_float32(logits), target)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits are promoted for the softmax; float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent over the 2N views of a batch: each view's positive is its pair,
     the other 2N - 2 views are its negatives; mean over all 2N views."""
-    z = F.normalize(torch.cat([z1, z2]), dim=1).float()
+    z = at_least_float32(F.normalize(torch.cat([z1, z2]), dim=1))
     n = len(z1)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))

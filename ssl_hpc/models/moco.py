@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..losses import info_nce_logits, nt_xent
+from ..losses.contrastive import at_least_float32, info_nce_logits, nt_xent
 from .heads import projection_head
 
 
@@ -130,7 +130,7 @@ class MoCo(nn.Module):
         k = self.keys(x_k)
         logits = info_nce_logits(q, k, self.queue.clone().detach(), self.temperature)
         target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
-        loss = F.cross_entropy(logits.float(), target)
+        loss = F.cross_entropy(at_least_float32(logits), target)
         self.enqueue(all_gather_rows(k.detach()))
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == 0).float().mean()

@@ -145,8 +145,8 @@ class Pretrainer:
             # the augmenter's call index is the global step: views survive a resume
             self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
             for q, k, _ in ViewPrefetcher(loader, self.augmenter, self.device):
+                self.batch_in_epoch += 1  # consumed once handed out
                 yield q, k
-                self.batch_in_epoch += 1
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def train(self, until_step: int, on_step: Callable[[Pretrainer, dict], None] | None = None):

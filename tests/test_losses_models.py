@@ -1,0 +1,122 @@
+"""Losses against float64 numpy, the ResNets, MoCo's queue and momentum, the schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_hpc.errors import ConfigError
+from ssl_hpc.losses import info_nce, nt_xent
+from ssl_hpc.models import build_encoder
+from ssl_hpc.models.moco import MoCo
+from ssl_hpc.train.optim import LARS, lr_at
+
+
+def numpy_info_nce(q, k, neg, t):
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    kn = k / np.linalg.norm(k, axis=1, keepdims=True)
+    losses = []
+    for i in range(len(q)):
+        pos = qn[i] @ kn[i] / t
+        negs = neg @ qn[i] / t
+        logits = np.concatenate([[pos], negs])
+        losses.append(-(pos - np.log(np.exp(logits - logits.max()).sum()) - logits.max()))
+    return np.mean(losses)
+
+
+def test_info_nce_matches_numpy():
+    rng = np.random.default_rng(0)
+    q, k = rng.normal(size=(8, 16)), rng.normal(size=(8, 16))
+    neg = rng.normal(size=(32, 16))
+    neg /= np.linalg.norm(neg, axis=1, keepdims=True)
+    for t in (0.07, 0.2, 1.0):
+        got = info_nce(*(torch.from_numpy(a) for a in (q, k, neg)), temperature=t)
+        assert float(got) == pytest.approx(numpy_info_nce(q, k, neg, t), rel=1e-6)
+    # a perfect positive and orthogonal negatives: the loss is log(1 + K e^{-1/t})
+    e = np.eye(16)
+    got = info_nce(torch.from_numpy(e[:1]), torch.from_numpy(e[:1]), torch.from_numpy(e[1:]), 0.5)
+    assert float(got) == pytest.approx(np.log(1 + 15 * np.exp(-2.0)), rel=1e-9)
+
+
+def test_nt_xent_matches_numpy():
+    rng = np.random.default_rng(1)
+    z1, z2 = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
+    z = np.concatenate([z1, z2])
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sim = z @ z.T / 0.5
+    losses = []
+    for i in range(12):
+        j = (i + 6) % 12
+        others = [sim[i, m] for m in range(12) if m != i]
+        losses.append(-sim[i, j] + np.log(np.sum(np.exp(others))))
+    got = nt_xent(torch.from_numpy(z1), torch.from_numpy(z2), 0.5)
+    assert float(got) == pytest.approx(np.mean(losses), rel=1e-6)
+
+
+def test_resnets_have_the_published_shape():
+    r50 = build_encoder("resnet50", 5)
+    # torchvision's ResNet-50 trunk is 23,508,032 parameters for 3 bands; 2 more bands add
+    # 2 x 64 x 7 x 7 stem weights
+    assert sum(p.numel() for p in r50.parameters()) == 23_508_032 + 2 * 64 * 49
+    assert r50.feature_dim == 2048 and r50(torch.randn(2, 5, 64, 64)).shape == (2, 2048)
+    r18 = build_encoder("resnet18", 3, stem="standard")
+    assert r18.feature_dim == 512 and r18(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+    # the survey stem keeps 64 px into the first stage; the standard one quarters it
+    assert build_encoder("resnet18", 5).stem(torch.randn(1, 5, 64, 64)).shape[-1] == 64
+    assert r18.stem(torch.randn(1, 3, 64, 64)).shape[-1] == 16
+    with pytest.raises(ConfigError, match="resnet99"):
+        build_encoder("resnet99", 5)
+    with pytest.raises(ConfigError, match="stem"):
+        build_encoder("resnet18", 5, stem="tiny")
+
+
+def tiny_moco(queue=32, momentum=0.9):
+    torch.manual_seed(0)
+    enc = build_encoder("resnet18", 5)
+    return MoCo(enc, enc.feature_dim, proj_dim=16, proj_hidden=32, queue_size=queue,
+                momentum=momentum)  # fmt: skip
+
+
+def test_moco_enqueues_keys_and_moves_the_key_encoder_by_ema():
+    m = tiny_moco()
+    before_q = [p.detach().clone() for p in m.encoder_q.parameters()]
+    before_k = [p.detach().clone() for p in m.encoder_k.parameters()]
+    x = torch.randn(8, 5, 24, 24)
+    loss, stats = m(x, x)
+    assert torch.isfinite(loss) and 0 <= float(stats["top1"]) <= 1
+    # the key encoder starts equal to the query encoder, so after one update it still is
+    for pk, pq in zip(m.encoder_k.parameters(), before_q):
+        assert torch.allclose(pk, pq)
+    # keys went into slots 0..7, normalised; the pointer moved on
+    assert int(m.queue_ptr) == 8
+    assert torch.allclose(m.queue[:8].norm(dim=1), torch.ones(8), atol=1e-5)
+    # after an SGD step the key encoder follows by k <- m k + (1 - m) q
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+    loss.backward()
+    opt.step()
+    q_now = [p.detach().clone() for p in m.encoder_q.parameters()]
+    m.momentum_update()
+    for pk, k0, q1 in zip(m.encoder_k.parameters(), before_k, q_now):
+        assert torch.allclose(pk, 0.9 * k0 + 0.1 * q1, atol=1e-6)
+    with pytest.raises(ConfigError, match="not a multiple of the global batch 12"):
+        m.enqueue(torch.randn(12, 16))
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, 1.0, 10, 110) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.5)
+    assert lr_at(110, 1.0, 10, 110) == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_lars_scales_each_layer_by_its_trust_ratio():
+    w = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    b = torch.nn.Parameter(torch.zeros(4))
+    opt = LARS([w, b], lr=1.0, momentum=0.0, weight_decay=0.0, trust=0.01)
+    w.grad, b.grad = torch.full((4, 4), 0.5), torch.ones(4)
+    opt.step()
+    # |w| = 8, |g| = 2: step = lr x 0.01 x 8 / 2 x g = 0.02 per element
+    assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.02))
+    assert torch.allclose(b, -torch.ones(4))  # 1-D: plain SGD

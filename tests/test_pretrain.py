@@ -1,0 +1,117 @@
+"""The Pretrainer without Ray: exact resume, config checks, metrics log, exported encoder."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ssl_hpc.config import build
+from ssl_hpc.errors import ConfigError
+from ssl_hpc.train.config import PretrainConfig
+from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
+from ssl_hpc.train.pretrainer import Pretrainer
+
+TINY = {
+    "arch": "resnet18",
+    "batch_size": 32,
+    "queue_size": 256,
+    "steps": 16,
+    "warmup_steps": 3,
+    "loader_workers": 1,
+    "augment.out_size": 24,
+    "augment.max_shift": 4,
+    "eval_objects": 128,
+    "cpus_per_worker": 1,
+}
+
+
+def tiny(**kw) -> PretrainConfig:
+    return build(PretrainConfig, {**TINY, **kw})
+
+
+def snapshot(trainer: Pretrainer) -> bytes:
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    return buf.getvalue()
+
+
+def restore(config, survey, blob: bytes) -> Pretrainer:
+    t = Pretrainer(config, survey)
+    t.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+    return t
+
+
+def test_interrupted_runs_end_bitwise_equal_to_an_uninterrupted_one(small_survey):
+    torch.set_num_threads(1)
+    cfg = tiny()
+    straight = Pretrainer(cfg, small_survey)
+    assert straight.reader.batches_per_epoch(0) == 12  # 384 objects / 32: steps 13-16 in epoch 1
+    losses = []
+    straight.train(16, lambda t, s: losses.append(float(s["loss"])))
+    # stop at step 10 (mid epoch 0) and at 13 (in epoch 1), each time in a new Pretrainer
+    first = Pretrainer(cfg, small_survey)
+    first.train(10)
+    second = restore(cfg, small_survey, snapshot(first))
+    second.train(13)
+    assert (second.epoch, second.batch_in_epoch) == (1, 1)
+    third = restore(cfg, small_survey, snapshot(second))
+    resumed = []
+    third.train(16, lambda t, s: resumed.append(float(s["loss"])))
+    assert resumed == losses[13:]
+    a, b = straight.bare.state_dict(), third.bare.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # weights, BN statistics, queue, pointer
+    opt_a, opt_b = straight.optimizer.state_dict(), third.optimizer.state_dict()
+    assert all(
+        torch.equal(opt_a["state"][i]["momentum_buffer"], opt_b["state"][i]["momentum_buffer"])
+        for i in opt_a["state"]
+    )
+    # the state loads with weights_only=True (checked by restore) and holds no pickled code
+    assert losses[0] > 0 and len(losses) == 16
+
+
+def test_config_errors_name_the_problem(small_survey):
+    with pytest.raises(
+        ConfigError, match="queue_size=1000 is not a multiple of the global batch 64"
+    ):
+        tiny(queue_size=1000, num_workers=2)
+    with pytest.raises(ConfigError, match="arch='vit'"):
+        tiny(arch="vit")
+    with pytest.raises(ConfigError, match="augment: unknown key"):
+        tiny(**{"augment.sizes": 3})
+    with pytest.raises(ConfigError, match="too few objects"):
+        Pretrainer(tiny(batch_size=512, queue_size=512), small_survey)
+    cfg = tiny(**{"augment.codes": "RR,GN"})
+    assert cfg.augment.codes == ("RR", "GN") and cfg.peak_lr == pytest.approx(0.03 * 32 / 256)
+
+
+def test_metrics_log_drops_rows_of_a_dead_attempt(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path)
+    for step in (5, 10, 15):
+        log.write({"step": step, "epoch": 0, "loss": 1.0 / step})
+    # the attempt died after step 15; the last checkpoint was step 10
+    log = MetricsLog(path, resume_step=10)
+    log.note("restored from step 10")
+    log.write({"step": 15, "epoch": 0, "loss": 0.5})
+    rows = read_metrics(path)
+    assert [r["step"] for r in rows] == [5, 10, 10, 15]
+    assert rows[2]["note"] == "restored from step 10" and rows[3]["loss"] == 0.5
+
+
+def test_pretrain_cli_refuses_bad_input_before_starting_ray(small_survey, tmp_path):
+    cmd = [sys.executable, "-m", "ssl_hpc.cli", "pretrain", "--out", str(tmp_path / "run")]
+    bad = subprocess.run([*cmd, "--data", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+    bad = subprocess.run(
+        [*cmd, "--data", str(small_survey), "queue_size=100"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "queue_size=100" in bad.stderr
+    # the default 64 px views do not fit the 48 px test cutouts
+    bad = subprocess.run([*cmd, "--data", str(small_survey)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "48x48 cutout" in bad.stderr
+    assert not (tmp_path / "run").exists()

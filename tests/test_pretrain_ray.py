@@ -1,0 +1,106 @@
+"""Pretraining on a real local Ray cluster: 2 workers (gloo, CPU), one killed mid-run.
+
+One run checks several things, since a Ray Train fit costs ~40 s of fixed overhead here:
+the run survives a worker killed by SIGKILL (FailureConfig) and resumes from the last
+checkpoint, losing fewer steps than the checkpoint interval; the loss falls once the queue
+holds real keys; the exported encoder beats its own random initialisation in kNN photo-z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray  # noqa: E402  (a dependency: fail, never skip, without it)
+import torch
+
+from ssl_hpc.config import build
+from ssl_hpc.data.survey import Survey
+from ssl_hpc.data.synth import SynthConfig, generate_survey
+from ssl_hpc.models import build_encoder
+from ssl_hpc.train.config import PretrainConfig
+from ssl_hpc.train.evaluate import embed, knn_metrics, load_eval_set
+from ssl_hpc.train.export import load_encoder
+from ssl_hpc.train.metrics_log import read_metrics
+
+STEPS, EVERY, FAULT = 120, 20, 50
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ray-survey") / "survey"
+    generate_survey(
+        SynthConfig(n_objects=1536, rows_per_shard=96, image_size=48, seed=7, workers=2), out
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(survey, tmp_path_factory):
+    from ssl_hpc.train.ray_run import fit
+
+    config = build(
+        PretrainConfig,
+        {
+            "arch": "resnet18",
+            "num_workers": 2,
+            "cpus_per_worker": 1,
+            "batch_size": 16,
+            "queue_size": 256,
+            "momentum": 0.99,
+            "base_lr": 0.3,
+            "warmup_steps": 5,
+            "steps": STEPS,
+            "loader_workers": 0,
+            "augment.out_size": 24,
+            "augment.max_shift": 4,
+            "checkpoint_every": EVERY,
+            "log_every": 10,
+            "eval_every": 60,
+            "eval_objects": 512,
+            "max_failures": 2,
+        },
+    )
+    out = tmp_path_factory.mktemp("ray-run") / "run"
+    ray.init(num_cpus=4, include_dashboard=False)
+    try:
+        result = fit(config, survey, out, fault_at_step=FAULT)
+    finally:
+        ray.shutdown()
+    return config, out, result
+
+
+def test_run_survives_a_killed_worker_and_loses_at_most_one_interval(run):
+    config, out, result = run
+    assert result.error is None
+    assert result.metrics["step"] == STEPS
+    assert (out / f".fault-injected-{FAULT}").exists()  # the worker really was killed
+    rows = read_metrics(out / "metrics.csv")
+    notes = [r for r in rows if r.get("note")]
+    assert len(notes) == 1 and notes[0]["note"].startswith("restored from step ")
+    restored = int(notes[0]["note"].split()[-1])
+    assert 0 < restored <= FAULT and FAULT - restored < EVERY
+    # after the resume every logged step appears exactly once
+    steps = [r["step"] for r in rows if not r.get("note")]
+    assert steps == list(range(10, STEPS + 1, 10))
+    assert all(r["pairs_per_s_total"] > 0 for r in rows if r.get("loss") is not None)
+
+
+def test_loss_falls_once_the_queue_holds_real_keys(run):
+    config, out, _ = run
+    rows = [r for r in read_metrics(out / "metrics.csv") if r.get("loss") is not None]
+    filled = config.queue_size // config.global_batch  # steps until the queue is all keys
+    losses = [r["loss"] for r in rows if r["step"] > filled]
+    assert np.mean(losses[-3:]) < max(losses) - 0.2, losses
+
+
+def test_encoder_beats_its_random_initialisation(run, survey):
+    config, out, _ = run
+    trained = load_encoder(out / "encoder.pt")  # weights_only=True inside
+    torch.manual_seed(config.seed)
+    random_init = build_encoder(config.arch, 5, config.stem).eval()
+    eval_set = load_eval_set(Survey(survey), 1536, config.augment.out_size, seed=1)
+    before = knn_metrics(embed(random_init, eval_set.images, "cpu"), eval_set, config.eval_k)
+    after = knn_metrics(embed(trained, eval_set.images, "cpu"), eval_set, config.eval_k)
+    assert after["knn_sigma_mad"] < before["knn_sigma_mad"], (before, after)
+    assert after["knn_eta"] < before["knn_eta"], (before, after)
+    assert (out / "learning_curve.png").stat().st_size > 10_000
