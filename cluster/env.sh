@@ -31,12 +31,12 @@ export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 # Job logs appear as they are written, not when a buffer fills.
 export PYTHONUNBUFFERED=1
 
-# Print a port base for this job: ports BASE..BASE+19 are this job's (Ray GCS, dashboard,
-# node manager, object manager, ...). Concurrent jobs on one node get distinct ranges:
-# 20000 + (JOBID % 600) * 20 stays in 20000-31999, below the kernel's ephemeral ports
-# (32768+) and above Ray's default worker ports (10002-19999). Outside Slurm the shell's
-# pid stands in for the job id.
+# Print a port base for this job: ports BASE..BASE+99 are this job's (Ray GCS, node and
+# object managers, ... and its worker processes). Concurrent jobs on one node get distinct
+# ranges: 20000 + (JOBID % 120) * 100 stays in 20000-31999, below the kernel's ephemeral
+# ports (32768+) and above Ray's default worker ports (10002-19999). Outside Slurm the
+# shell's pid stands in for the job id.
 ssl_hpc_port_base() {
     local id="${SLURM_JOB_ID:-$$}"
-    echo $((20000 + (id % 600) * 20))
+    echo $((20000 + (id % 120) * 100))
 }

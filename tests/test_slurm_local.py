@@ -79,3 +79,51 @@ def test_sbatch_synth_job_builds_a_verified_survey(tmp_path):
     assert verify_survey(survey) == []
     s = Survey(survey)
     assert len(s) == 64 and s.manifest.generator["config"]["seed"] == 5
+
+
+@pytest.mark.services
+@pytest.mark.timeout(600)
+def test_sbatch_pretrain_runs_ray_train_and_leaves_a_checkpoint(tmp_path, small_survey):
+    """slurm/pretrain.sh starts Ray inside the allocation and trains a tiny run on it."""
+    import torch
+    from conftest import REPO
+
+    from ssl_hpc.train.export import load_encoder
+    from ssl_hpc.train.metrics_log import read_metrics
+
+    env = require_slurm()
+    run = tmp_path / "run"
+    env.update(
+        DATA=str(small_survey),
+        OUT=str(run),
+        CONFIG=str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"),
+        EXTRA="steps=6 checkpoint_every=3 log_every=3 eval_every=3 batch_size=16 "
+        "queue_size=64 augment.out_size=24 augment.max_shift=4 loader_workers=0 "
+        "eval_objects=128",
+        SSL_HPC_ROOT=str(REPO),
+        SSL_HPC_PROGRESS="0",
+    )
+    output = tmp_path / "pretrain.out"
+    job_id = sbatch(
+        [
+            f"--output={output}",
+            f"--chdir={tmp_path}",
+            "--cpus-per-task=2",
+            "--time=10",
+            str(REPO / "slurm" / "pretrain.sh"),
+        ],
+        env=env,
+    )
+    job = wait_for_job(job_id, env, timeout=540, output=output)
+    assert_job_ok(job, output)
+    text = output.read_text()
+    assert "1 Ray node(s) up" in text and "pretrain.sh: done" in text, text[-3000:]
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["step"] for r in rows] == [3, 6]
+    assert rows[-1]["knn_sigma_mad"] is not None and rows[-1]["loss"] > 0
+    checkpoints = sorted(p for p in (run / "ray" / "pretrain").glob("checkpoint_*") if p.is_dir())
+    assert checkpoints and (checkpoints[-1] / "trainer.pt").exists()
+    state = torch.load(checkpoints[-1] / "trainer.pt", weights_only=True)
+    assert state["step"] == 6
+    encoder = load_encoder(run / "encoder.pt")
+    assert encoder(torch.zeros(2, 5, 24, 24)).shape == (2, 512)
