@@ -25,7 +25,7 @@ help:
 	@echo "make services       install Slurm+munge (root, apt) and start the local Slurm ($(SLURM_DIR))"
 	@echo "make services-stop  stop the local Slurm"
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
-	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR)"
+	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR), then pretrain on it"
 	@echo "make lint           ruff check + ruff format --check"
 	@echo "make clean          remove runs/"
 
@@ -66,6 +66,8 @@ demo: venv
 	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/survey.png"
 	$(VENV)/bin/ssl-hpc show "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/augment.png" \
 	    --augment RR,JC,GN,GR,PS --select labelled --n 6
+	$(VENV)/bin/ssl-hpc pretrain --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/pretrain" \
+	    --config jobs/configs/pretrain-demo.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -74,6 +74,16 @@ def test_interrupted_runs_end_bitwise_equal_to_an_uninterrupted_one(small_survey
     assert losses[0] > 0 and len(losses) == 16
 
 
+def test_simclr_trains_on_the_same_pretrainer(small_survey):
+    cfg = tiny(method="simclr", steps=3, loader_workers=0)
+    t = Pretrainer(cfg, small_survey)
+    losses = []
+    t.train(3, lambda _, s: losses.append(float(s["loss"])))
+    # NT-Xent over 2 x 32 views: at most log(63) for an untrained net, and finite
+    assert len(losses) == 3 and all(0 < v < 4.2 for v in losses)
+    assert set(t.evaluate()) == {"knn_sigma_mad", "knn_eta", "knn_morph_acc"}
+
+
 def test_config_errors_name_the_problem(small_survey):
     with pytest.raises(
         ConfigError, match="queue_size=1000 is not a multiple of the global batch 64"

@@ -81,7 +81,7 @@ def test_run_survives_a_killed_worker_and_loses_at_most_one_interval(run):
     assert 0 < restored <= FAULT and FAULT - restored < EVERY
     # after the resume every logged step appears exactly once
     steps = [r["step"] for r in rows if not r.get("note")]
-    assert steps == list(range(10, STEPS + 1, 10))
+    assert steps == list(range(0, STEPS + 1, 10))  # step 0: the random-init kNN baseline
     assert all(r["pairs_per_s_total"] > 0 for r in rows if r.get("loss") is not None)
 
 
@@ -104,3 +104,17 @@ def test_encoder_beats_its_random_initialisation(run, survey):
     assert after["knn_sigma_mad"] < before["knn_sigma_mad"], (before, after)
     assert after["knn_eta"] < before["knn_eta"], (before, after)
     assert (out / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_relaunching_a_finished_run_resumes_it_and_trains_no_more(run, survey):
+    from ssl_hpc.train.ray_run import fit
+
+    config, out, _ = run
+    before = (out / "metrics.csv").read_text()
+    ray.init(num_cpus=4, include_dashboard=False)
+    try:
+        result = fit(config, survey, out)  # same RunConfig(storage_path, name): Ray restores
+    finally:
+        ray.shutdown()
+    assert result.error is None and result.metrics["step"] == STEPS
+    assert (out / "metrics.csv").read_text() == before

@@ -119,7 +119,7 @@ def test_sbatch_pretrain_runs_ray_train_and_leaves_a_checkpoint(tmp_path, small_
     text = output.read_text()
     assert "1 Ray node(s) up" in text and "pretrain.sh: done" in text, text[-3000:]
     rows = read_metrics(run / "metrics.csv")
-    assert [r["step"] for r in rows] == [3, 6]
+    assert [r["step"] for r in rows] == [0, 3, 6]
     assert rows[-1]["knn_sigma_mad"] is not None and rows[-1]["loss"] > 0
     checkpoints = sorted(p for p in (run / "ray" / "pretrain").glob("checkpoint_*") if p.is_dir())
     assert checkpoints and (checkpoints[-1] / "trainer.pt").exists()

@@ -80,9 +80,19 @@ def train_loop_per_worker(loop: dict) -> None:
         with restored.as_directory() as d:
             load_checkpoint(Path(d), trainer)
     run_dir = Path(loop["run_dir"])
+    if trainer.step >= config.steps:  # a relaunch of a finished run: report its end again
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(Path(d), trainer)
+            ray.train.report(
+                {"step": trainer.step, "epoch": trainer.epoch},
+                checkpoint=ray.train.Checkpoint.from_directory(d),
+            )
+        return
     log = MetricsLog(run_dir / "metrics.csv", resume_step=trainer.step) if rank == 0 else None
     if log and restored:
         log.note(f"restored from step {trainer.step}")
+    elif log and trainer.step == 0:  # the random-initialisation baseline of the kNN check
+        log.write({"step": 0, "epoch": 0, **trainer.evaluate()})
     bar = progress(total=config.steps, initial=trainer.step, desc="pretrain", disable=rank != 0)
     clock = Throughput(device)
     fault_at = loop.get("fault_at_step")
