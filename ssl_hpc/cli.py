@@ -21,6 +21,7 @@ COMMANDS = {
     "info": "jobs.info",
     "show": "jobs.show",
     "pretrain": "jobs.pretrain",
+    "embed": "jobs.embed",
 }
 
 

@@ -14,12 +14,12 @@ from .metrics_log import read_metrics
 ENCODER_FILE = "encoder.pt"
 
 
-def encoder_state(trainer_state: dict) -> dict[str, torch.Tensor]:
-    """The query encoder's weights from a trainer state (compile/DDP prefixes removed)."""
+def encoder_state(trainer_state: dict, part: str = "encoder_q") -> dict[str, torch.Tensor]:
+    """Weights of `part` (encoder_q, head_q) from a trainer state, compile prefixes removed."""
     out = {}
     for key, value in trainer_state["model"].items():
-        if key.startswith("encoder_q."):
-            out[key.removeprefix("encoder_q.").replace("_orig_mod.", "")] = value
+        if key.startswith(part + "."):
+            out[key.removeprefix(part + ".").replace("_orig_mod.", "")] = value
     return out
 
 
@@ -29,6 +29,15 @@ def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
 
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
+    path = write_encoder(out / ENCODER_FILE, state, config)
+    metrics = out / "metrics.csv"
+    if metrics.exists():
+        plot_learning_curve(metrics, out / "learning_curve.png")
+    return path
+
+
+def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
+    """encoder.pt from a trainer state: the query encoder and head, and what rebuilds them."""
     payload = {
         "arch": config.arch,
         "stem": config.stem,
@@ -38,13 +47,10 @@ def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
         "step": int(state["step"]),
         "config": to_dict(config),
         "state_dict": encoder_state(state),
+        "head_state_dict": encoder_state(state, "head_q"),
     }
-    path = out / ENCODER_FILE
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    metrics = out / "metrics.csv"
-    if metrics.exists():
-        plot_learning_curve(metrics, out / "learning_curve.png")
     return path
 
 
@@ -57,6 +63,20 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
     enc = build_encoder(payload["arch"], int(in_ch), payload["stem"])
     enc.load_state_dict(payload["state_dict"])
     return enc.to(device).eval()
+
+
+def load_head(path: str | Path, device: str | torch.device = "cpu"):
+    """The projection head saved beside the encoder by `export_run`, in eval mode."""
+    from ..models import projection_head
+
+    payload = torch.load(path, map_location=device, weights_only=True)
+    head = payload.get("head_state_dict") or {}
+    if not head:
+        raise FileNotFoundError(f"{path}: holds no projection head")
+    first, last = head["0.weight"], head["2.weight"]
+    net = projection_head(first.shape[1], first.shape[0], last.shape[0])
+    net.load_state_dict(head)
+    return net.to(device).eval()
 
 
 def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:

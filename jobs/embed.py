@@ -1,0 +1,56 @@
+"""Embed every galaxy of a survey with a trained encoder (MPI-parallel, resumable).
+
+Each rank embeds whole shards (balanced by rows) with the deterministic centre crop the
+encoder was trained at, on its GPU (bf16) where there is one, and writes one embedding
+shard per survey shard, atomically. A rerun skips finished, intact shards; outputs of
+another checkpoint or survey are refused. Rank 0 writes EMB/manifest.json at the end.
+
+example:
+  ssl-hpc embed --checkpoint runs/demo/pretrain --data runs/demo/survey --out runs/demo/emb
+  mpiexec -n 4 ssl-hpc embed --checkpoint RUN --data SURVEY --out EMB --pca 64
+  sbatch --ntasks=8 --gpus-per-task=1 --export=ALL,CKPT=RUN,DATA=SURVEY,OUT=EMB slurm/embed.sh
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="pretraining run dir or its encoder.pt")
+    p.add_argument("--data", required=True, help="survey directory to embed")
+    p.add_argument("--out", required=True, help="embedding directory (created; a rerun resumes)")
+    p.add_argument("--batch-size", type=int, default=512, help="images per forward (default 512)")
+    p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
+    p.add_argument("--with-head", action="store_true", help="also store the projection head output")
+    p.add_argument(
+        "--pca",
+        type=int,
+        default=0,
+        metavar="D",
+        help="also fit a D-dim PCA on a sample, stored as pca.npz (default: none)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssl_hpc.embed import EmbedOptions, embed_survey
+
+    # SSL_HPC_EMBED_FAIL_AFTER=N: a rank dies after N shards (fault-tolerance tests only)
+    fail = os.environ.get("SSL_HPC_EMBED_FAIL_AFTER")
+    opts = EmbedOptions(
+        args.batch_size,
+        args.device,
+        args.with_head,
+        args.pca,
+        fail_after_shards=int(fail) if fail else None,
+    )
+    manifest = embed_survey(args.checkpoint, args.data, args.out, opts)
+    if manifest is not None:  # rank 0
+        made = sum(r["embedded"] for r in manifest["ranks"])
+        print(
+            f"{args.out}: {manifest['n_objects']} objects x {manifest['dim']} dims in "
+            f"{len(manifest['shards'])} shards ({made} embedded now, the rest kept) on "
+            f"{len(manifest['ranks'])} rank(s)"
+        )
+    return 0

@@ -1,0 +1,318 @@
+"""Embed a whole survey with a trained encoder: MPI ranks share the shards, resumably.
+
+Each rank takes whole shards, balanced by row count (the reader's `assign_shards`, in
+survey order), and writes one embedding shard per survey shard. A rerun skips shards whose
+output is finished and intact and embeds the rest; outputs of another checkpoint or survey
+are refused. Rank 0 writes the manifest only when every rank has succeeded; a failure on
+any rank ends the job non-zero with a message naming the rank and the shard.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import format as fmt
+from ..data.reader import assign_shards
+from ..data.survey import Survey, open_shard
+from ..errors import SslHpcError
+from ..train.evaluate import centre_crop
+from ..utils.atomic import write_json_atomic
+from ..utils.hashing import sha256_file
+from ..utils.progress import progress
+from . import store
+
+
+@dataclass
+class EmbedOptions:
+    """How to run: batch size, device ("auto": this rank's GPU if any), projection head,
+    PCA dims (0: none) and its sample size, and, for tests, a shard after which to die."""
+
+    batch_size: int = 512
+    device: str = "auto"
+    with_head: bool = False
+    pca_dims: int = 0
+    pca_sample: int = 100_000
+    fail_after_shards: int | None = None
+
+
+class Comm:
+    """The few collectives the job needs: mpi4py's COMM_WORLD under an MPI launcher,
+    otherwise a single process (mpi4py is not even imported)."""
+
+    def __init__(self) -> None:
+        launched = any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"))
+        self.mpi = None
+        if launched:
+            from mpi4py import MPI
+
+            self.mpi = MPI.COMM_WORLD
+        self.rank = self.mpi.Get_rank() if self.mpi else 0
+        self.size = self.mpi.Get_size() if self.mpi else 1
+
+    def bcast(self, obj):
+        return self.mpi.bcast(obj, root=0) if self.mpi else obj
+
+    def gather(self, obj):
+        return self.mpi.gather(obj, root=0) if self.mpi else [obj]
+
+    def allgather(self, obj):
+        return self.mpi.allgather(obj) if self.mpi else [obj]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory (its encoder.pt) or an encoder.pt file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "encoder.pt"
+    if not p.is_file():
+        raise SslHpcError(
+            f"{path}: no encoder checkpoint (expected a run directory with encoder.pt, or the file)"
+        )
+    return p
+
+
+def run_identity(checkpoint: Path, survey: Survey, with_head: bool) -> dict:
+    """What an embedding set is of: the exact checkpoint and survey, and what it holds."""
+    return {
+        "schema": store.SCHEMA,
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "survey": str(survey.root.resolve()),
+        "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
+        "with_head": with_head,
+    }
+
+
+def pick_device(choice: str, rank: int) -> torch.device:
+    if choice != "auto":
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _batches(path: Path, batch: int, crop: int):
+    """(object_id, ra, dec, crops) batches of one shard, read one batch ahead on a thread."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            with open_shard(path) as f:
+                n = f[fmt.OBJECT_ID].shape[0]
+                for i in range(0, n, batch):
+                    sl = slice(i, min(i + batch, n))
+                    images = centre_crop(f[fmt.IMAGE][sl], crop)
+                    q.put(
+                        (
+                            f[fmt.OBJECT_ID][sl],
+                            f[fmt.RA][sl],
+                            f[fmt.DEC][sl],
+                            np.ascontiguousarray(images, dtype=np.float32),
+                        )
+                    )
+            q.put(None)
+        except Exception as e:  # handed to the consumer, which names the shard
+            q.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not None:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+@torch.no_grad()
+def embed_shard(path: Path, encoder, head, device: torch.device, batch: int, crop: int):
+    """(ids, ra, dec, embeddings, projection or None) of one survey shard."""
+    gpu = device.type == "cuda"
+    parts: dict[str, list] = {"id": [], "ra": [], "dec": [], "emb": [], "proj": []}
+    for ids, ra, dec, images in _batches(path, batch, crop):
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        if gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+            z = encoder(x)
+            p = head(z) if head is not None else None
+        parts["id"].append(ids)
+        parts["ra"].append(ra)
+        parts["dec"].append(dec)
+        parts["emb"].append(z.float().cpu().numpy())
+        if p is not None:
+            parts["proj"].append(p.float().cpu().numpy())
+    cat = {k: np.concatenate(v) if v else None for k, v in parts.items()}
+    return cat["id"], cat["ra"], cat["dec"], cat["emb"], cat["proj"]
+
+
+def embed_survey(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    options: EmbedOptions | None = None,
+    comm: Comm | None = None,
+) -> dict | None:
+    """Embed survey `data` with `checkpoint` into `out` on this rank's shards; rank 0
+    returns the manifest (None on other ranks). Raises SslHpcError on any rank's failure."""
+    from ..train.export import load_encoder, load_head
+
+    opts = options or EmbedOptions()
+    comm = comm or Comm()
+    out = Path(out)
+    setup = None
+    if comm.rank == 0:
+        try:
+            setup = _prepare(checkpoint, data, out, opts)
+        except SslHpcError as e:
+            setup = e
+    setup = comm.bcast(setup)
+    if isinstance(setup, Exception):
+        raise setup
+    identity, ckpt, crop = setup
+    survey = Survey(data, verify="none")
+    mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
+    device = pick_device(opts.device, comm.rank)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # ranks share the node's cores: one rank per core set, not every rank on all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
+    encoder = load_encoder(ckpt, device)
+    head = load_head(ckpt, device) if opts.with_head else None
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    records, error, done, embedded, t0 = {}, None, 0, 0, time.perf_counter()
+    bar = progress(
+        total=int(survey.shard_sizes[mine].sum()), desc=f"embed rank {comm.rank}", unit="gal"
+    )
+    for index in mine:
+        target = store.shard_path(out, index)
+        try:
+            record = store.verified_record(target, identity)
+            if record is None:
+                src = survey.shard_paths[index]
+                ids, ra, dec, emb, proj = embed_shard(
+                    src, encoder, head, device, opts.batch_size, crop
+                )
+                record = store.write_embedding_shard(target, identity, ids, ra, dec, emb, proj)
+                embedded += record["n_rows"]
+                done += 1
+                if opts.fail_after_shards is not None and done >= opts.fail_after_shards:
+                    os._exit(17)  # tests: die hard, as a killed rank would
+            records[index] = record
+            bar.update(record["n_rows"])
+        except Exception as e:  # reported with rank and shard, then the job fails
+            error = f"rank {comm.rank}, shard {survey.shard_paths[index].name}: {e}"
+            break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    reports = comm.gather(
+        {
+            "rank": comm.rank,
+            "records": records,
+            "error": error,
+            "embedded": embedded,
+            "seconds": seconds,
+        }
+    )
+    failure = None
+    if comm.rank == 0:
+        errors = [r["error"] for r in reports if r["error"]]
+        failure = "; ".join(errors) if errors else None
+    failure = comm.bcast(failure)
+    if failure:
+        raise SslHpcError(f"embedding failed: {failure}")
+    if comm.rank != 0:
+        return None
+    return _finish(out, identity, survey, reports, opts)
+
+
+def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
+    """Rank 0: check inputs, claim `out` for this run (or check it is this run's)."""
+    import torch as _torch
+
+    ckpt = resolve_checkpoint(checkpoint)
+    survey = Survey(data)
+    identity = run_identity(ckpt, survey, opts.with_head)
+    payload = _torch.load(ckpt, map_location="cpu", weights_only=True)
+    crop = int(payload["config"]["augment"]["out_size"])
+    h, w = survey.manifest.image_shape[1:]
+    if crop > min(h, w):
+        raise SslHpcError(f"{ckpt}: trained on {crop} px views, larger than {data}'s {h}x{w}")
+    in_ch = payload["state_dict"]["stem.0.weight"].shape[1]
+    if in_ch != len(survey.bands):
+        raise SslHpcError(f"{ckpt}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}")
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / store.RUN_FILE
+    if run_file.exists():
+        import json
+
+        there = json.loads(run_file.read_text())
+        if there != identity:
+            theirs, ours = (
+                there.get("checkpoint_sha256", "?")[:12],
+                identity["checkpoint_sha256"][:12],
+            )
+            raise store.EmbeddingError(
+                f"{out}: holds embeddings of another run (checkpoint sha256 {theirs} vs "
+                f"{ours}, survey {there.get('survey', '?')}); use another --out"
+            )
+    else:
+        write_json_atomic(run_file, identity)
+    return identity, ckpt, crop
+
+
+def _finish(out: Path, identity: dict, survey: Survey, reports: list, opts: EmbedOptions):
+    """Rank 0, after every rank succeeded: the optional PCA, then the manifest."""
+    records = {}
+    for r in reports:
+        records.update(r["records"])
+    shards = [records[i] for i in range(len(survey.shard_paths)) if i in records]
+    dims = None
+    with_proj = None
+    import h5py
+
+    with h5py.File(out / shards[0]["file"], "r") as f:
+        dims = int(f["embeddings"].shape[1])
+        with_proj = int(f["projection"].shape[1]) if "projection" in f else None
+    manifest = {
+        **identity,
+        "dim": dims,
+        "projection_dim": with_proj,
+        "dtype": "float32",
+        "n_objects": int(sum(s["n_rows"] for s in shards)),
+        "shards": [{k: s[k] for k in ("file", "n_rows", "bytes", "sha256")} for s in shards],
+        "ranks": [
+            {"rank": r["rank"], "embedded": r["embedded"], "seconds": r["seconds"]} for r in reports
+        ],
+    }
+    if opts.pca_dims:
+        sample = _sample(out, shards, opts.pca_sample)
+        arrays = store.write_pca(out, sample, opts.pca_dims)
+        manifest["pca"] = {
+            "file": store.PCA_FILE,
+            "dims": int(arrays["components"].shape[0]),
+            "sample": int(len(sample)),
+            "explained_variance": float(arrays["explained_variance_ratio"].sum()),
+        }
+    write_json_atomic(out / store.MANIFEST, manifest)
+    return manifest
+
+
+def _sample(out: Path, shards: list[dict], n: int) -> np.ndarray:
+    """Up to `n` embeddings spread evenly over the shards."""
+    import h5py
+
+    total = sum(s["n_rows"] for s in shards)
+    take = min(1.0, n / max(total, 1))
+    parts = []
+    for s in shards:
+        with h5py.File(out / s["file"], "r") as f:
+            k = max(1, int(round(s["n_rows"] * take)))
+            idx = np.linspace(0, s["n_rows"] - 1, k).astype(np.int64)
+            parts.append(f["embeddings"][()][np.unique(idx)])
+    return np.concatenate(parts)

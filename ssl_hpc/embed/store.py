@@ -1,0 +1,181 @@
+"""The embedding set on disk: one HDF5 shard per survey shard, a done-record per shard, and a
+manifest written when every shard is there.
+
+``EMB/run.json``            what the set is of: checkpoint and survey (their sha256), dims
+``EMB/emb-00000.h5``        ``embeddings`` (N, D) float32, contiguous (memory-mappable),
+                            ``object_id``, ``ra``, ``dec``; optionally ``projection`` (N, P)
+``EMB/emb-00000.h5.done``   JSON: the shard's sha256 and rows, written after the rename
+``EMB/manifest.json``       the run identity + every shard's rows, bytes, sha256
+``EMB/pca.npz``             optional: mean, components, explained variance (fitted on a sample)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import SslHpcError
+from ..utils.atomic import atomic_path, write_json_atomic
+from ..utils.hashing import sha256_file
+
+SCHEMA = 1
+RUN_FILE = "run.json"
+MANIFEST = "manifest.json"
+PCA_FILE = "pca.npz"
+SHARD = "emb-{index:05d}.h5"
+
+
+class EmbeddingError(SslHpcError):
+    """An embedding set that is missing, mismatched or corrupt."""
+
+
+def shard_path(root: Path, index: int) -> Path:
+    return root / SHARD.format(index=index)
+
+
+def done_path(path: Path) -> Path:
+    return path.with_name(path.name + ".done")
+
+
+def write_embedding_shard(
+    path: Path,
+    identity: dict,
+    object_id: np.ndarray,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    embeddings: np.ndarray,
+    projection: np.ndarray | None = None,
+) -> dict:
+    """Write one shard atomically, then its done-record; returns the record."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("embeddings", data=embeddings.astype(np.float32))  # contiguous
+        f.create_dataset("object_id", data=object_id.astype(np.int64))
+        f.create_dataset("ra", data=ra.astype(np.float64))
+        f.create_dataset("dec", data=dec.astype(np.float64))
+        if projection is not None:
+            f.create_dataset("projection", data=projection.astype(np.float32))
+        f.attrs["identity"] = json.dumps(identity, sort_keys=True)
+    record = {
+        "file": path.name,
+        "n_rows": int(len(object_id)),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "identity": identity,
+    }
+    write_json_atomic(done_path(path), record)
+    return record
+
+
+def verified_record(path: Path, identity: dict) -> dict | None:
+    """The done-record of a finished, intact shard of this run; None if it must be (re)made.
+
+    Raises EmbeddingError if the shard is intact but belongs to another run (another
+    checkpoint or survey): never mixed, never silently overwritten.
+    """
+    done = done_path(path)
+    if not (path.exists() and done.exists()):
+        return None
+    try:
+        record = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    theirs = record.get("identity") or {}
+    if theirs != identity:
+        raise EmbeddingError(
+            f"{path}: made from another run (checkpoint sha256 "
+            f"{theirs.get('checkpoint_sha256', '?')[:12]}, survey {theirs.get('survey', '?')}); "
+            "use another --out"
+        )
+    if sha256_file(path) != record.get("sha256"):
+        return None  # corrupt or truncated: re-embed it
+    return record
+
+
+@dataclass
+class EmbeddingSet:
+    """A finished embedding set: vectors aligned with object ids, shard by shard.
+
+    `verify="full"` re-hashes every shard against the manifest (EmbeddingError naming the
+    first bad one); "quick" checks sizes only.
+    """
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, verify: str = "quick") -> EmbeddingSet:
+        root = Path(path)
+        mpath = root / MANIFEST
+        if not mpath.exists():
+            raise EmbeddingError(f"{root}: no {MANIFEST} (not an embedding set, or unfinished)")
+        manifest = json.loads(mpath.read_text())
+        for entry in manifest["shards"]:
+            p = root / entry["file"]
+            if not p.exists() or p.stat().st_size != entry["bytes"]:
+                raise EmbeddingError(f"{p}: missing or of the wrong size")
+            if verify == "full" and sha256_file(p) != entry["sha256"]:
+                raise EmbeddingError(f"{p}: sha256 differs from the manifest (corrupt)")
+        return cls(root, manifest)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def __len__(self) -> int:
+        return int(sum(e["n_rows"] for e in self.manifest["shards"]))
+
+    def shards(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(object_id, embeddings) per shard, in survey order (streaming)."""
+        for entry in self.manifest["shards"]:
+            with h5py.File(self.root / entry["file"], "r") as f:
+                yield f["object_id"][()], f["embeddings"][()]
+
+    def memmap(self, index: int) -> np.ndarray:
+        """Shard `index`'s (N, D) embeddings memory-mapped, read-only (no copy)."""
+        path = self.root / self.manifest["shards"][index]["file"]
+        with h5py.File(path, "r") as f:
+            ds = f["embeddings"]
+            offset, shape = ds.id.get_offset(), ds.shape
+        return np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=shape)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (object_id (N,), embeddings (N, D)) in survey order."""
+        ids, vecs = zip(*self.shards()) if self.manifest["shards"] else ((), ())
+        if not ids:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate(ids), np.concatenate(vecs)
+
+    def pca(self) -> dict[str, np.ndarray] | None:
+        """The PCA fitted at embedding time (mean, components, explained_variance_ratio)."""
+        path = self.root / PCA_FILE
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+
+def load(path: str | os.PathLike, verify: str = "quick") -> EmbeddingSet:
+    """Open the embedding set at `path` (see EmbeddingSet)."""
+    return EmbeddingSet.open(path, verify)
+
+
+def write_pca(root: Path, sample: np.ndarray, dims: int, seed: int = 0) -> dict:
+    """Fit PCA on `sample` (n, D) and store it as pca.npz; returns the arrays."""
+    from sklearn.decomposition import PCA
+
+    dims = min(dims, sample.shape[1], len(sample))
+    pca = PCA(n_components=dims, random_state=seed).fit(sample)
+    arrays = {
+        "mean": pca.mean_.astype(np.float32),
+        "components": pca.components_.astype(np.float32),
+        "explained_variance_ratio": pca.explained_variance_ratio_.astype(np.float32),
+    }
+    with atomic_path(root / PCA_FILE) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return arrays

@@ -1,0 +1,165 @@
+"""Survey embedding: 2 MPI ranks equal one process; a killed rank's rerun completes only the
+missing shards; another checkpoint is refused; a corrupt shard is detected and redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, skip_or_fail
+
+from ssl_hpc.config import build
+from ssl_hpc.embed import EmbeddingError, EmbedOptions, embed_survey, load
+from ssl_hpc.errors import SslHpcError
+from ssl_hpc.train.config import PretrainConfig
+from ssl_hpc.train.export import write_encoder
+from ssl_hpc.train.pretrainer import build_model
+
+CONFIG = {
+    "arch": "resnet18",
+    "batch_size": 16,
+    "queue_size": 64,
+    "augment.out_size": 24,
+    "augment.max_shift": 4,
+}
+
+
+def make_checkpoint(path, seed: int):
+    config = build(PretrainConfig, {**CONFIG, "seed": seed})
+    model = build_model(config, 5)
+    return write_encoder(path, {"model": model.state_dict(), "step": 0}, config)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "encoder.pt", seed=0)
+
+
+@pytest.fixture(scope="module")
+def single(checkpoint, small_survey, tmp_path_factory):
+    """The reference: one process, in-process call."""
+    out = tmp_path_factory.mktemp("emb") / "single"
+    manifest = embed_survey(checkpoint, small_survey, out, EmbedOptions(batch_size=64, pca_dims=8))
+    return out, manifest
+
+
+def mpiexec():
+    exe = shutil.which(
+        "mpiexec", path=os.pathsep.join([str(REPO / ".venv" / "bin"), os.environ.get("PATH", "")])
+    )
+    if exe is None:
+        skip_or_fail("no mpiexec on PATH (pip install mpich)")
+    return exe
+
+
+def run_mpi(checkpoint, survey, out, n=2, env_extra=None):
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = [
+        mpiexec(),
+        "-n",
+        str(n),
+        sys.executable,
+        "-m",
+        "ssl_hpc.cli",
+        "embed",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(survey),
+        "--out",
+        str(out),
+        "--batch-size",
+        "32",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_single_process_set_is_complete_and_aligned(single, small_survey):
+    from ssl_hpc.data.survey import Survey
+
+    out, manifest = single
+    emb = load(out, verify="full")
+    ids, vecs = emb.load()
+    assert np.array_equal(ids, Survey(small_survey).column("object_id"))
+    assert vecs.shape == (384, 512) and np.isfinite(vecs).all()
+    assert manifest["n_objects"] == 384 and len(manifest["shards"]) == 8
+    assert np.array_equal(emb.memmap(1), vecs[48:96])  # memory-mapped, no copy
+    pca = emb.pca()
+    assert pca["components"].shape == (8, 512) and manifest["pca"]["dims"] == 8
+
+
+@pytest.mark.services
+def test_two_mpi_ranks_equal_one_process(single, checkpoint, small_survey, tmp_path):
+    out = tmp_path / "mpi"
+    r = run_mpi(checkpoint, small_survey, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "on 2 rank(s)" in r.stdout
+    ids1, x1 = load(single[0]).load()
+    ids2, x2 = load(out, verify="full").load()
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(x2, x1, rtol=1e-5, atol=1e-5)
+    ranks = json.loads((out / "manifest.json").read_text())["ranks"]
+    assert sorted(r["embedded"] for r in ranks) == [192, 192]  # balanced by rows
+
+
+@pytest.mark.services
+def test_killed_rank_then_rerun_completes_only_the_missing_shards(
+    single, checkpoint, small_survey, tmp_path
+):
+    out = tmp_path / "resume"
+    dead = run_mpi(checkpoint, small_survey, out, env_extra={"SSL_HPC_EMBED_FAIL_AFTER": "1"})
+    assert dead.returncode != 0
+    assert not (out / "manifest.json").exists()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("emb-*.h5")}
+    assert 1 <= len(finished) < 8
+    again = run_mpi(checkpoint, small_survey, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(r["embedded"] for r in manifest["ranks"]) == 384 - 48 * len(finished)
+    for name, mtime in finished.items():  # kept, not redone
+        assert (out / name).stat().st_mtime_ns == mtime
+    np.testing.assert_allclose(
+        load(out, "full").load()[1], load(single[0]).load()[1], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_another_checkpoint_is_refused(single, small_survey, tmp_path):
+    other = make_checkpoint(tmp_path / "other.pt", seed=1)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_hpc.cli",
+            "embed",
+            "--checkpoint",
+            str(other),
+            "--data",
+            str(small_survey),
+            "--out",
+            str(single[0]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "another run" in r.stderr and str(single[0]) in r.stderr
+    with pytest.raises(SslHpcError, match="missing: no encoder checkpoint"):
+        embed_survey(tmp_path / "missing", small_survey, single[0])
+
+
+def test_corrupt_shard_is_detected_and_redone(checkpoint, small_survey, tmp_path):
+    out = tmp_path / "corrupt"
+    embed_survey(checkpoint, small_survey, out, EmbedOptions(batch_size=64))
+    victim = out / "emb-00003.h5"
+    blob = bytearray(victim.read_bytes())
+    blob[-100] ^= 0xFF  # inside the embeddings of the last rows
+    victim.write_bytes(bytes(blob))
+    with pytest.raises(EmbeddingError, match="emb-00003.h5: sha256 differs"):
+        load(out, verify="full")
+    manifest = embed_survey(checkpoint, small_survey, out, EmbedOptions(batch_size=64))
+    assert manifest["ranks"][0]["embedded"] == 48  # that shard alone
+    load(out, verify="full")
