@@ -68,6 +68,8 @@ demo: venv
 	    --augment RR,JC,GN,GR,PS --select labelled --n 6
 	$(VENV)/bin/ssl-hpc pretrain --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/pretrain" \
 	    --config jobs/configs/pretrain-demo.yaml
+	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/ssl-hpc embed --checkpoint "$(DEMO_DIR)/pretrain" \
+	    --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/embeddings" --pca 32
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

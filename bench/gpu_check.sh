@@ -8,8 +8,8 @@ set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
-# which steps to run (a rerun can repeat only some): tests augment train_eager train_compile
-STEPS=" ${STEPS:-tests augment train_eager train_compile} "
+# which steps to run (a rerun can repeat only some): tests augment train_eager train_compile embed
+STEPS=" ${STEPS:-tests augment train_eager train_compile embed} "
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-16}
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -40,4 +40,5 @@ step train_eager 130 python3 bench/train_step.py --device cuda --archs resnet18,
   --variants fp32,bf16,bf16-cl --out "$OUT/train_step-eager.json"
 step train_compile 200 python3 bench/train_step.py --device cuda --archs resnet50 \
   --variants bf16-cl-compile --loader-variant bf16-cl-compile --out "$OUT/train_step-compile.json"
+step embed 120 python3 bench/embed.py --device cuda --out "$OUT/embed-cuda.json"
 cat "$OUT/status.txt"

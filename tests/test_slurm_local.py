@@ -127,3 +127,41 @@ def test_sbatch_pretrain_runs_ray_train_and_leaves_a_checkpoint(tmp_path, small_
     assert state["step"] == 6
     encoder = load_encoder(run / "encoder.pt")
     assert encoder(torch.zeros(2, 5, 24, 24)).shape == (2, 512)
+
+
+@pytest.mark.services
+@pytest.mark.timeout(300)
+def test_sbatch_embed_runs_two_mpi_ranks(tmp_path, small_survey):
+    """slurm/embed.sh launches 2 MPI ranks inside the allocation; the set verifies."""
+    from conftest import REPO
+    from test_embed import make_checkpoint
+
+    from ssl_hpc.embed import load
+
+    env = require_slurm()
+    ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
+    out = tmp_path / "emb"
+    env.update(
+        CKPT=str(ckpt),
+        DATA=str(small_survey),
+        OUT=str(out),
+        EXTRA="--pca 4",
+        SSL_HPC_ROOT=str(REPO),
+        SSL_HPC_PROGRESS="0",
+    )
+    output = tmp_path / "embed.out"
+    job_id = sbatch(
+        [
+            f"--output={output}",
+            f"--chdir={tmp_path}",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--time=5",
+            str(REPO / "slurm" / "embed.sh"),
+        ],
+        env=env,
+    )
+    job = wait_for_job(job_id, env, timeout=240, output=output)
+    assert_job_ok(job, output)
+    emb = load(out, verify="full")
+    assert len(emb) == 384 and len(emb.manifest["ranks"]) == 2 and emb.pca() is not None
