@@ -252,7 +252,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         import json
 
         there = json.loads(run_file.read_text())
-        if there != identity:
+        if not store.same_run(there, identity):
             theirs, ours = (
                 there.get("checkpoint_sha256", "?")[:12],
                 identity["checkpoint_sha256"][:12],

@@ -31,8 +31,18 @@ PCA_FILE = "pca.npz"
 SHARD = "emb-{index:05d}.h5"
 
 
+#: What makes two runs the same: the exact checkpoint and survey contents (their paths are
+#: recorded too, but a moved directory is still the same run).
+IDENTITY_KEYS = ("schema", "checkpoint_sha256", "survey_sha256", "with_head")
+
+
 class EmbeddingError(SslHpcError):
     """An embedding set that is missing, mismatched or corrupt."""
+
+
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two run identities describe the same embedding run."""
+    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
 
 
 def shard_path(root: Path, index: int) -> Path:
@@ -86,7 +96,7 @@ def verified_record(path: Path, identity: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     theirs = record.get("identity") or {}
-    if theirs != identity:
+    if not same_run(theirs, identity):
         raise EmbeddingError(
             f"{path}: made from another run (checkpoint sha256 "
             f"{theirs.get('checkpoint_sha256', '?')[:12]}, survey {theirs.get('survey', '?')}); "
