@@ -33,18 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_hpc.augment import AugmentConfig, Augmenter, SurveyStats
+from ssl_hpc.augment import AugmentConfig, Augmenter
 from ssl_hpc.augment.draws import ViewParams
+from ssl_hpc.augment.stats import sdss_like_stats
 
-#: SDSS-like survey facts (the synthetic survey's seeing and noise levels).
-STATS = SurveyStats(
-    bands=tuple("ugriz"),
-    noise_sigma=(0.035, 0.012, 0.017, 0.027, 0.08),
-    psf_fwhm_low=(1.15, 1.1, 1.05, 1.0, 1.0),
-    psf_fwhm_high=(1.95, 1.85, 1.75, 1.7, 1.7),
-    extinction=(4.239, 3.303, 2.285, 1.698, 1.263),
-    pixel_scale=0.396,
-)
+STATS = sdss_like_stats()
 
 
 def sync(device: str) -> None:

@@ -28,13 +28,12 @@ import torch
 
 from ssl_hpc.config import build
 from ssl_hpc.train.config import PretrainConfig
-from ssl_hpc.train.export import write_encoder
-from ssl_hpc.train.pretrainer import build_model
+from ssl_hpc.train.export import write_untrained_encoder
 
 
 def checkpoint(path: Path, arch: str, crop: int) -> Path:
-    config = build(PretrainConfig, {"arch": arch, "augment.out_size": crop, "augment.max_shift": 2})
-    return write_encoder(path, {"model": build_model(config, 5).state_dict(), "step": 0}, config)
+    config = build(PretrainConfig, {"arch": arch, "augment.out_size": crop})
+    return write_untrained_encoder(path, config, 5)
 
 
 def cpu_scaling(args) -> dict:

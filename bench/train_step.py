@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_hpc.augment import AugmentConfig, Augmenter, SurveyStats
+from ssl_hpc.augment import AugmentConfig, Augmenter
+from ssl_hpc.augment.stats import sdss_like_stats
 from ssl_hpc.data import format as fmt
 from ssl_hpc.data.reader import ShardedReader
 from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
@@ -38,14 +39,7 @@ from ssl_hpc.models.moco import MoCo
 from ssl_hpc.train.prefetch import ViewPrefetcher
 from ssl_hpc.train.step import prepare_model, train_step
 
-STATS = SurveyStats(
-    bands=tuple("ugriz"),
-    noise_sigma=(0.035, 0.012, 0.017, 0.027, 0.08),
-    psf_fwhm_low=(1.15, 1.1, 1.05, 1.0, 1.0),
-    psf_fwhm_high=(1.95, 1.85, 1.75, 1.7, 1.7),
-    extinction=(4.239, 3.303, 2.285, 1.698, 1.263),
-    pixel_scale=0.396,
-)
+STATS = sdss_like_stats()
 
 
 def parse_variant(name: str) -> dict:

@@ -40,6 +40,19 @@ class SurveyStats:
                 raise ConfigError(f"SurveyStats.{name}: expected {n} values, one per band")
 
 
+def sdss_like_stats() -> SurveyStats:
+    """Typical SDSS ugriz facts (the synthetic survey's noise and seeing), for benchmarks
+    and examples that run without a survey on disk."""
+    return SurveyStats(
+        bands=tuple("ugriz"),
+        noise_sigma=(0.035, 0.012, 0.017, 0.027, 0.08),
+        psf_fwhm_low=(1.15, 1.1, 1.05, 1.0, 1.0),
+        psf_fwhm_high=(1.95, 1.85, 1.75, 1.7, 1.7),
+        extinction=extinction_for(tuple("ugriz")),
+        pixel_scale=fmt.SDSS_PIXEL_SCALE,
+    )
+
+
 def extinction_for(bands: Sequence[str], override: Mapping[str, float] | None = None) -> tuple:
     """A_b / E(B-V) per band: `override` first, else SDSS ugriz; NaN for an unknown band."""
     override = dict(override or {})

@@ -54,6 +54,15 @@ def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
     return path
 
 
+def write_untrained_encoder(path: Path, config: PretrainConfig, in_channels: int) -> Path:
+    """encoder.pt of the model `config` builds, untrained: the random-initialisation
+    baseline downstream results are compared with (and a quick checkpoint for tests)."""
+    from .pretrainer import build_model
+
+    model = build_model(config, in_channels)
+    return write_encoder(Path(path), {"model": model.state_dict(), "step": 0}, config)
+
+
 def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
     """The encoder saved by `export_run`, in eval mode."""
     from ..models import build_encoder
