@@ -25,6 +25,25 @@ _FIXED = tl.constexpr(N_FIXED)  # kernels may only read constexpr globals
 
 
 @triton.jit
+def _plane_of_program(plane, params_ptr, n_params, n_bands, FROM_SOURCE: tl.constexpr):
+    """(band, parameter row of the view, input plane index) of program `plane`."""
+    band = plane % n_bands
+    row = params_ptr + (plane // n_bands) * n_params
+    if FROM_SOURCE:  # noqa: SIM108 (Triton: a plain branch on a constexpr)
+        src_plane = tl.load(row).to(tl.int64) * n_bands + band
+    else:
+        src_plane = plane.to(tl.int64)
+    return band, row, src_plane
+
+
+@triton.jit
+def _mirror(q, n):
+    """Index q reflected into [0, n) about the edge pixels (torch's "reflect" padding)."""
+    q = tl.where(q < 0, -q, q)
+    return tl.where(q > n - 1, 2 * (n - 1) - q, q)
+
+
+@triton.jit
 def _blur_pass_kernel(
     src_ptr,
     dst_ptr,
@@ -39,13 +58,7 @@ def _blur_pass_kernel(
     BLOCK: tl.constexpr,
 ):
     plane = tl.program_id(0)
-    view = plane // n_bands
-    band = plane % n_bands
-    row = params_ptr + view * n_params
-    if FROM_SOURCE:  # noqa: SIM108 (Triton: a plain branch on a constexpr)
-        src_plane = tl.load(row).to(tl.int64) * n_bands + band
-    else:
-        src_plane = plane.to(tl.int64)
+    band, row, src_plane = _plane_of_program(plane, params_ptr, n_params, n_bands, FROM_SOURCE)
     taps = row + _FIXED + 3 * n_bands + band * (2 * radius + 1) + radius
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < H * W
@@ -56,15 +69,9 @@ def _blur_pass_kernel(
     for t in range(-radius, radius + 1):
         weight = tl.load(taps + t)
         if ALONG_X:
-            q = x + t
-            q = tl.where(q < 0, -q, q)
-            q = tl.where(q > W - 1, 2 * (W - 1) - q, q)
-            idx = y * W + q
+            idx = y * W + _mirror(x + t, W)
         else:
-            q = y + t
-            q = tl.where(q < 0, -q, q)
-            q = tl.where(q > H - 1, 2 * (H - 1) - q, q)
-            idx = q * W + x
+            idx = _mirror(y + t, H) * W + x
         acc += weight * tl.load(base + idx, mask=inside, other=0.0).to(tl.float32)
     tl.store(dst_ptr + plane.to(tl.int64) * H * W + offs, acc, mask=inside)
 
@@ -86,13 +93,7 @@ def _view_kernel(
     BLOCK: tl.constexpr,
 ):
     plane = tl.program_id(0)
-    view = plane // n_bands
-    band = plane % n_bands
-    row = params_ptr + view * n_params
-    if FROM_SOURCE:  # noqa: SIM108 (Triton: a plain branch on a constexpr)
-        src_plane = tl.load(row).to(tl.int64) * n_bands + band
-    else:
-        src_plane = plane.to(tl.int64)
+    band, row, src_plane = _plane_of_program(plane, params_ptr, n_params, n_bands, FROM_SOURCE)
     m00 = tl.load(row + 1)
     m01 = tl.load(row + 2)
     m10 = tl.load(row + 3)
