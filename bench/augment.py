@@ -23,26 +23,18 @@ usage: python bench/augment.py [--device cpu|cuda] [--batch 256] [--rounds 7]
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from harness import machine_info, sync, write_results
 
 from ssl_hpc.augment import AugmentConfig, Augmenter
 from ssl_hpc.augment.draws import ViewParams
 from ssl_hpc.augment.stats import sdss_like_stats
 
 STATS = sdss_like_stats()
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, device: str, calls: int, rounds: int) -> dict:
@@ -129,13 +121,7 @@ def main() -> None:
     meta = {"psf_fwhm": rng.uniform(1.0, 1.5, (n, 5)), "ebv": rng.uniform(0, 0.1, n)}
     ebv_dev = torch.from_numpy(meta["ebv"]).float().to(dev)
     cfg = AugmentConfig()  # RR, JC, GN, GR, PS
-    machine = {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor(),
-    }
+    machine = machine_info(dev)
     try:
         import triton
 
@@ -188,9 +174,7 @@ def main() -> None:
         k["bytes_per_view"] = per_view
         k["achieved_GB_per_s"] = per_view * k["views_per_s"] / 1e9
     results["pipelines"] = out
-    path = Path(args.out or f"bench/results/augment-{dev}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results(results, args.out or f"bench/results/augment-{dev}.json")
     print(f"wrote {path}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness import machine_info, write_results
 
 from ssl_hpc.config import build
 from ssl_hpc.train.config import PretrainConfig
@@ -143,18 +143,11 @@ def main() -> None:
     args.crop = args.crop or (64 if gpu else 32)
     results = {
         "benchmark": "embed",
-        "machine": {
-            "host": platform.node(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if gpu else platform.processor(),
-        },
+        "machine": machine_info(args.device),
         "config": vars(args),
         "results": gpu_rate(args) if gpu else cpu_scaling(args),
     }
-    path = Path(args.out or f"bench/results/embed-{args.device}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results(results, args.out or f"bench/results/embed-{args.device}.json")
     print(f"wrote {path}")
 
 

@@ -15,9 +15,6 @@ usage: python bench/reader.py [--n 2048] [--size 107] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from harness import machine_info, write_results
 from torch.utils.data import DataLoader
 
 from ssl_hpc.data import format as fmt
@@ -116,13 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {
         "benchmark": "reader",
-        "machine": {
-            "host": platform.node(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "h5py": h5py.version.version,
-        },
+        "machine": {**machine_info("cpu"), "h5py": h5py.version.version},
         "config": vars(args),
         "variants": {},
     }
@@ -152,8 +144,7 @@ def main() -> None:
                 flush=True,
             )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, out)
     print(f"wrote {out}")
 
 

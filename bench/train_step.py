@@ -18,9 +18,6 @@ usage: python bench/train_step.py [--device cuda] [--batch 256] [--archs resnet1
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from harness import machine_info, sync, write_results
 
 from ssl_hpc.augment import AugmentConfig, Augmenter
 from ssl_hpc.augment.stats import sdss_like_stats
@@ -56,11 +54,6 @@ def build(arch: str, device: torch.device, batch: int, variant: dict):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.03 * batch / 256, momentum=0.9, weight_decay=1e-4)
     return model, opt
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_steps(step, device, warmup: int, steps: int, rounds: int) -> dict:
@@ -128,20 +121,14 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     results = {
         "benchmark": "train_step",
-        "machine": {
-            "host": platform.node(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if gpu else platform.processor(),
-        },
+        "machine": machine_info(device),
         "config": {**vars(args), "batch": batch, "steps": steps},
         "runs": {},
     }
     out_path = Path(args.out or f"bench/results/train_step-{device.type}.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        out_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_results(results, out_path)
 
     g = torch.Generator().manual_seed(0)
     x_q = torch.randn(batch, 5, 64, 64, generator=g).to(device)
