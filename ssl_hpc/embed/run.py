@@ -245,7 +245,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         raise SslHpcError(f"{ckpt}: trained on {crop} px views, larger than {data}'s {h}x{w}")
     if opts.with_head and not payload.get("head_state_dict"):
         raise SslHpcError(f"{ckpt}: holds no projection head for --with-head")
-    in_ch = payload["state_dict"]["stem.0.weight"].shape[1]
+    in_ch = payload["in_channels"]
     if in_ch != len(survey.bands):
         raise SslHpcError(f"{ckpt}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}")
     out.mkdir(parents=True, exist_ok=True)

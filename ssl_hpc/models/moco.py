@@ -36,6 +36,11 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ConfigError(f"temperature={temperature}: must be > 0")
+
+
 class MoCo(nn.Module):
     """MoCo v2: `forward(x_q, x_k)` -> (loss, stats); updates the key encoder and queue."""
 
@@ -53,8 +58,7 @@ class MoCo(nn.Module):
         super().__init__()
         if not 0 <= momentum < 1:
             raise ConfigError(f"momentum={momentum}: must be in [0, 1)")
-        if temperature <= 0:
-            raise ConfigError(f"temperature={temperature}: must be > 0")
+        _check_temperature(temperature)
         if queue_size < 1:
             raise ConfigError(f"queue_size={queue_size}: must be >= 1")
         self.encoder_q = encoder
@@ -151,8 +155,7 @@ class SimCLR(nn.Module):
         temperature: float = 0.2,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"temperature={temperature}: must be > 0")
+        _check_temperature(temperature)
         self.encoder_q = encoder
         self.head_q = projection_head(feature_dim, proj_hidden, proj_dim)
         self.temperature = temperature

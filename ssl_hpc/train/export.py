@@ -38,15 +38,14 @@ def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
 
 def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
     """encoder.pt from a trainer state: the query encoder and head, and what rebuilds them."""
+    weights = encoder_state(state)
     payload = {
         "arch": config.arch,
         "stem": config.stem,
-        "in_channels": int(state["model"]["encoder_q.stem.0.weight"].shape[1])
-        if "encoder_q.stem.0.weight" in state["model"]
-        else None,
+        "in_channels": int(weights["stem.0.weight"].shape[1]),
         "step": int(state["step"]),
         "config": to_dict(config),
-        "state_dict": encoder_state(state),
+        "state_dict": weights,
         "head_state_dict": encoder_state(state, "head_q"),
     }
     with atomic_path(path) as tmp:
@@ -68,8 +67,7 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
     from ..models import build_encoder
 
     payload = torch.load(path, map_location=device, weights_only=True)
-    in_ch = payload["in_channels"] or payload["state_dict"]["stem.0.weight"].shape[1]
-    enc = build_encoder(payload["arch"], int(in_ch), payload["stem"])
+    enc = build_encoder(payload["arch"], payload["in_channels"], payload["stem"])
     enc.load_state_dict(payload["state_dict"])
     return enc.to(device).eval()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -38,7 +39,7 @@ def save_augment_grid(
     panels, captions = [], []
     oid = int(survey.column("object_id")[row])
     for combo in rows:
-        cfg = AugmentConfig(**{**_fields(base), "codes": combo})
+        cfg = dataclasses.replace(base, codes=combo)
         aug = Augmenter(cfg, stats, seed=seed, backend="reference")
         views = aug.views(image, meta, views_per_image=n_views).numpy()
         panels.append(original)
@@ -57,8 +58,3 @@ def save_augment_grid(
     )
     return len(panels)
 
-
-def _fields(config: AugmentConfig) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
