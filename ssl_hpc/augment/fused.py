@@ -68,7 +68,7 @@ def _blur_pass_kernel(
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for t in range(-radius, radius + 1):
         weight = tl.load(taps + t)
-        if ALONG_X:
+        if ALONG_X:  # noqa: SIM108  (a constexpr branch: Triton compiles one side)
             idx = y * W + _mirror(x + t, W)
         else:
             idx = _mirror(y + t, H) * W + x

@@ -88,11 +88,9 @@ def load_head(path: str | Path, device: str | torch.device = "cpu"):
 
 def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
     """Loss and lr against step, and the kNN metrics where they were measured."""
-    import matplotlib
+    from ..viz.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     loss = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
@@ -111,7 +109,4 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
         if pts:
             ax.plot(*zip(*pts), "o-", color="C2")
         ax.set(xlabel="step", title=label)
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=100)

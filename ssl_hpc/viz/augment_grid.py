@@ -57,4 +57,3 @@ def save_augment_grid(
         softening=softening,
     )
     return len(panels)
-

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..utils.atomic import atomic_path
 from .composite import rgb_composite
+from .figures import pyplot, save_figure
 
 
 def save_cutout_grid(
@@ -26,11 +26,7 @@ def save_cutout_grid(
     `display_values`: the images hold display intensities (JPEG/PNG ingests), not fluxes.
     `images` may differ in size; `softening` (see `rgb_composite`) is shared by all when set.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
@@ -49,6 +45,4 @@ def save_cutout_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, out, tight=False)
