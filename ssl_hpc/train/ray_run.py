@@ -6,6 +6,11 @@ step), ``ray/<name>/`` (Ray Train's checkpoints), and after the last step ``enco
 Relaunching with the same directory resumes from the latest checkpoint: Ray Train V2
 restores it for the same ``RunConfig(storage_path, name)``. A worker that dies is
 restarted from the latest checkpoint up to ``max_failures`` times.
+
+Every rank reports to Ray Train at each `eval_every` and `checkpoint_every` step (a
+barrier); each report carries rank 0's latest kNN evaluation and the step it was made at
+(``eval_step``), evaluated afresh when a run starts or restores, so a Tune scheduler
+reading the reports (`ssl_hpc.tune`) always finds its objective.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from .pretrainer import Pretrainer, Throughput
 TRAINER_FILE = "trainer.pt"  # rank 0: the whole state
 RANK_FILE = "rank-{rank}.pt"  # other ranks: what differs per rank (BN statistics, RNG)
 SHARED_BUFFERS = ("queue", "queue_ptr")  # identical on every rank: kept once, in rank 0's
+
+
+def without(d: dict, *keys: str) -> dict:
+    """`d` less `keys`."""
+    return {k: v for k, v in d.items() if k not in keys}
 
 
 def save_checkpoint(directory: Path, trainer: Pretrainer) -> None:
@@ -80,11 +90,16 @@ def train_loop_per_worker(loop: dict) -> None:
         with restored.as_directory() as d:
             load_checkpoint(Path(d), trainer)
     run_dir = Path(loop["run_dir"])
+    # Every report carries rank 0's latest evaluation (and the step it was made at), so a
+    # Tune scheduler reading these metrics always finds its objective.
+    latest_eval: dict = {}
+    if rank == 0:
+        latest_eval = {"eval_step": trainer.step, **trainer.evaluate()}
     if trainer.step >= config.steps:  # a relaunch of a finished run: report its end again
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d), trainer)
             ray.train.report(
-                {"step": trainer.step, "epoch": trainer.epoch},
+                {"step": trainer.step, "epoch": trainer.epoch, **latest_eval},
                 checkpoint=ray.train.Checkpoint.from_directory(d),
             )
         return
@@ -92,7 +107,7 @@ def train_loop_per_worker(loop: dict) -> None:
     if log and restored:
         log.note(f"restored from step {trainer.step}")
     elif log and trainer.step == 0:  # the random-initialisation baseline of the kNN check
-        log.write({"step": 0, "epoch": 0, **trainer.evaluate()})
+        log.write({"step": 0, "epoch": 0, **without(latest_eval, "eval_step")})
     bar = progress(total=config.steps, initial=trainer.step, desc="pretrain", disable=rank != 0)
     clock = Throughput(device)
     fault_at = loop.get("fault_at_step")
@@ -113,19 +128,22 @@ def train_loop_per_worker(loop: dict) -> None:
             if "top1" in stats:
                 metrics["top1"] = float(stats["top1"])
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2g}")
-        paused = False
-        if (step % config.eval_every == 0 or last) and rank == 0:
-            metrics.update(t.evaluate())
-            paused = True
+        evaluated = (step % config.eval_every == 0 or last) and rank == 0
+        if evaluated:
+            latest_eval.update(eval_step=step, **t.evaluate())
+            metrics.update(without(latest_eval, "eval_step"))
         if log and len(metrics) > 2:
             log.write(metrics)
-        if step % config.checkpoint_every == 0 or last:
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(Path(d), t)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-            paused = True
-        if paused:  # throughput counts training only
-            clock.restart(step)
+        checkpoint = step % config.checkpoint_every == 0 or last
+        if checkpoint or step % config.eval_every == 0:  # every rank reports: a barrier
+            report = {**metrics, **latest_eval}
+            if checkpoint:
+                with tempfile.TemporaryDirectory() as d:
+                    save_checkpoint(Path(d), t)
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
+            else:
+                ray.train.report(report)
+            clock.restart(step)  # throughput counts training only
         if fault_at and step == fault_at and rank == world - 1:
             marker = run_dir / f".fault-injected-{fault_at}"
             if not marker.exists():  # once: the restarted worker must get past this step
@@ -143,11 +161,13 @@ def fit(
     address: str | None = None,
     name: str = "pretrain",
     fault_at_step: int | None = None,
+    callbacks: list | None = None,
 ):
     """Run (or resume) pretraining into directory `out` on Ray Train; returns the Result.
 
     `address`: a running Ray cluster ("auto", "ray://...") or None for a local one.
     `fault_at_step`: kill the last worker once at that step (fault-tolerance tests).
+    `callbacks`: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a sweep trial.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -174,6 +194,7 @@ def fit(
         run_config=RunConfig(
             name=name,
             storage_path=str(out / "ray"),
+            callbacks=callbacks,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
         ),
