@@ -165,3 +165,56 @@ def test_sbatch_embed_runs_two_mpi_ranks(tmp_path, small_survey):
     assert_job_ok(job, output)
     emb = load(out, verify="full")
     assert len(emb) == 384 and len(emb.manifest["ranks"]) == 2 and emb.pca() is not None
+
+
+@pytest.mark.services
+@pytest.mark.timeout(420)
+def test_sbatch_tune_runs_a_sweep_on_the_jobs_ray_cluster(tmp_path, small_survey):
+    """slurm/tune.sh starts Ray through the helper pretrain.sh uses and sweeps 2 trials
+    on it, 2 at a time (2 CPUs, 0.9 per trial worker)."""
+    import csv
+
+    import yaml
+    from conftest import REPO
+    from test_tune import TINY
+
+    env = require_slurm()
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "overrides": {**TINY, "steps": 4},
+                "search": {"temperature": {"grid": [0.1, 0.3]}},
+                "scheduler": {"type": "fifo"},
+            }
+        )
+    )
+    out = tmp_path / "sweep"
+    env.update(
+        DATA=str(small_survey),
+        OUT=str(out),
+        CONFIG=str(sweep),
+        CPUS_PER_WORKER="0.9",
+        SSL_HPC_ROOT=str(REPO),
+        SSL_HPC_PROGRESS="0",
+    )
+    output = tmp_path / "tune.out"
+    job_id = sbatch(
+        [
+            f"--output={output}",
+            f"--chdir={tmp_path}",
+            "--cpus-per-task=2",
+            "--time=10",
+            str(REPO / "slurm" / "tune.sh"),
+        ],
+        env=env,
+    )
+    job = wait_for_job(job_id, env, timeout=400, output=output)
+    assert_job_ok(job, output)
+    text = output.read_text()
+    assert "tune.sh: 1 Ray node(s) up" in text and "tune.sh: done" in text, text[-3000:]
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["temperature"] for r in rows) == ["0.1", "0.3"]
+    assert all(r["status"] == "completed" and r["step"] == "4" for r in rows), rows
+    assert (out / "best_config.yaml").exists() and (out / "params.png").exists()
