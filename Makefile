@@ -18,7 +18,7 @@ DEMO_DIR ?= runs/demo
 DEMO_N ?= 4096
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-stop test demo lint clean
+.PHONY: help venv services services-stop test demo ablation efficiency lint clean
 
 help:
 	@echo "make venv           create $(VENV) (CPU torch unless nvidia-smi exists) + pip install -e .[dev,mpich]"
@@ -26,6 +26,8 @@ help:
 	@echo "make services-stop  stop the local Slurm"
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
 	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR), then pretrain on it"
+	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~35 min)"
+	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised photo-z) on the demo run"
 	@echo "make lint           ruff check + ruff format --check"
 	@echo "make clean          remove runs/"
 
@@ -70,6 +72,18 @@ demo: venv
 	    --config jobs/configs/pretrain-demo.yaml
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/ssl-hpc embed --checkpoint "$(DEMO_DIR)/pretrain" \
 	    --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/embeddings" --pca 32
+	$(VENV)/bin/ssl-hpc probe --embeddings "$(DEMO_DIR)/embeddings" --data "$(DEMO_DIR)/survey" \
+	    --out "$(DEMO_DIR)/probe" --repeats 2
+
+# Needs the survey `make demo` builds first; a rerun resumes the sweep.
+ablation: venv
+	$(VENV)/bin/ssl-hpc tune --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/ablation" \
+	    --config jobs/configs/tune-ablation.yaml
+
+efficiency: venv
+	$(VENV)/bin/ssl-hpc finetune --checkpoint "$(DEMO_DIR)/pretrain" --data "$(DEMO_DIR)/survey" \
+	    --out "$(DEMO_DIR)/efficiency" --config jobs/configs/finetune-demo.yaml \
+	    --fractions 0.05,0.2,0.5,1 --repeats 2
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -21,7 +21,10 @@ COMMANDS = {
     "info": "jobs.info",
     "show": "jobs.show",
     "pretrain": "jobs.pretrain",
+    "tune": "jobs.tune",
     "embed": "jobs.embed",
+    "probe": "jobs.probe",
+    "finetune": "jobs.finetune",
 }
 
 

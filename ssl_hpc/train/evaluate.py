@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.survey import Survey
+from ..downstream.metrics import photoz_metrics
 
 
 @dataclass
@@ -49,17 +50,6 @@ def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet |
     rows = np.sort(np.random.default_rng(seed).choice(pool, min(n, len(pool)), replace=False))
     images = centre_crop(survey.images(rows).astype(np.float32), size)
     return EvalSet(torch.from_numpy(np.ascontiguousarray(images)), z[rows], morph[rows])
-
-
-def photoz_metrics(z_pred: np.ndarray, z_true: np.ndarray) -> dict[str, float]:
-    """dz = (z_p - z_s)/(1 + z_s): sigma_MAD = 1.4826 median|dz - median dz|, eta = % with
-    |dz| > 0.05, bias = mean dz."""
-    dz = (np.asarray(z_pred) - z_true) / (1 + z_true)
-    return {
-        "sigma_mad": float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
-        "eta": float(100 * np.mean(np.abs(dz) > 0.05)),
-        "bias": float(np.mean(dz)),
-    }
 
 
 @torch.no_grad()

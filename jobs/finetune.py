@@ -1,0 +1,90 @@
+"""Label efficiency: fine-tuned SSL and supervised-from-scratch against a linear probe.
+
+For each label fraction and repeated split, trains (b) the pretrained encoder with a new
+head, fine-tuned at a small learning rate, and (c) the same network from random weights at
+the full rate: same labels, same augmentations (the pretraining run's), same number of
+steps; each is a Ray Train run, resumable, in OUT/<init>-f<fraction>-r<repeat>/. It also
+fits (a) a linear head on the frozen encoder's representations of the same objects. OUT
+gets metrics.json (every run's test metrics, the mean curves, and the equivalent-labels
+ratio: how many times more labels (c) needs to match (a) and (b)), efficiency.png and, for
+photoz, photoz.png of the fine-tuned run at the largest fraction.
+
+example:
+  ssl-hpc finetune --checkpoint runs/demo/pretrain --data runs/demo/survey \\
+      --out runs/demo/efficiency --task photoz --fractions 0.05,0.2,1 --repeats 2 steps=200
+
+keys (key=value; see ssl_hpc/downstream/finetune.py): task arch stem test_fraction steps
+  batch_size lr encoder_lr_scale weight_decay warmup_steps augment.<key> z_bins z_max
+  eval_every checkpoint_every seed num_workers use_gpu cpus_per_worker max_failures
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.probe import DEFAULT_FRACTIONS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="pretraining run dir or its encoder.pt")
+    p.add_argument("--data", required=True, help="labelled survey")
+    p.add_argument("--out", required=True, help="output directory (a rerun resumes)")
+    p.add_argument("--config", help="YAML of FinetuneConfig keys")
+    p.add_argument("--task", help="photoz (default) or a Galaxy Zoo question")
+    p.add_argument("--fractions", default=DEFAULT_FRACTIONS, help="label fractions (comma list)")
+    p.add_argument("--repeats", type=int, default=3, help="random splits (default 3)")
+    p.add_argument("--address", help="Ray cluster to join; default: a local one")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import ray
+    import torch
+    import yaml
+
+    from ssl_hpc.config import build, parse_overrides
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.downstream.finetune import FinetuneConfig, encoder_file
+    from ssl_hpc.downstream.study import efficiency_study
+    from ssl_hpc.downstream.tasks import check_fractions
+    from ssl_hpc.errors import ConfigError
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: must be >= 1")
+    encoder_pt = encoder_file(args.checkpoint)
+    pretrained = torch.load(encoder_pt, map_location="cpu", weights_only=True)
+    # the pretraining run's augmentations and crop size, unless the config says otherwise
+    values: dict = {
+        "augment": pretrained["config"]["augment"],
+        "arch": pretrained["arch"],
+        "stem": pretrained["stem"],
+        "checkpoint": str(encoder_pt),
+    }
+    if args.config:
+        if not Path(args.config).is_file():
+            raise ConfigError(f"{args.config}: config file not found")
+        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    if args.task:
+        values["task"] = args.task
+    values.update(parse_overrides(args.overrides))
+    base = build(FinetuneConfig, values, args.config or "finetune config")
+    survey = Survey(args.data)
+    base.augment.check_geometry(survey.manifest.image_shape[1:])
+    fractions = check_fractions(args.fractions.split(","))
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+
+    def progress(method, fraction, repeat, test):
+        score = "sigma_mad" if "sigma_mad" in test else "accuracy"
+        print(f"{method} fraction {fraction:g} repeat {repeat}: {score}={test[score]:.4g}")
+
+    summary = efficiency_study(base, args.data, Path(args.out), fractions, args.repeats, progress)
+    for method, ratios in summary["equivalent_labels"].items():
+        shown = ", ".join(
+            f"{r['n_train']}: {'>' if r['bound'] else ''}{r['ratio_mean']:.2g}x" for r in ratios
+        )
+        print(f"labels supervised needs to match {method}: {shown}")
+    print(f"{args.out}/metrics.json")
+    return 0

@@ -1,0 +1,1 @@
+"""Science from representations: photometric redshifts and morphology from few labels."""

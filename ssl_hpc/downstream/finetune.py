@@ -1,0 +1,339 @@
+"""Fine-tuning (or supervised training from scratch) of encoder + head on Ray Train.
+
+The same loop serves both sides of the label-efficiency comparison: ``init: ssl`` starts
+from a pretrained encoder.pt and trains it at `encoder_lr_scale` (0.1) of the head's
+learning rate (Hayat et al.: fine-tuning at a small rate); ``init: random`` trains the same
+network from scratch at the full rate, with the same labels, augmentations and budget.
+Each worker holds the task's training rows in memory (labelled sets are small next to the
+survey) and draws its own batches; views come from the pretraining augmentations, test
+images are the deterministic centre crop. Checkpoints every `checkpoint_every` steps; a
+killed worker restarts from the latest (`max_failures`), and rerunning on the same `out`
+resumes. `out` gets config.yaml, history.jsonl (test metrics at each evaluation),
+metrics.json (the final test metrics), predictions.npz (test rows, predicted
+distributions, photo-z point estimates) and model.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..augment import AugmentConfig, Augmenter, survey_stats
+from ..config import build, to_dict, to_yaml
+from ..data.survey import Survey
+from ..errors import ConfigError
+from ..models import ARCHS, build_encoder
+from ..train.evaluate import centre_crop
+from ..train.optim import lr_at
+from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from .heads import RedshiftBins, soft_cross_entropy
+from .tasks import load_task, splits
+
+INITS = ("ssl", "random")
+STATE_FILE = "finetune.pt"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning (init ssl) or supervised (init random) run on one label fraction."""
+
+    task: str = "photoz"
+    init: str = "ssl"
+    checkpoint: str | None = None  # encoder.pt or its run directory (init ssl)
+    arch: str = "resnet18"  # init random (ssl takes the checkpoint's)
+    stem: str = "survey"
+    fraction: float = 1.0
+    repeat: int = 0
+    test_fraction: float = 0.3
+    steps: int = 300
+    batch_size: int = 64  # per worker
+    lr: float = 0.05  # the head's; the encoder's is lr x encoder_lr_scale
+    encoder_lr_scale: float | None = None  # default 0.1 (ssl) or 1.0 (random)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    z_bins: int = 180
+    z_max: float = 0.4
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 3
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ConfigError(f"init={self.init!r}: expected one of {INITS}")
+        if self.init == "ssl" and not self.checkpoint:
+            raise ConfigError("init=ssl needs checkpoint=<encoder.pt or pretraining run>")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"arch={self.arch!r}: expected one of {tuple(ARCHS)}")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"fraction={self.fraction}: must be in (0, 1]")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+
+    @property
+    def encoder_rate(self) -> float:
+        scale = self.encoder_lr_scale
+        return self.lr * (scale if scale is not None else (0.1 if self.init == "ssl" else 1.0))
+
+
+def encoder_file(checkpoint: str | os.PathLike) -> Path:
+    """encoder.pt itself, or the one in a pretraining run directory."""
+    path = Path(checkpoint)
+    path = path / "encoder.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"{checkpoint}: no encoder.pt (a pretraining run or the file)")
+    return path
+
+
+class Classifier(nn.Module):
+    """Encoder trunk + linear head over the task's answers (or redshift bins)."""
+
+    def __init__(self, encoder: nn.Module, n_out: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.feature_dim, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def build_classifier(config: FinetuneConfig, in_channels: int, n_out: int) -> Classifier:
+    """The network of `config`: pretrained trunk (ssl) or a fresh one (random)."""
+    torch.manual_seed(config.seed)
+    if config.init == "ssl":
+        payload = torch.load(encoder_file(config.checkpoint), map_location="cpu", weights_only=True)
+        encoder = build_encoder(payload["arch"], payload["in_channels"], payload["stem"])
+        encoder.load_state_dict(payload["state_dict"])
+    else:
+        encoder = build_encoder(config.arch, in_channels, config.stem)
+    return Classifier(encoder, n_out)
+
+
+class Finetuner:
+    """One rank of a fine-tuning run: data, model, optimiser, step; exact resume."""
+
+    def __init__(self, config: FinetuneConfig, survey: str, rank=0, world=1, device="cpu"):
+        self.config, self.rank, self.world = config, rank, world
+        self.device = torch.device(device)
+        self.survey = Survey(survey)
+        bins = RedshiftBins(config.z_bins, config.z_max)
+        self.task = load_task(self.survey, config.task, bins)
+        split = splits(len(self.task.rows), config.repeat + 1, config.test_fraction, config.seed)
+        self.split = split[config.repeat]
+        self.train_index = self.split.train(config.fraction)
+        rows = self.task.rows[self.train_index]
+        self.images = torch.from_numpy(self.survey.images(rows).astype(np.float32))
+        self.meta = {
+            "psf_fwhm": torch.from_numpy(self.survey.per_band("image_psf_fwhm")[rows]),
+            "ebv": torch.from_numpy(self._ebv()[rows]),
+        }
+        self.targets = torch.as_tensor(self.task.targets[self.train_index], dtype=torch.float32)
+        stats = survey_stats(self.survey, config.augment.psf_percentiles, config.augment.extinction)
+        self.augmenter = Augmenter(config.augment, stats, seed=config.seed * 7919 + rank)
+        self.model = build_classifier(config, len(self.survey.bands), self.task.targets.shape[1])
+        self.model.to(self.device)
+        self.wrapped: nn.Module = self.model
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": self.model.encoder.parameters(), "scale": config.encoder_rate},
+                {"params": self.model.head.parameters(), "scale": config.lr},
+            ],
+            lr=config.lr,
+            momentum=0.9,
+            weight_decay=config.weight_decay,
+        )
+        self.step = 0
+
+    def _ebv(self) -> np.ndarray:
+        if "ebv" in self.survey.manifest.columns:
+            return self.survey.column("ebv").astype(np.float32)
+        return np.zeros(len(self.survey), np.float32)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def train_step(self) -> float:
+        """One step on a batch drawn from (seed, repeat, step, rank): resumes exactly."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, cfg.repeat, self.step, self.rank])
+        idx = torch.from_numpy(rng.integers(0, len(self.images), cfg.batch_size))
+        self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
+        meta = {k: v[idx] for k, v in self.meta.items()}
+        views = self.augmenter(self.images[idx].to(self.device), meta)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, group["scale"], cfg.warmup_steps, cfg.steps)
+        self.wrapped.train()
+        loss = soft_cross_entropy(self.wrapped(views), self.targets[idx].to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return float(loss)
+
+    @torch.no_grad()
+    def predict(self, index: np.ndarray, batch: int = 256) -> np.ndarray:
+        """(len(index), C) predicted distributions for task rows `index` (centre crops)."""
+        self.model.eval()
+        out = []
+        size = self.config.augment.out_size
+        for i in range(0, len(index), batch):
+            rows = self.task.rows[index[i : i + batch]]
+            x = centre_crop(self.survey.images(rows).astype(np.float32), size)
+            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            out.append(torch.softmax(self.model(x).float(), dim=1).cpu().numpy())
+        self.model.train()
+        return np.concatenate(out).astype(np.float64)
+
+    def evaluate(self) -> tuple[dict, np.ndarray]:
+        """Test metrics (the task's score) and the test predictions."""
+        probs = self.predict(self.split.test)
+        metrics = self.task.score(probs, self.split.test)
+        return metrics, probs
+
+
+def finetune_loop(loop: dict) -> None:
+    """The Ray Train worker function."""
+    import ray.train
+    import ray.train.torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    config = build(FinetuneConfig, loop["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    t = Finetuner(config, loop["survey"], rank, world, device)
+    if world > 1:
+        ids = [device] if device.type == "cuda" else None
+        t.wrapped = DistributedDataParallel(t.model, device_ids=ids)
+    out = Path(loop["out"])
+    history = out / "history.jsonl"
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+        t.load_state_dict(state)
+        if rank == 0:  # drop evaluations after the checkpoint, note the resume
+            kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
+            kept.append({"note": f"restored from step {t.step}", "step": t.step})
+            write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
+    fault_at = loop.get("fault_at_step")
+    while t.step < config.steps:
+        loss = t.train_step()
+        step, last = t.step, t.step == config.steps
+        metrics: dict = {"step": step, "loss": loss}
+        if (step % config.eval_every == 0 or last) and rank == 0:
+            test, probs = t.evaluate()
+            metrics.update({f"test_{k}": v for k, v in test.items()})
+            with open(history, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if last:
+                _write_predictions(out, t, probs)
+        if step % config.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as d:
+                if rank == 0:
+                    torch.save(t.state_dict(), Path(d) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        if fault_at and step == fault_at and rank == world - 1:
+            marker = out / f".fault-injected-{fault_at}"
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_predictions(out: Path, t: Finetuner, probs: np.ndarray) -> None:
+    arrays = {
+        "object_id": t.survey.column("object_id")[t.task.rows[t.split.test]],
+        "probs": probs.astype(np.float32),
+        "targets": t.task.targets[t.split.test].astype(np.float32),
+    }
+    if t.task.z is not None:
+        arrays["z_spec"] = t.task.z[t.split.test]
+        arrays["z_pred"] = t.task.bins.point(probs)
+    with atomic_path(out / "predictions.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fit(
+    config: FinetuneConfig,
+    survey: str | os.PathLike,
+    out: str | os.PathLike,
+    address: str | None = None,
+    fault_at_step: int | None = None,
+) -> dict:
+    """Run (or resume) fine-tuning into `out`; returns the final test metrics."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(out).resolve()
+    done = out / "metrics.json"
+    if done.exists():  # finished before: nothing to redo
+        return json.loads(done.read_text())["test"]
+    out.mkdir(parents=True, exist_ok=True)
+    text = to_yaml(config)
+    if (out / "config.yaml").exists() and (out / "config.yaml").read_text() != text:
+        raise ConfigError(f"{out}/config.yaml: a different fine-tuning config; use another out")
+    write_text_atomic(out / "config.yaml", text)
+    if not ray.is_initialized():
+        ray.init(address=address)
+    trainer = TorchTrainer(
+        finetune_loop,
+        train_loop_config={
+            "config": to_dict(config),
+            "survey": str(Path(survey).resolve()),
+            "out": str(out),
+            "fault_at_step": fault_at_step,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name="finetune",
+            storage_path=str(out / "ray"),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    test = {k.removeprefix("test_"): v for k, v in result.metrics.items() if k.startswith("test_")}
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"config": to_dict(config), "state_dict": state["model"]}, tmp)
+    write_json_atomic(done, {"config": to_dict(config), "test": test, "step": state["step"]})
+    return test

@@ -1,0 +1,320 @@
+"""Downstream science: the metrics against hand-computed values, the 180-bin redshift
+classifier, the morphology targets, label-efficiency splits and the equivalent-labels
+ratio, linear probes on an embedding set (command line), and fine-tuning on 2 Ray Train
+workers that survives a killed worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import ray
+
+from ssl_hpc.cli import main
+from ssl_hpc.config import build
+from ssl_hpc.data.survey import Survey
+from ssl_hpc.downstream.efficiency import (
+    LINEAR,
+    SUPERVISED,
+    equivalent_labels,
+    labels_to_reach,
+)
+from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
+from ssl_hpc.downstream.labels import GZ2_QUESTIONS, _gz1_answer, questions, vote_fractions
+from ssl_hpc.downstream.metrics import morphology_metrics, photoz_metrics
+from ssl_hpc.downstream.tasks import check_fractions, load_task, splits, tasks_of
+from ssl_hpc.errors import ConfigError
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_photoz_metrics_by_hand():
+    z_true = np.array([0.1, 0.2, 0.3, 0.1])
+    z_pred = np.array([0.1, 0.2, 0.4, 0.2])
+    # dz = 0, 0, 0.1/1.3, 0.1/1.1; median 0.1/2.6; |dz - median| = 0.1/2.6 (x3), 0.0524...
+    m = photoz_metrics(z_pred, z_true)
+    assert m["sigma_mad"] == pytest.approx(1.4826 * 0.1 / 2.6)
+    assert m["eta"] == 50.0  # 0.0769 and 0.0909 exceed 0.05
+    assert m["bias"] == pytest.approx((0.1 / 1.3 + 0.1 / 1.1) / 4)
+    with pytest.raises(ValueError, match="shapes"):
+        photoz_metrics(z_pred[:3], z_true)
+
+
+def test_morphology_metrics_by_hand():
+    votes = np.array([[0.9, 0.1], [0.2, 0.8], [0.85, 0.15], [0.5, 0.5]])
+    probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]])
+    m = morphology_metrics(probs, votes)
+    # confident (> 0.8): rows 0 and 2 (row 1 has exactly 0.8); both truly answer 0
+    assert m["n_confident"] == 2 and m["accuracy"] == 0.5
+    assert m["confusion"] == [[1, 1], [0, 0]]
+    ce = -np.mean((votes * np.log(probs)).sum(axis=1))
+    assert m["cross_entropy"] == pytest.approx(ce)
+
+
+# -- the redshift classifier ----------------------------------------------------------------
+
+
+def test_redshift_bins_as_hayat():
+    bins = RedshiftBins()
+    assert bins.n_bins == 180 and len(bins.edges) == 181 and bins.edges[-1] == 0.4
+    width = 0.4 / 180
+    z = np.array([0.0, width * 1.5, 0.39999, 0.4, -0.1, 0.7])
+    assert bins.index(z).tolist() == [0, 1, 179, 179, 0, 179]
+    assert bins.point(bins.one_hot(z[:3])) == pytest.approx(
+        [width / 2, width * 1.5, 0.4 - width / 2]
+    )
+    # a two-bin PDF: the probability-weighted mean of the centres
+    pdf = np.zeros((1, 180))
+    pdf[0, [10, 20]] = [0.25, 0.75]
+    assert bins.point(pdf)[0] == pytest.approx(0.25 * bins.centres[10] + 0.75 * bins.centres[20])
+
+
+def test_180_bin_classifier_recovers_z_from_clean_colours():
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.02, 0.38, 3000)
+    # two "colours" that are clean functions of z, and three nuisance dimensions
+    colours = np.stack([2.5 * z, 1.0 - 1.5 * z], axis=1) + rng.normal(0, 0.002, (3000, 2))
+    features = np.concatenate([colours, rng.normal(size=(3000, 3))], axis=1)
+    bins = RedshiftBins()
+    head = fit_head(features[:2000], bins.one_hot(z[:2000]), HeadConfig(epochs=80))
+    pdf = predict_proba(head, features[2000:])
+    assert pdf.shape == (1000, 180) and np.allclose(pdf.sum(axis=1), 1)
+    m = photoz_metrics(bins.point(pdf), z[2000:])
+    assert m["sigma_mad"] < 0.01 and m["eta"] < 1.0 and abs(m["bias"]) < 0.005, m
+    # the same seed trains the same head
+    again = predict_proba(
+        fit_head(features[:2000], bins.one_hot(z[:2000]), HeadConfig(epochs=80)), features[2000:]
+    )
+    assert np.array_equal(pdf, again)
+
+
+# -- targets and splits ---------------------------------------------------------------------
+
+
+def test_morphology_targets_from_the_synthetic_survey(small_survey):
+    survey = Survey(small_survey)
+    assert set(questions(survey)) == set(GZ2_QUESTIONS)
+    assert tasks_of(survey)[0] == "photoz"
+    rows, votes = vote_fractions(survey, "smooth_or_featured")
+    assert len(rows) > 20 and votes.shape == (len(rows), 3)
+    assert np.allclose(votes.sum(axis=1), 1)
+    smooth = survey.column("gz2_smooth")[rows]
+    assert np.allclose(
+        votes[:, 0],
+        smooth
+        / (smooth + survey.column("gz2_features")[rows] + survey.column("gz2_artifact")[rows]),
+    )
+    photoz = load_task(survey, "photoz")
+    assert np.all((photoz.z > 0) & (photoz.z < 0.4)) and photoz.targets.shape[1] == 180
+    with pytest.raises(ConfigError, match="'bulge_size' unknown here"):
+        load_task(survey, "bulge_size")
+
+
+def test_galaxy_zoo_1_classes_merge_the_spirals():
+    # 0 elliptical, 1 and 2 spirals (winding erased by rotations), 3 edge-on, 4 don't know
+    assert [_gz1_answer(c) for c in (0, 1, 2, 3, 4, 5, float("nan"))] == [0, 1, 1, 2, -1, 3, -1]
+
+
+def test_splits_are_nested_disjoint_and_repeatable():
+    a = splits(200, repeats=3, test_fraction=0.25, seed=1)
+    b = splits(200, repeats=3, test_fraction=0.25, seed=1)
+    for s, t in zip(a, b):
+        assert np.array_equal(s.test, t.test) and np.array_equal(s.pool, t.pool)
+        assert len(s.test) == 50 and not set(s.test) & set(s.pool)
+        small, large = set(s.train(0.1)), set(s.train(0.5))
+        assert len(small) == 15 and small < large and len(s.train(1.0)) == 150
+    assert not np.array_equal(a[0].test, a[1].test)
+    with pytest.raises(ConfigError, match="too few"):
+        splits(4, 1, test_fraction=0.3)
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
+        check_fractions(["0.1", "1.5"])
+
+
+# -- equivalent labels ----------------------------------------------------------------------
+
+
+def test_labels_to_reach_interpolates_in_log_labels():
+    n, sigma = [10, 100, 1000], [0.10, 0.05, 0.02]
+    assert labels_to_reach(0.05, n, sigma, higher=False) == pytest.approx(100)
+    assert labels_to_reach(0.035, n, sigma, higher=False) == pytest.approx(math.sqrt(1e5))
+    assert labels_to_reach(0.2, n, sigma, higher=False) == 10  # reached at the start
+    assert math.isinf(labels_to_reach(0.01, n, sigma, higher=False))
+    assert labels_to_reach(0.85, [10, 100], [0.7, 0.9], higher=True) == pytest.approx(10**1.75)
+
+
+def test_equivalent_labels_ratio_per_repeat():
+    rows = []
+    for rep, shift in ((0, 0.0), (1, 0.005)):
+        for n, s in ((10, 0.10), (100, 0.05), (1000, 0.02)):
+            rows.append({"method": SUPERVISED, "repeat": rep, "n_train": n, "sigma_mad": s + shift})
+        for n, s in ((10, 0.05), (100, 0.01)):
+            rows.append({"method": LINEAR, "repeat": rep, "n_train": n, "sigma_mad": s})
+    out = {r["n_train"]: r for r in equivalent_labels(rows, LINEAR, "sigma_mad", higher=False)}
+    # repeat 0: supervised reaches 0.05 at 100 labels: 10x; repeat 1 (curve 0.005 worse):
+    # 0.05 lies between 0.055 at 100 and 0.025 at 1000
+    r1 = labels_to_reach(0.05, [10, 100, 1000], [0.105, 0.055, 0.025], higher=False) / 10
+    assert out[10]["ratios"] == [10.0, round(r1, 3)]
+    assert out[10]["ratio_mean"] == pytest.approx((10 + r1) / 2, rel=1e-3)
+    assert not out[10]["bound"]
+    # 0.01 at 100 labels: supervised never gets there; a lower bound of 1000/100
+    assert out[100]["bound"] and out[100]["ratio_mean"] == 10.0
+
+
+# -- linear probes on an embedding set, from the command line --------------------------------
+
+
+def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
+    from test_embed import make_checkpoint
+
+    from ssl_hpc.embed import EmbedOptions, embed_survey
+
+    ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
+    emb = tmp_path / "emb"
+    embed_survey(ckpt, small_survey, emb, EmbedOptions(batch_size=128))
+    out = tmp_path / "probe"
+    args = [
+        "probe",
+        "--embeddings",
+        str(emb),
+        "--data",
+        str(small_survey),
+        "--out",
+        str(out),
+        "--fractions",
+        "0.2,1",
+        "--repeats",
+        "2",
+        "--epochs",
+        "20",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["tasks"]) == set(tasks_of(Survey(small_survey)))
+    photoz = summary["tasks"]["photoz"]
+    assert [p["repeats"] for p in photoz["curve"]] == [2, 2]
+    assert all(0 < r["sigma_mad"] < 0.2 and r["n"] > 10 for r in photoz["rows"])
+    smooth = summary["tasks"]["smooth_or_featured"]["curve"]
+    assert 0.3 < smooth[-1]["mean"] <= 1.0
+    with np.load(out / "photoz_pdfs.npz") as z:
+        assert z["pdf"].shape == (len(z["z_spec"]), 180) and len(z["bin_edges"]) == 181
+    for name in ("photoz.png", "photoz_png_is_not_there"):
+        assert (out / name).exists() == (name == "photoz.png")
+    assert (out / "smooth_or_featured.png").stat().st_size > 10_000
+    # a survey the embeddings are not of is refused, naming both
+    other = tmp_path / "other"
+    from ssl_hpc.data.synth import SynthConfig, generate_survey
+
+    generate_survey(SynthConfig(n_objects=40, rows_per_shard=20, image_size=48, seed=3), other)
+    args[4] = str(other)
+    assert main(args) == 2
+    assert "its object ids are not those of" in capsys.readouterr().err
+
+
+# -- fine-tuning on Ray Train ---------------------------------------------------------------
+
+TINY_FINETUNE = {
+    "task": "photoz",
+    "init": "random",
+    "arch": "resnet18",
+    "steps": 12,
+    "batch_size": 8,
+    "lr": 0.05,
+    "warmup_steps": 2,
+    "augment": {"codes": ["RR", "JC", "GN"], "out_size": 24, "max_shift": 4},
+    "eval_every": 6,
+    "checkpoint_every": 3,
+    "num_workers": 2,
+    "cpus_per_worker": 1,
+    "max_failures": 2,
+    "fraction": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_survey, tmp_path):
+    from ssl_hpc.downstream.finetune import FinetuneConfig, fit
+
+    config = build(FinetuneConfig, TINY_FINETUNE)
+    out = tmp_path / "run"
+    test = fit(config, small_survey, out, fault_at_step=7)
+    assert (out / ".fault-injected-7").exists()  # the worker really was killed
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    notes = [h for h in history if "note" in h]
+    assert len(notes) == 1 and notes[0]["note"] == "restored from step 6"
+    evals = [h["step"] for h in history if "note" not in h]
+    assert evals == [6, 12]  # each evaluation once, the resumed run's
+    assert test["n"] > 10 and 0 < test["sigma_mad"] < 0.5
+    done = json.loads((out / "metrics.json").read_text())
+    assert done["step"] == 12 and done["test"] == test
+    import torch
+
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["state_dict"]["head.weight"].shape[0] == 180
+    with np.load(out / "predictions.npz") as z:
+        assert np.allclose(
+            z["z_pred"], RedshiftBins().point(z["probs"].astype(np.float64)), atol=1e-5
+        )
+    # a rerun finds the finished run and trains nothing
+    mtime = (out / "model.pt").stat().st_mtime_ns
+    assert fit(config, small_survey, out) == test
+    assert (out / "model.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(ConfigError, match="a different fine-tuning config"):
+        (out / "metrics.json").unlink()
+        fit(build(FinetuneConfig, {**TINY_FINETUNE, "steps": 13}), small_survey, out)
+
+
+def test_finetune_command_compares_three_methods(ray_local, small_survey, tmp_path, capsys):
+    """The label-efficiency study end to end: linear probe, fine-tuned and supervised on
+    the same splits, the curves, the equivalent-labels ratio, the plots; a rerun resumes."""
+    from test_embed import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
+    out = tmp_path / "efficiency"
+    args = [
+        "finetune",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(small_survey),
+        "--out",
+        str(out),
+        "--fractions",
+        "0.5,1",
+        "--repeats",
+        "1",
+        "steps=4",
+        "batch_size=8",
+        "eval_every=4",
+        "checkpoint_every=4",
+        "num_workers=1",
+        "warmup_steps=1",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["task"] == "photoz" and summary["score"] == "sigma_mad"
+    # the pretraining run's augmentations, unless told otherwise
+    assert summary["config"]["augment"]["out_size"] == 24
+    for method in ("linear_ssl", "finetuned_ssl", "supervised"):
+        points = summary["curves"][method]
+        assert len(points) == 2 and points[0]["n_train"] < points[1]["n_train"], method
+        assert all(0 < p["mean"] < 0.5 for p in points)
+    assert set(summary["equivalent_labels"]) == {"linear_ssl", "finetuned_ssl"}
+    for init in ("ssl", "random"):
+        for fraction in ("0.5", "1"):
+            assert (out / f"{init}-f{fraction}-r0" / "metrics.json").exists()
+    assert (out / "efficiency.png").stat().st_size > 10_000
+    assert (out / "photoz.png").stat().st_size > 10_000
+    assert "labels supervised needs to match linear_ssl" in capsys.readouterr().out
+    # a rerun finds every run finished
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")} == stamps
