@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.3, help="held out (default 0.3)")
     p.add_argument("--hidden", type=int, default=0, help="MLP hidden width (default 0: linear)")
     p.add_argument("--epochs", type=int, default=100, help="head training epochs (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="splits and head training (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

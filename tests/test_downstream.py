@@ -249,7 +249,9 @@ def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_surve
     assert (out / ".fault-injected-7").exists()  # the worker really was killed
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     notes = [h for h in history if "note" in h]
-    assert len(notes) == 1 and notes[0]["note"] == "restored from step 6"
+    # from the step-6 checkpoint, or from step 3 where the controller had not yet taken
+    # in step 6's report when the worker died
+    assert len(notes) == 1 and notes[0]["note"] in ("restored from step 6", "restored from step 3")
     evals = [h["step"] for h in history if "note" not in h]
     assert evals == [6, 12]  # each evaluation once, the resumed run's
     assert test["n"] > 10 and 0 < test["sigma_mad"] < 0.5
