@@ -297,13 +297,13 @@ def fit(
     from ray.train.torch import TorchTrainer
 
     out = Path(out).resolve()
+    text = to_yaml(config)
+    if (out / "config.yaml").exists() and (out / "config.yaml").read_text() != text:
+        raise ConfigError(f"{out}/config.yaml: a different fine-tuning config; use another out")
     done = out / "metrics.json"
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]
     out.mkdir(parents=True, exist_ok=True)
-    text = to_yaml(config)
-    if (out / "config.yaml").exists() and (out / "config.yaml").read_text() != text:
-        raise ConfigError(f"{out}/config.yaml: a different fine-tuning config; use another out")
     write_text_atomic(out / "config.yaml", text)
     if not ray.is_initialized():
         ray.init(address=address)
