@@ -274,17 +274,20 @@ def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_surve
         fit(build(FinetuneConfig, {**TINY_FINETUNE, "steps": 13}), small_survey, out)
 
 
-def test_finetune_command_compares_three_methods(ray_local, small_survey, tmp_path, capsys):
+def test_finetune_command_compares_three_methods(
+    ray_local, small_survey, tmp_path, capsys, monkeypatch
+):
     """The label-efficiency study end to end: linear probe, fine-tuned and supervised on
     the same splits, the curves, the equivalent-labels ratio, the plots; a rerun resumes."""
     from test_embed import make_checkpoint
 
-    ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
+    make_checkpoint(tmp_path / "encoder.pt", seed=0)
     out = tmp_path / "efficiency"
+    monkeypatch.chdir(tmp_path)  # a relative --checkpoint must reach the Ray workers
     args = [
         "finetune",
         "--checkpoint",
-        str(ckpt),
+        "encoder.pt",
         "--data",
         str(small_survey),
         "--out",

@@ -92,12 +92,13 @@ class FinetuneConfig:
 
 
 def encoder_file(checkpoint: str | os.PathLike) -> Path:
-    """encoder.pt itself, or the one in a pretraining run directory."""
+    """encoder.pt itself, or the one in a pretraining run directory, as an absolute path
+    (Ray workers do not share the driver's working directory)."""
     path = Path(checkpoint)
     path = path / "encoder.pt" if path.is_dir() else path
     if not path.is_file():
         raise ConfigError(f"{checkpoint}: no encoder.pt (a pretraining run or the file)")
-    return path
+    return path.resolve()
 
 
 class Classifier(nn.Module):
