@@ -83,7 +83,7 @@ ablation: venv
 efficiency: venv
 	$(VENV)/bin/ssl-hpc finetune --checkpoint "$(DEMO_DIR)/pretrain" --data "$(DEMO_DIR)/survey" \
 	    --out "$(DEMO_DIR)/efficiency" --config jobs/configs/finetune-demo.yaml \
-	    --fractions 0.05,0.2,0.5,1 --repeats 2
+	    --fractions 0.05,0.2,1 --repeats 2
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
