@@ -42,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     import ray
     import torch
-    import yaml
 
-    from ssl_hpc.config import build, parse_overrides
+    from ssl_hpc.config import build, parse_overrides, read_yaml_mapping
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.finetune import FinetuneConfig, encoder_file
     from ssl_hpc.downstream.study import efficiency_study
@@ -63,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(encoder_pt),
     }
     if args.config:
-        if not Path(args.config).is_file():
-            raise ConfigError(f"{args.config}: config file not found")
-        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+        values.update(read_yaml_mapping(args.config))
     if args.task:
         values["task"] = args.task
     values.update(parse_overrides(args.overrides))

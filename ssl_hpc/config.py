@@ -105,20 +105,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """The mapping in YAML file `path` ({} if empty), or a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys to values")
+    return loaded
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str]) -> T:
     """Defaults of `cls`, then the YAML file at `path` (if any), then ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of keys to values")
-        values.update(loaded)
+    values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     values.update(parse_overrides(overrides))
     return build(cls, values, source=str(path) if path else "overrides")
 

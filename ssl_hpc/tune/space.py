@@ -32,10 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..augment.config import parse_codes
-from ..config import build, to_dict
+from ..config import build, read_yaml_mapping, to_dict
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
 
@@ -190,20 +188,10 @@ def subset_label(codes: str, full: tuple[str, ...]) -> str:
 
 def load_sweep(path: str | Path | None, overrides: dict[str, Any] | None = None) -> SweepConfig:
     """Parse and validate a sweep file; `overrides` are extra base PretrainConfig keys."""
-    raw: dict[str, Any] = {}
-    where = "sweep"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: sweep file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping with keys {SWEEP_KEYS}")
-    return parse_sweep(raw, where, Path(path).parent if path else Path.cwd(), overrides)
+    if path is None:
+        return parse_sweep({}, "sweep", Path.cwd(), overrides)
+    raw = read_yaml_mapping(path, "sweep")
+    return parse_sweep(raw, str(path), Path(path).parent, overrides)
 
 
 def parse_sweep(
@@ -281,13 +269,7 @@ def _base_values(raw: dict, where: str, relative_to: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if raw.get("pretrain") is not None:
         path = Path(raw["pretrain"])
-        path = path if path.is_absolute() else relative_to / path
-        if not path.is_file():
-            raise ConfigError(f"{where}: pretrain: config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of PretrainConfig keys")
-        values.update(loaded)
+        values.update(read_yaml_mapping(path if path.is_absolute() else relative_to / path))
     extra = raw.get("overrides") or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{where}: overrides: expected a mapping of PretrainConfig keys")
