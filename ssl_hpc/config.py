@@ -142,3 +142,19 @@ def to_dict(config: Any) -> dict[str, Any]:
 def to_yaml(config: Any) -> str:
     """A dataclass config as YAML text, loadable again with `load_config`."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None:
+    """Write `text` to `path` (atomically), or, on a resume, check that the file there
+    holds exactly it: a ConfigError names the file when it holds another `what`."""
+    from .utils.atomic import write_text_atomic
+
+    path = Path(path)
+    if path.exists():
+        if path.read_text() != text:
+            raise ConfigError(
+                f"{path}: this directory holds a different {what}; resume with the same "
+                f"{what} and settings, or choose another --out"
+            )
+        return
+    write_text_atomic(path, text)

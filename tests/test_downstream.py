@@ -270,7 +270,7 @@ def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_surve
     assert fit(config, small_survey, out) == test
     assert (out / "model.pt").stat().st_mtime_ns == mtime
     # another config into the same directory is refused, finished or not
-    with pytest.raises(ConfigError, match="a different fine-tuning config"):
+    with pytest.raises(ConfigError, match="holds a different fine-tuning config"):
         fit(build(FinetuneConfig, {**TINY_FINETUNE, "steps": 13}), small_survey, out)
 
 

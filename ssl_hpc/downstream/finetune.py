@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..augment import AugmentConfig, Augmenter, survey_stats
-from ..config import build, to_dict, to_yaml
+from ..config import build, claim_file, to_dict, to_yaml
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
@@ -294,40 +294,24 @@ def fit(
 ) -> dict:
     """Run (or resume) fine-tuning into `out`; returns the final test metrics."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from ..train.ray_run import torch_trainer
 
     out = Path(out).resolve()
-    text = to_yaml(config)
-    if (out / "config.yaml").exists() and (out / "config.yaml").read_text() != text:
-        raise ConfigError(f"{out}/config.yaml: a different fine-tuning config; use another out")
+    out.mkdir(parents=True, exist_ok=True)
+    claim_file(out / "config.yaml", to_yaml(config), "fine-tuning config")
     done = out / "metrics.json"
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", text)
     if not ray.is_initialized():
         ray.init(address=address)
-    trainer = TorchTrainer(
-        finetune_loop,
-        train_loop_config={
-            "config": to_dict(config),
-            "survey": str(Path(survey).resolve()),
-            "out": str(out),
-            "fault_at_step": fault_at_step,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name="finetune",
-            storage_path=str(out / "ray"),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
+    loop_config = {
+        "config": to_dict(config),
+        "survey": str(Path(survey).resolve()),
+        "out": str(out),
+        "fault_at_step": fault_at_step,
+    }
+    trainer = torch_trainer(finetune_loop, loop_config, config, out / "ray", "finetune", 2)
     result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import build, to_dict, to_yaml
-from ..errors import ConfigError
-from ..utils.atomic import write_text_atomic
+from ..config import build, claim_file, to_dict, to_yaml
 from ..utils.progress import progress
 from .config import PretrainConfig
 from .metrics_log import MetricsLog
@@ -170,34 +168,25 @@ def fit(
     `callbacks`: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a sweep trial.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _claim(out, config)
+    claim_file(out / "config.yaml", to_yaml(config), "pretraining config")
     if not ray.is_initialized():
         ray.init(address=address)
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         train_loop_per_worker,
-        train_loop_config={
+        {
             "config": to_dict(config),
             "survey": str(Path(survey).resolve()),
             "run_dir": str(out),
             "fault_at_step": fault_at_step,
         },
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(out / "ray"),
-            callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-        ),
+        config,
+        out / "ray",
+        name,
+        config.keep_checkpoints,
+        callbacks,
     )
     result = trainer.fit()
     if result.checkpoint is not None:
@@ -207,15 +196,28 @@ def fit(
     return result
 
 
-def _claim(out: Path, config: PretrainConfig) -> None:
-    """Write config.yaml, or check that the one there is this config (a resume)."""
-    path = out / "config.yaml"
-    text = to_yaml(config)
-    if path.exists():
-        if path.read_text() != text:
-            raise ConfigError(
-                f"{path}: this run directory holds a different config; resume with the same "
-                "config or choose another --out"
-            )
-        return
-    write_text_atomic(path, text)
+def torch_trainer(
+    loop, loop_config: dict, scaling, storage: Path, name: str, keep: int, callbacks=None
+):
+    """A TorchTrainer of `loop` with `scaling`'s num_workers, use_gpu, cpus_per_worker and
+    max_failures, checkpoints in `storage`/`name` (the latest `keep`): relaunched with the
+    same storage and name, Ray Train restores the latest checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
+        ),
+    )

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
+from ..config import claim_file
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
-from ..utils.atomic import write_text_atomic
 from .space import SweepConfig
 
 DRIVER_CPUS = 0.1  # a trial driver only waits on its TorchTrainer
@@ -116,7 +116,7 @@ def sweep(
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _claim(out, sweep_config)
+    claim_file(out / "sweep.yaml", yaml.safe_dump(sweep_config.to_dict(), sort_keys=False), "sweep")
     if not ray.is_initialized():
         ray.init(address=address)
     base = sweep_config.base_config
@@ -177,17 +177,3 @@ def _scheduler(sweep_config: SweepConfig, max_steps: int):
         reduction_factor=s.reduction_factor,
         stop_last_trials=False,  # else a trial reaching max_t is killed before its export
     )
-
-
-def _claim(out: Path, sweep_config: SweepConfig) -> None:
-    """Write sweep.yaml, or check that the one there is this sweep (a resume)."""
-    path = out / "sweep.yaml"
-    text = yaml.safe_dump(sweep_config.to_dict(), sort_keys=False)
-    if path.exists():
-        if path.read_text() != text:
-            raise ConfigError(
-                f"{path}: this directory holds a different sweep; resume with the same sweep "
-                "file and settings, or choose another --out"
-            )
-        return
-    write_text_atomic(path, text)
