@@ -26,7 +26,7 @@ help:
 	@echo "make services-stop  stop the local Slurm"
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
 	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR), then pretrain on it"
-	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~35 min)"
+	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~40 min)"
 	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised photo-z) on the demo run"
 	@echo "make lint           ruff check + ruff format --check"
 	@echo "make clean          remove runs/"
