@@ -31,7 +31,7 @@ from ..config import build, claim_file, to_dict, to_yaml
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
-from ..train.evaluate import centre_crop
+from ..train.evaluate import centre_crops, embed
 from ..train.optim import lr_at
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from .heads import RedshiftBins, soft_cross_entropy
@@ -159,6 +159,7 @@ class Finetuner:
             weight_decay=config.weight_decay,
         )
         self.step = 0
+        self._test_images: torch.Tensor | None = None
 
     def _ebv(self) -> np.ndarray:
         if "ebv" in self.survey.manifest.columns:
@@ -195,23 +196,13 @@ class Finetuner:
         self.step += 1
         return float(loss)
 
-    @torch.no_grad()
-    def predict(self, index: np.ndarray, batch: int = 256) -> np.ndarray:
-        """(len(index), C) predicted distributions for task rows `index` (centre crops)."""
-        self.model.eval()
-        out = []
-        size = self.config.augment.out_size
-        for i in range(0, len(index), batch):
-            rows = self.task.rows[index[i : i + batch]]
-            x = centre_crop(self.survey.images(rows).astype(np.float32), size)
-            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            out.append(torch.softmax(self.model(x).float(), dim=1).cpu().numpy())
-        self.model.train()
-        return np.concatenate(out).astype(np.float64)
-
     def evaluate(self) -> tuple[dict, np.ndarray]:
         """Test metrics (the task's score) and the test predictions."""
-        probs = self.predict(self.split.test)
+        if self._test_images is None:  # read and cropped once, not at every evaluation
+            size = self.config.augment.out_size
+            self._test_images = centre_crops(self.survey, self.task.rows[self.split.test], size)
+        logits = embed(self.model, self._test_images, self.device)
+        probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
         metrics = self.task.score(probs, self.split.test)
         return metrics, probs
 

@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import to_dict
 from ..data.survey import Survey
@@ -98,7 +97,7 @@ def efficiency_study(
     same splits; each (b)/(c) run resumable in out/<init>-f<fraction>-r<repeat>/. Writes
     metrics.json, efficiency.png and (photoz) photoz.png; returns the summary.
     `on_run(method, fraction, repeat, metrics)` after each run (progress output)."""
-    from ..train.evaluate import centre_crop, embed
+    from ..train.evaluate import centre_crops, embed
     from ..train.export import load_encoder
 
     survey = Survey(survey_path)
@@ -116,8 +115,8 @@ def efficiency_study(
                 if on_run:
                     on_run(method, fraction, split.repeat, test)
     encoder = load_encoder(encoder_file(base.checkpoint))
-    images = centre_crop(survey.images(task.rows).astype(np.float32), base.augment.out_size)
-    features = embed(encoder, torch.from_numpy(np.ascontiguousarray(images)), "cpu").numpy()
+    images = centre_crops(survey, task.rows, base.augment.out_size)
+    features = embed(encoder, images, "cpu").numpy()
     rows += probe_curve(features, task, fractions, task_splits, HeadConfig(seed=base.seed))
     score, higher = task.score_name, task.higher_is_better
     summary = {

@@ -34,6 +34,13 @@ def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
     return images[..., y0 : y0 + size, x0 : x0 + size]
 
 
+def centre_crops(survey: Survey, rows: np.ndarray, size: int) -> torch.Tensor:
+    """(len(rows), bands, size, size) float32 centre crops of survey `rows`: what an
+    encoder trained on `size` px views sees at evaluation."""
+    images = centre_crop(survey.images(rows).astype(np.float32), size)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
 def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet | None:
     """Up to `n` objects with a spectroscopic redshift or a Galaxy Zoo answer (None if the
     survey has neither)."""
@@ -48,8 +55,7 @@ def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet |
     if len(pool) < 10:
         return None
     rows = np.sort(np.random.default_rng(seed).choice(pool, min(n, len(pool)), replace=False))
-    images = centre_crop(survey.images(rows).astype(np.float32), size)
-    return EvalSet(torch.from_numpy(np.ascontiguousarray(images)), z[rows], morph[rows])
+    return EvalSet(centre_crops(survey, rows, size), z[rows], morph[rows])
 
 
 @torch.no_grad()
