@@ -23,8 +23,10 @@ COMMANDS = {
     "pretrain": "jobs.pretrain",
     "tune": "jobs.tune",
     "embed": "jobs.embed",
+    "search": "jobs.search",
     "probe": "jobs.probe",
     "finetune": "jobs.finetune",
+    "report": "jobs.report",
 }
 
 

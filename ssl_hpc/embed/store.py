@@ -146,6 +146,18 @@ class EmbeddingSet:
             with h5py.File(self.root / entry["file"], "r") as f:
                 yield f["object_id"][()], f["embeddings"][()]
 
+    def column(self, name: str) -> np.ndarray:
+        """One per-row dataset (``object_id``, ``ra``, ``dec``) of every shard, concatenated."""
+        parts = []
+        for entry in self.manifest["shards"]:
+            with h5py.File(self.root / entry["file"], "r") as f:
+                parts.append(f[name][()])
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def object_ids(self) -> np.ndarray:
+        """Object ids of every row, in survey order."""
+        return self.column("object_id").astype(np.int64)
+
     def memmap(self, index: int) -> np.ndarray:
         """Shard `index`'s (N, D) embeddings memory-mapped, read-only (no copy)."""
         path = self.root / self.manifest["shards"][index]["file"]

@@ -42,7 +42,9 @@ def save_cutout_grid(
             interpolation="nearest",
         )
         ax.set_title(cap, fontsize=6.5, pad=2)
+    top = 1.0
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+        top = 1.0 - 0.4 / fig.get_figheight()  # room for the title above the captions
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
     save_figure(fig, out, tight=False)

@@ -1,0 +1,104 @@
+"""Similarity search: the galaxies most like a given one, by cosine similarity of their
+representations.
+
+The query is an object id (--query), the object nearest a sky position (--ra/--dec), or a
+new FITS cutout (--fits: a (bands, H, W) cube at the survey's pixel scale), embedded on the
+fly with the set's checkpoint. Search is exact (FAISS inner products, blocked over the
+memory-mapped shards) or approximate (--index ivfpq or hnsw: built once, cached in
+EMB/index/, IVF-PQ candidates re-scored exactly). Results are printed as a table and
+written to OUT as <name>.csv and <name>.png (the query and its k nearest as colour
+composites). --all computes every object's top k instead, into EMB/neighbours/ (a rerun
+resumes).
+
+example:
+  ssl-hpc search --embeddings runs/demo/embeddings --query 1000017 --k 10
+  ssl-hpc search --embeddings EMB --ra 150.112 --dec 2.205 --out results/
+  ssl-hpc search --embeddings EMB --fits new_cutout.fits --index ivfpq --nprobe 64
+  ssl-hpc search --embeddings EMB --all --k 20
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
+    p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", type=int, metavar="OBJID", help="search from this object id")
+    what.add_argument("--ra", type=float, help="search from the object nearest ra/dec (deg)")
+    what.add_argument("--fits", metavar="FILE", help="embed this FITS cutout and search from it")
+    what.add_argument("--all", action="store_true", help="every object's top k (batch mode)")
+    p.add_argument("--dec", type=float, help="with --ra (deg)")
+    p.add_argument("--max-sep", type=float, default=3.0, help="--ra/--dec tolerance (arcsec)")
+    p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    p.add_argument("--index", choices=("exact", "ivfpq", "hnsw"), default="exact")
+    p.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
+    p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
+    p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssl_hpc.embed import load
+    from ssl_hpc.errors import SslHpcError
+    from ssl_hpc.search.ann import AnnConfig
+    from ssl_hpc.search.batch import all_neighbours
+    from ssl_hpc.search.query import save_result_grid, write_csv
+    from ssl_hpc.search.searcher import Searcher, survey_of
+
+    if (args.ra is None) != (args.dec is None):
+        raise SslHpcError("--ra and --dec go together")
+    if args.k < 1:
+        raise SslHpcError(f"--k {args.k}: must be >= 1")
+    embeddings = load(args.embeddings)
+    ann = AnnConfig(kind=args.index, nprobe=args.nprobe) if args.index != "exact" else None
+    if args.all:
+        search = None
+        if ann is not None:
+            survey = survey_of(embeddings, args.data)
+            searcher = Searcher(embeddings, survey, args.index, ann)
+
+            def search(q, k, exclude):
+                s, r = searcher.ann.search(q, k + 1)
+                return _drop_self(s, r, exclude, k)
+
+        manifest = all_neighbours(embeddings, args.k, search)
+        print(f"{embeddings.root}/neighbours: top-{args.k} of {manifest['n_rows']} objects")
+        return 0
+    survey = survey_of(embeddings, args.data)
+    searcher = Searcher(embeddings, survey, args.index, ann, args.checkpoint)
+    if args.query is not None:
+        query, name = searcher.by_id(args.query), f"object-{args.query}"
+    elif args.ra is not None:
+        query = searcher.by_position(args.ra, args.dec, args.max_sep)
+        name = f"radec-{args.ra:.5f}{args.dec:+.5f}"
+    else:
+        query, name = searcher.by_fits(args.fits), f"fits-{Path(args.fits).stem}"
+    table = searcher.table(query, args.k)
+    out = Path(args.out) if args.out else embeddings.root / "queries"
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, out / f"{name}.csv")
+    save_result_grid(survey, query, table, out / f"{name}.png")
+    _print_table(query.label, table, searcher.index_info["kind"])
+    print(f"{out / name}.csv\n{out / name}.png")
+    return 0
+
+
+def _drop_self(sims, rows, exclude, k):
+    """Each query's top k with its own row taken out (or the last one, if absent)."""
+    import numpy as np
+
+    keep = rows != exclude[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def _print_table(label: str, table: list[dict], kind: str) -> None:
+    keys = [k for k in table[0] if k != "row"]
+    print(f"{len(table)} most similar to {label} ({kind} search):")
+    print("  ".join(f"{k:>12}" for k in keys))
+    for t in table:
+        print("  ".join(f"{'' if t[k] is None else t[k]!s:>12}" for k in keys))

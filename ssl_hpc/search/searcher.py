@@ -1,0 +1,120 @@
+"""One object that answers searches over an embedding set and the survey it embeds: the
+command line, the report and the web server all go through it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data.survey import Survey
+from ..embed.store import RUN_FILE, EmbeddingSet
+from ..errors import SslHpcError
+from .ann import AnnConfig, build_or_load
+from .batch import source_of
+from .exact import exact_search
+from .query import (
+    MAX_SEP_ARCSEC,
+    CutoutEmbedder,
+    Query,
+    ResultCatalogue,
+    cutout_from_fits,
+    row_of_id,
+    row_of_position,
+)
+from .vectors import ShardVectors, normalise
+
+MAX_K = 1000
+
+
+def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Survey:
+    """The survey `data`, or the one the set's run.json names; its ids must be the set's."""
+    path = data or json.loads((embeddings.root / RUN_FILE).read_text()).get("survey")
+    if not path:
+        raise SslHpcError(f"{embeddings.root}: run.json names no survey; give --data")
+    survey = Survey(path)
+    if len(survey) != len(embeddings):
+        raise SslHpcError(
+            f"{embeddings.root}: {len(embeddings)} vectors, but {path} has {len(survey)} objects"
+        )
+    return survey
+
+
+class Searcher:
+    """Cosine top-k over `embeddings`, exact (blocked) or through a cached ANN index
+    (`index`: "exact", "ivfpq" or "hnsw"), with result tables from `survey`."""
+
+    def __init__(
+        self,
+        embeddings: EmbeddingSet,
+        survey: Survey,
+        index: str = "exact",
+        ann: AnnConfig | None = None,
+        checkpoint: str | os.PathLike | None = None,
+    ) -> None:
+        self.set, self.survey = embeddings, survey
+        self.vectors = ShardVectors(embeddings)
+        self.catalogue = ResultCatalogue(survey)
+        ids = self.catalogue.columns["object_id"]
+        if not np.array_equal(ids, self.vectors.object_id):
+            raise SslHpcError(f"{embeddings.root}: its object ids are not those of {survey.root}")
+        self.index_info: dict = {"kind": "exact"}
+        self.ann = None
+        if index != "exact":
+            cfg = ann or AnnConfig(kind=index)
+            self.ann, info = build_or_load(
+                self.vectors, embeddings.root / "index", cfg, source_of(embeddings)
+            )
+            self.index_info = {**info, "kind": cfg.kind}
+        self._checkpoint = checkpoint
+        self._embedder: CutoutEmbedder | None = None
+
+    # -- queries ----------------------------------------------------------------------------
+    def by_id(self, object_id: int) -> Query:
+        ids = self.catalogue.columns["object_id"]
+        row = row_of_id(ids, object_id, str(self.set.root))
+        return Query(f"object {object_id}", self.vectors.take(np.array([row]))[0], row)
+
+    def by_position(self, ra: float, dec: float, max_sep: float = MAX_SEP_ARCSEC) -> Query:
+        c = self.catalogue.columns
+        row, sep = row_of_position(c["ra"], c["dec"], ra, dec, max_sep, str(self.set.root))
+        oid = int(c["object_id"][row])
+        label = f'object {oid} ({sep:.2f}" from ra={ra}, dec={dec})'
+        return Query(label, self.vectors.take(np.array([row]))[0], row)
+
+    def by_fits(self, path: str | os.PathLike, label: str | None = None) -> Query:
+        embedder = self.embedder()
+        image = cutout_from_fits(path, self.survey, embedder.crop)
+        return Query(label or Path(path).name, normalise(embedder(image)), None, image)
+
+    def embedder(self) -> CutoutEmbedder:
+        """The set's encoder (its run.json checkpoint unless one was given), loaded once."""
+        if self._embedder is None:
+            ckpt = self._checkpoint
+            if ckpt is None:
+                ckpt = json.loads((self.set.root / RUN_FILE).read_text()).get("checkpoint")
+            if not ckpt:
+                raise SslHpcError(f"{self.set.root}: run.json names no checkpoint; give one")
+            self._embedder = CutoutEmbedder(ckpt)
+        return self._embedder
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, query: Query, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows) of the `k` nearest, the query itself left out."""
+        if not 1 <= k <= min(MAX_K, len(self.vectors) - 1):
+            raise SslHpcError(f"--k {k}: expected 1..{min(MAX_K, len(self.vectors) - 1)}")
+        q = query.vector[None]
+        exclude = np.array([-1 if query.row is None else query.row])
+        if self.ann is not None:
+            s, r = self.ann.search(q, k + 1)
+            keep = r[0] != exclude[0]
+            return s[0][keep][:k], r[0][keep][:k]
+        s, r = exact_search(self.vectors, q, k, exclude)
+        return s[0], r[0]
+
+    def table(self, query: Query, k: int = 10) -> list[dict]:
+        """The result table of `query`'s `k` nearest (see ResultCatalogue.table)."""
+        sims, rows = self.search(query, k)
+        return self.catalogue.table(rows, sims)
