@@ -4,8 +4,8 @@ For each task (photoz: the 180-bin redshift classifier of Hayat et al. over 0 < 
 point estimate the probability-weighted mean; one per Galaxy Zoo question: soft vote
 fractions) a head is trained on the embedding vectors of a growing fraction of the
 labelled objects and scored on a fixed test set, over repeated random splits. OUT gets
-metrics.json (every fraction and repeat, and the mean curves), <task>.png (score against
-labels), photoz.png (z_phot against z_spec at the largest fraction) and photoz_pdfs.npz
+metrics.json (every fraction and repeat, and the mean curves), curve_<task>.png (score
+against labels), photoz.png (z_phot against z_spec at the largest fraction) and photoz_pdfs.npz
 (the test objects' redshift PDFs).
 
 example:

@@ -200,9 +200,9 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     assert 0.3 < smooth[-1]["mean"] <= 1.0
     with np.load(out / "photoz_pdfs.npz") as z:
         assert z["pdf"].shape == (len(z["z_spec"]), 180) and len(z["bin_edges"]) == 181
-    for name in ("photoz.png", "photoz_png_is_not_there"):
-        assert (out / name).exists() == (name == "photoz.png")
-    assert (out / "smooth_or_featured.png").stat().st_size > 10_000
+    # the photo-z curve and the z_phot-z_spec scatter are two files, neither overwritten
+    for name in ("photoz.png", "curve_photoz.png", "curve_smooth_or_featured.png"):
+        assert (out / name).stat().st_size > 10_000
     # a survey the embeddings are not of is refused, naming both
     other = tmp_path / "other"
     from ssl_hpc.data.synth import SynthConfig, generate_survey

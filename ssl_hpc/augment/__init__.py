@@ -2,7 +2,7 @@
 
 from .config import CODES, DEFAULT_CODES, AugmentConfig, parse_codes
 from .pipeline import Augmenter
-from .stats import SurveyStats, survey_stats
+from .stats import SurveyStats, survey_stats, view_meta
 
 __all__ = [
     "CODES",
@@ -12,4 +12,5 @@ __all__ = [
     "SurveyStats",
     "parse_codes",
     "survey_stats",
+    "view_meta",
 ]

@@ -96,3 +96,17 @@ def survey_stats(
         pixel_scale=float(m.pixel_scale_arcsec),
         linear_flux=not m.flux_unit.startswith("display"),
     )
+
+
+def view_meta(survey, rows: np.ndarray) -> dict:
+    """What PS and GR need of the objects at `rows`: their ``psf_fwhm`` (n, bands) and
+    ``ebv`` (n,) (zero where the survey has no E(B-V) column), as tensors."""
+    import torch
+
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = survey.manifest.columns
+    ebv = survey.column("ebv")[rows] if "ebv" in cols else np.zeros(len(rows))
+    return {
+        "psf_fwhm": torch.from_numpy(survey.per_band(fmt.PSF_FWHM)[rows]),
+        "ebv": torch.from_numpy(np.asarray(ebv, dtype=np.float32)),
+    }

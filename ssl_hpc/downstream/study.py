@@ -37,7 +37,8 @@ def probe_study(
     head: HeadConfig | None = None,
 ) -> dict:
     """Linear (or MLP) heads on frozen `vectors` (survey order) for each task; writes
-    metrics.json, <task>.png, and for photoz photoz.png and photoz_pdfs.npz."""
+    metrics.json, curve_<task>.png, and for photoz photoz.png (the scatter) and
+    photoz_pdfs.npz."""
     head = head or HeadConfig()
     names = tasks or tasks_of(survey)
     if not names:
@@ -55,7 +56,7 @@ def probe_study(
             "curve": curve(rows, LINEAR, task.score_name),
             "rows": rows,
         }
-        plot_curves(rows, task, out / f"{name}.png", f"Linear probe on SSL: {name}")
+        plot_curves(rows, task, out / f"curve_{name}.png", f"Linear probe on SSL: {name}")
         if name == PHOTOZ:  # the PDFs and the picture at the largest fraction, repeat 0
             split = task_splits[0]
             train = split.train(fractions[-1])
