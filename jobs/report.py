@@ -1,0 +1,51 @@
+"""The end-to-end report: one self-contained HTML page of every figure and metric.
+
+From an embedding set and its survey: the survey and encoder; the pretraining curve; linear
+probes (photo-z as Hayat et al. 2021, Galaxy Zoo morphology) against the number of labels;
+label-efficiency studies (--efficiency, from ssl-hpc finetune); similarity-search examples;
+anomaly scores scored on injected anomalies; trust scores (distance to the labelled set)
+against photo-z error; t-SNE maps coloured by redshift, class, labels and anomaly score;
+and the encoder's invariance to each augmentation. OUT gets index.html (figures inlined),
+the PNGs, metrics.json, anomalies.csv (every object ranked) and trust.npz (every object's
+trust score).
+
+example:
+  ssl-hpc report --embeddings runs/demo/embeddings --data runs/demo/survey --out runs/demo/report
+  ssl-hpc report --embeddings EMB --data SURVEY --out REPORT --efficiency runs/demo/efficiency
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
+    p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
+    p.add_argument("--out", required=True, help="report directory (index.html goes here)")
+    p.add_argument("--checkpoint", help="the encoder (default: the one in EMB/run.json)")
+    p.add_argument("--efficiency", action="append", default=[], help="ssl-hpc finetune output")
+    p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    p.add_argument("--map-points", type=int, default=4000, help="galaxies on the t-SNE map")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssl_hpc.embed import load
+    from ssl_hpc.errors import SslHpcError
+    from ssl_hpc.report.build import ReportOptions, build_report
+    from ssl_hpc.search.searcher import survey_of
+
+    if args.k < 1 or args.map_points < 10:
+        raise SslHpcError(f"--k {args.k} / --map-points {args.map_points}: too small")
+    embeddings = load(args.embeddings)
+    survey = survey_of(embeddings, args.data)
+    opts = ReportOptions(
+        k=args.k, map_points=args.map_points, efficiency=args.efficiency, seed=args.seed
+    )
+    metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
+    took = sum(metrics["seconds"].values())
+    print(f"report written in {took:.0f} s: {Path(args.out).resolve() / 'index.html'}")
+    return 0

@@ -1,0 +1,56 @@
+"""Invariance check: does the encoder map augmented views of a galaxy close together?
+
+For a seeded sample of galaxies, the encoder embeds each one's centre crop (the reference)
+and one view under each augmentation code alone, then all codes together. Per code:
+
+- ``same``: mean cosine distance between a galaxy's view and its reference;
+- ``different``: mean cosine distance between references of two different galaxies;
+- ``ratio`` = same / different: 0 = fully invariant, 1 = the view is as far from its
+  galaxy as another galaxy is;
+- ``reidentified``: fraction of views whose nearest reference is their own galaxy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..augment import AugmentConfig, Augmenter, survey_stats, view_meta
+from ..data.survey import Survey
+from ..search.vectors import normalise
+from ..train.evaluate import centre_crops, embed
+
+
+def invariance(
+    encoder: torch.nn.Module,
+    survey: Survey,
+    config: AugmentConfig,
+    n: int = 256,
+    seed: int = 0,
+) -> dict:
+    """Per code of `config` (and "all" of them together): same, different, ratio and
+    reidentified (see the module docstring), on `n` randomly chosen galaxies."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(survey), min(n, len(survey)), replace=False))
+    images = torch.from_numpy(survey.images(rows))
+    meta = view_meta(survey, rows)
+    stats = survey_stats(survey, config.psf_percentiles, config.extinction)
+    ref = normalise(embed(encoder, centre_crops(survey, rows, config.out_size), "cpu").numpy())
+    pairs = rng.permutation(len(rows))
+    pairs = np.where(pairs == np.arange(len(rows)), (pairs + 1) % len(rows), pairs)
+    different = float(np.mean(1.0 - np.sum(ref * ref[pairs], axis=1)))
+    combos = [(c,) for c in config.codes] + ([config.codes] if len(config.codes) > 1 else [])
+    out = {"n": len(rows), "different": different, "codes": {}}
+    for combo in combos:
+        aug = Augmenter(dataclasses.replace(config, codes=combo), stats, seed, "reference")
+        views = normalise(embed(encoder, aug(images, meta), "cpu").numpy())
+        same = 1.0 - np.sum(views * ref, axis=1)
+        nearest = np.argmax(views @ ref.T, axis=1)
+        out["codes"]["+".join(combo) if len(combo) == 1 else "all"] = {
+            "same": float(same.mean()),
+            "ratio": float(same.mean() / max(different, 1e-12)),
+            "reidentified": float(np.mean(nearest == np.arange(len(rows)))),
+        }
+    return out

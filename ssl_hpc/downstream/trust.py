@@ -1,0 +1,87 @@
+"""Trust scores: how far each galaxy lies from the labelled set in representation space.
+
+A prediction made for a galaxy unlike any labelled one is an extrapolation, and should be
+flagged as such. For every object:
+
+- ``label_distance``: mean cosine distance to its k nearest labelled objects (itself left
+  out when labelled);
+- ``density_ratio``: the same distance to the k nearest of *all* objects divided by
+  ``label_distance``: near 1 where labels are as dense as the survey, near 0 where the
+  survey goes on but labels stop;
+- ``trust``: calibrated on the labelled set itself, the fraction of labelled objects that
+  lie at least as far from the other labels (leave-one-out): 1 = as close to the labels as
+  a typical labelled object, 0 = farther than every one of them.
+
+`error_by_trust` bins prediction errors by trust, to show that they grow as trust falls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..search.exact import exact_search
+from ..search.vectors import ArrayVectors
+
+
+def _mean_distance(database: ArrayVectors, queries: np.ndarray, k: int, exclude) -> np.ndarray:
+    out = np.empty(len(queries))
+    for a in range(0, len(queries), 4096):
+        b = min(a + 4096, len(queries))
+        ex = None if exclude is None else exclude[a:b]
+        sims, _ = exact_search(database, queries[a:b], k, ex)
+        out[a:b] = (1.0 - sims).mean(axis=1)
+    return out
+
+
+def trust_scores(vectors: np.ndarray, labelled: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """label_distance, density_ratio and calibrated trust (see the module docstring) of
+    every row of `vectors`; `labelled` is a boolean mask of the rows with labels."""
+    labelled = np.asarray(labelled, dtype=bool)
+    n_lab = int(labelled.sum())
+    if n_lab <= k:
+        raise ConfigError(f"{n_lab} labelled objects: need more than k={k} for trust scores")
+    everything = ArrayVectors(vectors)
+    lab_rows = np.flatnonzero(labelled)
+    labels = ArrayVectors(vectors[lab_rows])
+    # a labelled row is excluded from its own neighbours: its position among the labels
+    self_in_labels = np.full(len(vectors), -1, np.int64)
+    self_in_labels[lab_rows] = np.arange(n_lab)
+    label_distance = _mean_distance(labels, everything.vectors, k, self_in_labels)
+    all_distance = _mean_distance(everything, everything.vectors, k, np.arange(len(vectors)))
+    reference = np.sort(label_distance[lab_rows])
+    # fraction of labelled objects at least as far from the labels as this one
+    trust = 1.0 - np.searchsorted(reference, label_distance, side="left") / n_lab
+    return {
+        "label_distance": label_distance,
+        "density_ratio": all_distance / np.maximum(label_distance, 1e-12),
+        "trust": trust,
+    }
+
+
+def error_by_trust(
+    trust: np.ndarray, abs_error: np.ndarray, bins: int = 5, outlier: float | None = None
+) -> dict:
+    """Errors in `bins` equal-count trust bins (lowest trust first): per bin the trust
+    range, median and mean |error| and, given an `outlier` threshold, the fraction above
+    it; plus the Spearman correlation of trust with |error| (negative: error grows as
+    trust falls)."""
+    from scipy.stats import spearmanr
+
+    order = np.argsort(trust, kind="stable")
+    rows = []
+    for part in np.array_split(order, bins):
+        if len(part):
+            rows.append(
+                {
+                    "trust_min": float(trust[part].min()),
+                    "trust_max": float(trust[part].max()),
+                    "n": len(part),
+                    "median_abs_error": float(np.median(abs_error[part])),
+                    "mean_abs_error": float(np.mean(abs_error[part])),
+                }
+            )
+            if outlier is not None:
+                rows[-1]["outlier_fraction"] = float(np.mean(abs_error[part] > outlier))
+    rho, p = spearmanr(trust, abs_error)
+    return {"bins": rows, "spearman_rho": float(rho), "spearman_p": float(p)}

@@ -1,0 +1,1 @@
+"""The end-to-end report: one self-contained HTML page of every figure and metric."""

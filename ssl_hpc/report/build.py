@@ -1,0 +1,140 @@
+"""Build the report: run every section on an embedding set and its survey, then write
+metrics.json, the PNGs and index.html into one directory (atomically per file)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..augment import AugmentConfig
+from ..config import build
+from ..data.survey import Survey
+from ..embed.run import resolve_checkpoint
+from ..embed.store import RUN_FILE, EmbeddingSet
+from ..search.searcher import Searcher
+from ..utils.atomic import write_json_atomic, write_text_atomic
+from . import sections
+from .html import render
+
+
+@dataclass
+class ReportOptions:
+    """What the report computes, and how much of it."""
+
+    k: int = 10  # neighbours: search examples, anomaly knn score, trust
+    examples: int = 4  # similarity-search queries shown
+    anomalies_shown: int = 24
+    map_points: int = 4000
+    invariance_objects: int = 256
+    probe_fractions: tuple[float, ...] = (0.05, 0.2, 1.0)
+    probe_repeats: int = 2
+    efficiency: list[str] = field(default_factory=list)  # ssl-hpc finetune output dirs
+    seed: int = 0
+
+
+def build_report(
+    embeddings: EmbeddingSet,
+    survey: Survey,
+    out: str | Path,
+    options: ReportOptions | None = None,
+    checkpoint: str | Path | None = None,
+    log=print,
+) -> dict:
+    """Every section of the report for `embeddings` of `survey`, written to `out`; returns
+    the metrics (also out/metrics.json). `checkpoint`: the encoder, for the invariance
+    check and the pretraining curve (default: the one named in the set's run.json)."""
+    opts = options or ReportOptions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = json.loads((embeddings.root / RUN_FILE).read_text())
+    ckpt = resolve_checkpoint(checkpoint or run["checkpoint"])
+    searcher = Searcher(embeddings, survey)
+    _, vectors = embeddings.load()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        log(f"report: {name} ...")
+        t0 = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - t0, 2)
+        return result
+
+    parts = [timed("overview", sections.overview, survey, searcher, run)]
+    parts.append(timed("pretraining", sections.pretraining, ckpt, out))
+    parts.append(
+        timed(
+            "probes",
+            sections.probes,
+            vectors,
+            survey,
+            out,
+            opts.probe_fractions,
+            opts.probe_repeats,
+        )
+    )
+    parts.append(timed("efficiency", sections.efficiency, [Path(d) for d in opts.efficiency], out))
+    parts.append(
+        timed("search", sections.search_examples, searcher, out, opts.k, opts.examples, opts.seed)
+    )
+    anomaly_section, knn_score = timed(
+        "anomalies",
+        sections.anomalies,
+        vectors,
+        survey,
+        out,
+        opts.k,
+        opts.anomalies_shown,
+        opts.seed,
+    )
+    parts.append(anomaly_section)
+    parts.append(timed("trust", sections.trust, vectors, survey, out, opts.k, opts.seed))
+    parts.append(
+        timed("maps", sections.maps, vectors, survey, out, knn_score, opts.map_points, opts.seed)
+    )
+    parts.append(timed("invariance", _invariance, ckpt, survey, out, opts))
+    present = [p for p in parts if p is not None]
+    metrics = {
+        "embeddings": str(embeddings.root),
+        "survey": str(survey.root),
+        "checkpoint": str(ckpt),
+        "sections": {p["id"]: p["metrics"] for p in present},
+        "seconds": timings,
+    }
+    write_json_atomic(out / "metrics.json", _plain(metrics))
+    meta = [
+        f"survey {survey.root} ({len(survey)} objects) · embeddings {embeddings.root} "
+        f"({embeddings.dim} dims) · encoder {ckpt}",
+        f"made {time.strftime('%Y-%m-%d %H:%M')} by ssl-hpc report; numbers in metrics.json",
+    ]
+    page = render(f"ssl-hpc report: {survey.manifest.survey}", meta, present, out)
+    write_text_atomic(out / "index.html", page)
+    return metrics
+
+
+def _invariance(ckpt: Path, survey: Survey, out: Path, opts: ReportOptions) -> dict:
+    import torch
+
+    from ..downstream.invariance import invariance
+    from ..train.export import load_encoder
+
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    config = build(AugmentConfig, payload["config"]["augment"], f"{ckpt} augment")
+    result = invariance(load_encoder(ckpt), survey, config, opts.invariance_objects, opts.seed)
+    return sections.invariance_section(result, out)
+
+
+def _plain(obj):
+    """JSON-safe copy: numpy scalars to Python, NaN to None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,67 @@
+"""Two-dimensional maps of the representation space (t-SNE), coloured by what is known.
+
+Vectors are L2-normalised and reduced to 50 principal components before t-SNE (the usual
+recipe: faster, and less noise), on a seeded sample of at most `max_points`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..search.vectors import normalise
+from .figures import pyplot, save_figure
+
+
+def embedding_map(
+    vectors: np.ndarray, max_points: int = 5000, seed: int = 0, perplexity: float = 30.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, (n, 2) coordinates): a t-SNE map of a seeded sample of `vectors`' rows."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, min(n, max_points), replace=False))
+    x = normalise(vectors[rows])
+    x = PCA(n_components=min(50, x.shape[1], len(x) - 1), random_state=seed).fit_transform(x)
+    tsne = TSNE(
+        n_components=2,
+        perplexity=min(perplexity, (len(x) - 1) / 3),
+        init="pca",
+        random_state=seed,
+    )
+    return rows, tsne.fit_transform(x)
+
+
+def plot_maps(coords: np.ndarray, panels: list[dict], path: str | os.PathLike, title: str = ""):
+    """One scatter panel per entry of `panels`: {"title", "values" (n,), "kind":
+    "continuous" (NaN drawn grey, underneath) or "categorical" (with "names")}."""
+    plt = pyplot()
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, panel in zip(axes.flat, panels):
+        values = np.asarray(panel["values"])
+        ax.set_title(panel["title"], fontsize=10)
+        if panel["kind"] == "categorical":
+            names = panel["names"]
+            cmap = plt.get_cmap("tab10")
+            for code in np.unique(values):
+                sel = values == code
+                ax.scatter(*coords[sel].T, s=3, color=cmap(int(code) % 10), label=names[int(code)])
+            ax.legend(fontsize=7, markerscale=3, loc="best", frameon=False)
+        else:
+            known = np.isfinite(values)
+            ax.scatter(*coords[~known].T, s=2, color="0.85", label="unknown")
+            order = np.flatnonzero(known)[np.argsort(values[known])]  # high values on top
+            sc = ax.scatter(
+                *coords[order].T, s=3, c=values[order], cmap=panel.get("cmap", "viridis")
+            )
+            fig.colorbar(sc, ax=ax, shrink=0.8, label=panel.get("label", ""))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    save_figure(fig, path)

@@ -1,0 +1,139 @@
+"""Science on representations: anomaly scores find injected outliers, trust falls where
+prediction error grows, the invariance check and maps run, and the report has every
+section (from the command line)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ssl_hpc.cli import main
+from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, detection_metrics
+from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
+from ssl_hpc.downstream.trust import error_by_trust, trust_scores
+from ssl_hpc.errors import ConfigError
+
+
+def test_detection_metrics_by_hand():
+    scores = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3])
+    truth = np.array([1, 0, 0, 1, 0, 0], bool)
+    m = detection_metrics(scores, truth, ks=(1, 2, 3))
+    # pairs (anomaly, normal) ranked right: 0.9 beats all 4, 0.7 beats 3 of 4 -> 7/8
+    assert m["roc_auc"] == pytest.approx(7 / 8)
+    assert m["precision_at"] == {"1": 1.0, "2": 0.5, "3": 2 / 3}
+    assert m["base_rate"] == pytest.approx(1 / 3) and m["n_anomalies"] == 2
+    with pytest.raises(ConfigError, match="both anomalies and normal"):
+        detection_metrics(scores, np.zeros(6, bool))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_anomaly_scores_rank_injected_outliers_first(method):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 32)) * 3
+    normal = centres[rng.integers(0, 8, 1000)] + rng.normal(size=(1000, 32))
+    odd = rng.normal(size=(20, 32)) * 3  # off the clumps, in random directions
+    vectors = np.concatenate([normal, odd]).astype(np.float32)
+    truth = np.arange(len(vectors)) >= 1000
+    m = detection_metrics(anomaly_scores(vectors, method, seed=0), truth)
+    print(method, m["roc_auc"], m["precision_at"])
+    assert m["roc_auc"] > 0.95 and m["precision_at"]["10"] >= 0.8
+    with pytest.raises(ConfigError, match="anomaly method 'lof'"):
+        anomaly_scores(vectors, "lof")
+
+
+def test_trust_falls_where_photoz_error_grows():
+    """Redshift is a smooth function of the representation; only the brighter half of
+    the sample has labels (a magnitude-limited spectroscopic survey): predictions for
+    objects far from every label extrapolate, and their trust must say so."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    x = rng.normal(size=(n, 6))
+    z = np.clip(0.15 + 0.06 * x[:, 0] + 0.01 * np.sin(2 * x[:, 1]), 0.01, 0.39)
+    # a constant offset axis keeps every vector in one hemisphere: cosine ~ Euclidean
+    vectors = np.concatenate([x, np.full((n, 1), 10.0)], axis=1).astype(np.float32)
+    labelled = x[:, 0] < 0.3  # labels stop along one direction of the space
+    scores = trust_scores(vectors, labelled, k=10)
+    assert scores["trust"].min() >= 0 and scores["trust"].max() <= 1
+    # calibration: over the labelled set itself, trust is uniform on [0, 1]
+    t_lab = scores["trust"][labelled]
+    assert abs(np.median(t_lab) - 0.5) < 0.05
+    bins = RedshiftBins()
+    head = fit_head(vectors[labelled], bins.one_hot(z[labelled]), HeadConfig(epochs=60))
+    z_pred = bins.point(predict_proba(head, vectors))
+    err = np.abs(z_pred - z) / (1 + z)
+    result = error_by_trust(scores["trust"][~labelled], err[~labelled], bins=4, outlier=0.05)
+    low, high = result["bins"][0], result["bins"][-1]
+    print(result["spearman_rho"], low, high)
+    assert result["spearman_rho"] < -0.3
+    assert low["median_abs_error"] > 2 * high["median_abs_error"]
+    assert low["trust_max"] <= high["trust_min"]
+    # the density ratio falls too, where the survey goes on but labels stop
+    ratio = scores["density_ratio"]
+    assert np.median(ratio[x[:, 0] > 1.5]) < 0.5 * np.median(ratio[labelled])
+
+
+@pytest.fixture(scope="module")
+def embedded(small_survey, tmp_path_factory):
+    from test_embed import make_checkpoint
+
+    from ssl_hpc.embed import EmbedOptions, embed_survey
+
+    root = tmp_path_factory.mktemp("science")
+    ckpt = make_checkpoint(root / "encoder.pt", seed=0)
+    embed_survey(ckpt, small_survey, root / "emb", EmbedOptions(batch_size=128))
+    return root / "emb", ckpt
+
+
+def test_invariance_check_measures_each_augmentation(embedded, small_survey):
+    import torch
+
+    from ssl_hpc.augment import AugmentConfig
+    from ssl_hpc.config import build
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.downstream.invariance import invariance
+    from ssl_hpc.train.export import load_encoder
+
+    _, ckpt = embedded
+    payload = torch.load(ckpt, weights_only=True)
+    config = build(AugmentConfig, payload["config"]["augment"])
+    result = invariance(load_encoder(ckpt), Survey(small_survey), config, n=64)
+    assert set(result["codes"]) == {*config.codes, "all"}
+    assert result["n"] == 64 and result["different"] > 0
+    for r in result["codes"].values():
+        assert 0 <= r["reidentified"] <= 1 and r["same"] >= 0
+    # every code together moves a view further than the gentlest one alone
+    gentlest = min(r["same"] for c, r in result["codes"].items() if c != "all")
+    assert result["codes"]["all"]["same"] > gentlest
+
+
+def test_report_command_has_every_section(embedded, small_survey, tmp_path, capsys):
+    emb, _ = embedded
+    out = tmp_path / "report"
+    args = ["report", "--embeddings", str(emb), "--data", str(small_survey), "--out", str(out)]
+    assert main([*args, "--map-points", "300"]) == 0
+    assert f"{out.resolve()}/index.html" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the untrained test encoder has no pretraining run directory beside it
+    expected = ["overview", "probes", "search", "anomalies", "trust", "maps", "invariance"]
+    assert list(metrics["sections"]) == expected
+    for section in expected:
+        assert f"id='{section}'" in page
+    assert page.count("data:image/png;base64,") >= 10  # self-contained: figures inlined
+    assert 'src="http' not in page and "src='http" not in page
+    anomalies = metrics["sections"]["anomalies"]
+    assert set(anomalies) == set(METHODS) and all(
+        0 <= m["roc_auc"] <= 1 for m in anomalies.values()
+    )
+    trust = metrics["sections"]["trust"]
+    assert len(trust["bins"]) == 5 and -1 <= trust["spearman_rho"] <= 1
+    assert "smooth_or_featured" in metrics["sections"]["probes"]
+    with np.load(out / "trust.npz") as t:
+        assert len(t["trust"]) == 384 and t["labelled"].sum() > 0
+    ranked = (out / "anomalies.csv").read_text().splitlines()
+    assert len(ranked) == 385 and ranked[0].startswith("rank,object_id,score_knn")
+    # an efficiency directory that is not a finished study is named
+    assert main([*args, "--efficiency", str(tmp_path / "nope")]) == 2
+    assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err
