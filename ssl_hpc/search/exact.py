@@ -1,8 +1,9 @@
 """Exact cosine-similarity top-k, blocked over the database so memory stays bounded.
 
-Each block of database rows goes through a FAISS ``IndexFlatIP`` (BLAS inner products) and
-its top k are merged into the running top k: memory is one block plus (queries x k), so a
-10^7 x 2048 set is searched with a few hundred MB whatever its size.
+Each block of database rows goes through FAISS's brute-force inner-product search (the
+kernel behind ``IndexFlatIP``, called as ``faiss.knn`` so the block is not copied into an
+index first) and its top k are merged into the running top k: memory is one block plus
+(queries x k), so a 10^7 x 2048 set is searched with a few hundred MB whatever its size.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ def merge_topk(
 
 def block_topk(queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` inner products of normalised `queries` against one normalised `block`
-    (FAISS IndexFlatIP); rows are block-local, -1 where the block has fewer than k."""
+    (exact, FAISS); rows are block-local, -1 where the block has fewer than k."""
     import faiss
 
-    index = faiss.IndexFlatIP(block.shape[1])
-    index.add(np.ascontiguousarray(block, dtype=np.float32))
-    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return scores, rows
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    b = np.ascontiguousarray(block, dtype=np.float32)
+    return faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
 def exact_search(
