@@ -25,7 +25,7 @@ help:
 	@echo "make services       install Slurm+munge (root, apt) and start the local Slurm ($(SLURM_DIR))"
 	@echo "make services-stop  stop the local Slurm"
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
-	@echo "make demo           synth/info/show a $(DEMO_N)-object survey in $(DEMO_DIR), then pretrain on it"
+	@echo "make demo           synthetic survey -> pretrain (Ray) -> embed (MPI) -> report, in $(DEMO_DIR)"
 	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~40 min)"
 	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised photo-z) on the demo run"
 	@echo "make lint           ruff check + ruff format --check"
@@ -72,8 +72,8 @@ demo: venv
 	    --config jobs/configs/pretrain-demo.yaml
 	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/ssl-hpc embed --checkpoint "$(DEMO_DIR)/pretrain" \
 	    --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/embeddings" --pca 32
-	$(VENV)/bin/ssl-hpc probe --embeddings "$(DEMO_DIR)/embeddings" --data "$(DEMO_DIR)/survey" \
-	    --out "$(DEMO_DIR)/probe" --repeats 2
+	$(VENV)/bin/ssl-hpc report --embeddings "$(DEMO_DIR)/embeddings" --data "$(DEMO_DIR)/survey" \
+	    --out "$(DEMO_DIR)/report"
 
 # Needs the survey `make demo` builds first; a rerun resumes the sweep.
 ablation: venv
