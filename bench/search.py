@@ -6,7 +6,7 @@ the spread of their centres; the recall test's regime) and L2-normalised; querie
 fresh draws from the same clumps. Exact: batch throughput (queries/s for --batch queries
 at once) and single-query latency (p50/p99 over --singles queries) for top-10 cosine.
 ANN: build seconds, index bytes, throughput, latency and recall@10 against exact, for a
-few nprobe values.
+few nprobe (IVF-PQ) and efSearch (HNSW) values.
 
 usage: python bench/search.py [--exact 100000x128,100000x2048,1000000x128]
                               [--ann 1000000x128] [--out bench/results/search.json]
@@ -85,7 +85,9 @@ def bench_exact(n: int, dim: int, batch: int, singles: int) -> dict:
     return {"n": n, "dim": dim, "database_bytes": db.nbytes, **results}
 
 
-def bench_ann(n: int, dim: int, batch: int, singles: int, nprobes: list[int]) -> dict:
+def bench_ann(
+    n: int, dim: int, batch: int, singles: int, nprobes: list[int], efs: list[int]
+) -> dict:
     db = clumped(n + batch + singles, dim, seed=1)
     queries, db = db[n:], db[:n]
     vectors = ArrayVectors.__new__(ArrayVectors)  # already unit vectors: no copy
@@ -99,10 +101,9 @@ def bench_ann(n: int, dim: int, batch: int, singles: int, nprobes: list[int]) ->
         index = AnnIndex.build(vectors, AnnConfig(kind=kind))
         build_s = time.perf_counter() - t0
         size = int(faiss.serialize_index(index.index).size)
-        knobs = nprobes if kind == "ivfpq" else [None]
-        for knob in knobs:
-            if knob is not None:
-                index.config = AnnConfig(**{**index.config.__dict__, "nprobe": knob})
+        key = "nprobe" if kind == "ivfpq" else "ef_search"
+        for knob in nprobes if kind == "ivfpq" else efs:
+            index.config = AnnConfig(**{**index.config.__dict__, key: knob})
             speed = timed(lambda q, ix=index: ix.search(q, K), queries, batch, singles)
             _, rows = index.search(queries[:batch], K)
             out["indexes"].append(
@@ -110,7 +111,7 @@ def bench_ann(n: int, dim: int, batch: int, singles: int, nprobes: list[int]) ->
                     "kind": kind,
                     "nlist": index.config.nlist if kind == "ivfpq" else None,
                     "pq_m": index.config.pq_m if kind == "ivfpq" else None,
-                    "nprobe": knob,
+                    key: knob,
                     "rerank": index.config.rerank if kind == "ivfpq" else None,
                     "build_s": build_s,
                     "index_bytes": size,
@@ -132,18 +133,26 @@ def main() -> None:
     p.add_argument("--exact", default="100000x128,100000x2048,1000000x128")
     p.add_argument("--ann", default="1000000x128")
     p.add_argument("--nprobe", default="16,32,64")
+    p.add_argument("--ef", default="128,256,512", help="HNSW efSearch values")
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--singles", type=int, default=50)
     p.add_argument("--out", default="bench/results/search.json")
     args = p.parse_args()
-    results = {"machine": machine_info(), "faiss": faiss.__version__, "k": K, "exact": [], "ann": []}
+    results = {
+        "machine": machine_info(),
+        "faiss": faiss.__version__,
+        "k": K,
+        "exact": [],
+        "ann": [],
+    }
     results["machine"]["faiss_threads"] = faiss.omp_get_max_threads()
     for n, dim in sizes(args.exact):
         results["exact"].append(bench_exact(n, dim, args.batch, args.singles))
         print(results["exact"][-1], flush=True)
     for n, dim in sizes(args.ann):
         nprobes = [int(v) for v in args.nprobe.split(",")]
-        results["ann"].append(bench_ann(n, dim, args.batch, args.singles, nprobes))
+        efs = [int(v) for v in args.ef.split(",")]
+        results["ann"].append(bench_ann(n, dim, args.batch, args.singles, nprobes, efs))
     print(write_results(results, args.out))
 
 

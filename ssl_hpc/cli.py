@@ -27,6 +27,7 @@ COMMANDS = {
     "probe": "jobs.probe",
     "finetune": "jobs.finetune",
     "report": "jobs.report",
+    "serve": "jobs.serve",
 }
 
 

@@ -146,6 +146,10 @@ def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):
     table = searcher.table(q, 5)
     assert [t["rank"] for t in table] == [1, 2, 3, 4, 5] and q.row not in [t["row"] for t in table]
     assert table == sorted(table, key=lambda t: -t["similarity"])
+    # the same from the memory-mapped shards (what a set too large for RAM uses)
+    from_disk = Searcher(es, survey, in_memory_bytes=0)
+    assert isinstance(from_disk.vectors, ShardVectors)
+    assert [t["row"] for t in from_disk.table(q, 5)] == [t["row"] for t in table]
     with pytest.raises(QueryError, match="object_id 999999999 not in the embedding set"):
         searcher.by_id(999999999)
     # 1 arcsec off object 10 finds it; 1 degree off finds nothing within 3 arcsec

@@ -43,7 +43,7 @@ class AnnConfig:
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
-    train_size: int = 100_000
+    train_size: int = 100_000  # at least 40 x nlist are used (FAISS's k-means minimum)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,7 +85,8 @@ class AnnIndex:
             # L2 on unit vectors ranks exactly as cosine; PQ encodes L2 residuals best.
             index = faiss.IndexIVFPQ(quantizer, dim, cfg.nlist, cfg.pq_m, cfg.pq_bits)
             rng = np.random.default_rng(cfg.seed)
-            sample = np.sort(rng.choice(n, min(n, cfg.train_size), replace=False))
+            n_train = min(n, max(cfg.train_size, 40 * cfg.nlist))
+            sample = np.sort(rng.choice(n, n_train, replace=False))
             index.cp.seed = cfg.seed  # k-means of the cells, and of the PQ codebooks
             index.pq.cp.seed = cfg.seed
             index.train(vectors.take(sample))

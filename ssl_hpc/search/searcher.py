@@ -24,9 +24,11 @@ from .query import (
     row_of_id,
     row_of_position,
 )
-from .vectors import ShardVectors, normalise
+from .vectors import ArrayVectors, ShardVectors, normalise
 
 MAX_K = 1000
+#: Sets up to this size are held in RAM, normalised; larger ones are read from the shards.
+IN_MEMORY_BYTES = 2 << 30
 
 
 def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Survey:
@@ -44,7 +46,8 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
 
 class Searcher:
     """Cosine top-k over `embeddings`, exact (blocked) or through a cached ANN index
-    (`index`: "exact", "ivfpq" or "hnsw"), with result tables from `survey`."""
+    (`index`: "exact", "ivfpq" or "hnsw"), with result tables from `survey`. Sets of at
+    most `in_memory_bytes` are held in RAM; larger ones are memory-mapped shard by shard."""
 
     def __init__(
         self,
@@ -53,9 +56,14 @@ class Searcher:
         index: str = "exact",
         ann: AnnConfig | None = None,
         checkpoint: str | os.PathLike | None = None,
+        in_memory_bytes: int = IN_MEMORY_BYTES,
     ) -> None:
         self.set, self.survey = embeddings, survey
         self.vectors = ShardVectors(embeddings)
+        if len(self.vectors) * self.vectors.dim * 4 <= in_memory_bytes:
+            # small enough: normalised once and kept (a server answers from RAM)
+            ids = self.vectors.object_id
+            self.vectors = ArrayVectors(embeddings.load()[1], ids)
         self.catalogue = ResultCatalogue(survey)
         ids = self.catalogue.columns["object_id"]
         if not np.array_equal(ids, self.vectors.object_id):

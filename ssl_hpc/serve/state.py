@@ -1,0 +1,92 @@
+"""What the server holds in memory: the searcher, per-object trust and anomaly scores, and
+a cache of rendered cutout PNGs."""
+
+from __future__ import annotations
+
+import io
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..downstream.anomaly import knn_distance
+from ..downstream.trust import trust_scores
+from ..search.searcher import Searcher
+from ..viz.composite import rgb_composite
+
+#: Above this many objects, trust and anomaly scores are not computed at start-up (they
+#: are an all-vs-all search); pass a report directory that holds them instead.
+SCORE_AT_START_MAX = 200_000
+
+
+class ServeState:
+    """The searcher plus what result cards show: trust (distance to the labelled set,
+    calibrated) and the kNN anomaly score, each (N,) or None."""
+
+    def __init__(self, searcher: Searcher, report: str | os.PathLike | None = None, log=print):
+        self.searcher = searcher
+        survey = searcher.survey
+        self.n = len(survey)
+        self.display = survey.manifest.flux_unit.startswith("display")
+        self.trust: np.ndarray | None = None
+        self.anomaly: np.ndarray | None = None
+        if report is not None:
+            self._load_report(Path(report))
+        elif self.n <= SCORE_AT_START_MAX:
+            log(f"serve: scoring trust and anomalies of {self.n} objects ...")
+            _, vectors = searcher.set.load()
+            cols = survey.manifest.columns
+            if "z_spec" in cols:
+                labelled = np.isfinite(survey.column("z_spec"))
+                if labelled.sum() > 10:
+                    self.trust = trust_scores(vectors, labelled)["trust"]
+            self.anomaly = knn_distance(vectors)
+        self.anomalous = np.argsort(-self.anomaly)[:100] if self.anomaly is not None else None
+        self._png = lru_cache(maxsize=8192)(self._render)
+
+    def _load_report(self, root: Path) -> None:
+        """trust.npz and anomalies.csv of `ssl-hpc report` for this survey."""
+        ids = self.searcher.catalogue.columns["object_id"]
+        if (root / "trust.npz").exists():
+            with np.load(root / "trust.npz") as z:
+                if np.array_equal(z["object_id"], ids):
+                    self.trust = z["trust"]
+        if (root / "anomalies.csv").exists():
+            table = np.genfromtxt(root / "anomalies.csv", delimiter=",", names=True)
+            order = np.argsort(ids)
+            pos = order[np.searchsorted(ids, table["object_id"].astype(np.int64), sorter=order)]
+            self.anomaly = np.empty(self.n)
+            self.anomaly[pos] = table["score_knn"]
+
+    # -- images -----------------------------------------------------------------------------
+    def png(self, row: int) -> bytes:
+        """The colour composite of survey row `row` as PNG bytes (cached)."""
+        return self._png(int(row))
+
+    def _render(self, row: int) -> bytes:
+        image = self.searcher.survey.images(np.array([row]))[0]
+        return image_png(image, self.searcher.survey.bands, self.display)
+
+    def card(self, entry: dict) -> dict:
+        """A result-table entry with its trust, anomaly score and image URL added."""
+        row = entry["row"]
+        return {
+            **{k: v for k, v in entry.items() if k != "row"},
+            "trust": None if self.trust is None else round(float(self.trust[row]), 3),
+            "anomaly_score": None if self.anomaly is None else round(float(self.anomaly[row]), 5),
+            "image": f"/api/image/{entry['object_id']}.png",
+        }
+
+
+def image_png(image: np.ndarray, bands, display: bool, scale: int = 2) -> bytes:
+    """(B, H, W) -> PNG bytes of its colour composite, north up, enlarged `scale` times."""
+    from PIL import Image
+
+    rgb = rgb_composite(image, bands, display_values=display)[::-1]  # row 0 at the bottom
+    im = Image.fromarray(np.ascontiguousarray(rgb))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,230 @@
+"""The similarity-search web server: the JSON API (good and bad input, uploads, CSV), and
+the page end to end in headless Chromium against `ssl-hpc serve` started for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import REPO, skip_or_fail
+
+from ssl_hpc.embed import EmbedOptions, embed_survey, load
+from ssl_hpc.search.searcher import Searcher, survey_of
+
+CHROMIUM = os.environ.get("SSL_HPC_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def served(small_survey, tmp_path_factory):
+    from test_embed import make_checkpoint
+
+    root = tmp_path_factory.mktemp("serve")
+    ckpt = make_checkpoint(root / "encoder.pt", seed=0)
+    embed_survey(ckpt, small_survey, root / "emb", EmbedOptions(batch_size=128))
+    survey = survey_of(load(root / "emb"), None)
+    image = survey.images(np.array([7]))[0]  # row 7: its object id is written beside it
+    fits.PrimaryHDU(image).writeto(root / "cutout.fits")
+    (root / "cutout.id").write_text(str(survey.column("object_id")[7]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from fastapi.testclient import TestClient
+
+    from ssl_hpc.serve.app import create_app
+    from ssl_hpc.serve.state import ServeState
+
+    es = load(served / "emb")
+    state = ServeState(Searcher(es, survey_of(es, None)), log=lambda *_: None)
+    with TestClient(create_app(state, max_upload_bytes=200_000)) as c:
+        yield c
+
+
+def test_search_pages_and_csv(client):
+    info = client.get("/api/info").json()
+    assert info["objects"] == 384 and info["index"] == "exact" and info["has_trust"]
+    first = client.get("/api/search", params={"object_id": 5, "k": 4}).json()
+    assert first["query"]["object_id"] == 5 and first["pages"] == 95
+    assert [r["rank"] for r in first["results"]] == [1, 2, 3, 4]
+    sims = [r["similarity"] for r in first["results"]]
+    assert sims == sorted(sims, reverse=True)
+    assert all(0 <= r["trust"] <= 1 and r["image"].endswith(".png") for r in first["results"])
+    second = client.get("/api/search", params={"object_id": 5, "k": 4, "page": 2}).json()
+    assert [r["rank"] for r in second["results"]] == [5, 6, 7, 8]
+    assert second["results"][0]["similarity"] <= sims[-1]
+    csv = client.get("/api/search.csv", params={"object_id": 5, "k": 4})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv.headers["content-disposition"]
+    lines = csv.text.strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("rank,object_id,similarity")
+    assert lines[1].split(",")[1] == str(first["results"][0]["object_id"])
+    png = client.get("/api/image/5.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # by position: the object itself is the query
+    q = first["query"]
+    by_pos = client.get("/api/search", params={"ra": q["ra"], "dec": q["dec"], "k": 4}).json()
+    assert by_pos["query"]["object_id"] == 5 and by_pos["results"] == first["results"]
+    anomalous = client.get("/api/anomalous", params={"rank": 1}).json()
+    assert anomalous["rank"] == 1 and anomalous["anomaly_score"] > 0
+    assert client.get("/api/random").json()["object_id"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "message"),
+    [
+        ("/api/search?object_id=abc", 422, "object_id: Input should be a valid integer"),
+        ("/api/search?object_id=1e9", 422, "object_id"),
+        ("/api/search?object_id=-3", 422, "greater than or equal to 0"),
+        ("/api/search?object_id=99999999", 404, "object_id 99999999 not in the embedding set"),
+        ("/api/search?object_id=5&k=100000", 422, "k: Input should be less than or equal to 100"),
+        ("/api/search?object_id=5&k=100&page=11", 400, "reaches rank 1100 > 1000"),
+        ("/api/search?object_id=5&ra=1&dec=2", 400, "not both"),
+        ("/api/search?ra=10", 400, "both ra and dec"),
+        ("/api/search?ra=400&dec=0", 422, "ra: Input should be less than 360"),
+        ("/api/search?ra=10&dec=0", 404, "no object within 3.0 arcsec"),
+        ("/api/image/..%2F..%2Fetc%2Fpasswd.png", 404, ""),
+        ("/api/image/../../etc/passwd", 404, ""),
+        ("/api/image/%2Fetc%2Fpasswd.png", 404, ""),
+        ("/api/anomalous?rank=0", 422, "rank"),
+    ],
+)
+def test_bad_requests_get_clear_errors_and_no_traces(client, url, status, message):
+    r = client.get(url)
+    assert r.status_code == status
+    body = r.json()
+    assert message in body["detail"]
+    assert "Traceback" not in r.text and "/tmp" not in r.text and str(REPO) not in r.text
+
+
+def test_uploads(client, served):
+    data = (served / "cutout.fits").read_bytes()
+    oid = int((served / "cutout.id").read_text())
+    r = client.post("/api/upload", params={"k": 3}, files={"file": ("cutout.fits", data)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["image"].startswith("data:image/png;base64,")
+    assert body["query"]["label"] == "uploaded cutout.fits"
+    assert body["results"][0]["object_id"] == oid and body["results"][0]["similarity"] > 0.9999
+    # too big: refused before parsing (413), with the limit named
+    big = client.post("/api/upload", files={"file": ("big.fits", b"\0" * 400_000)})
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    # not FITS, and a path-like name that is never opened
+    bad = client.post("/api/upload", files={"file": ("../../etc/passwd", b"hello")})
+    assert bad.status_code == 400 and "FITS" in bad.json()["detail"]
+    assert "/tmp" not in bad.text and "etc/passwd" not in bad.json()["detail"].replace(
+        "passwd:", ""
+    )
+    empty = client.post("/api/upload", files={"file": ("e.fits", b"")})
+    assert empty.status_code == 400 and empty.json()["detail"] == "empty upload"
+    three = _fits_bytes(np.zeros((3, 48, 48), np.float32))
+    wrong = client.post("/api/upload", files={"file": ("three.fits", three)})
+    assert wrong.status_code == 400 and "5 bands" in wrong.json()["detail"]
+
+
+def _fits_bytes(cube: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fits.PrimaryHDU(cube).writeto(buf)
+    return buf.getvalue()
+
+
+def test_bounded_load_on_loopback(client):
+    """A short loop of mixed requests: every one answered (timings are the benchmark's)."""
+    codes = []
+    for i in range(60):
+        oid = 1 + i * 6 % 384  # ids run 1..384
+        codes.append(client.get("/api/search", params={"object_id": oid, "k": 12}).status_code)
+        codes.append(client.get(f"/api/image/{oid}.png").status_code)
+    assert codes == [200] * 120
+
+
+# -- the page in a real browser ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    port = _free_port()
+    exe = Path(sys.executable).with_name("ssl-hpc")
+    cmd = [str(exe), "serve", "--embeddings", str(served / "emb"), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"ssl-hpc serve exited: {proc.stdout.read()}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("ssl-hpc serve did not start in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_page_in_headless_chromium(server, served, tmp_path):
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = REPO / "runs" / "test-artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server + "/")
+        expect(page.locator("#info")).to_contain_text("384 galaxies")
+        # search by id
+        page.fill("#q", "5")
+        page.click("#go")
+        cards = page.locator("#grid .card")
+        expect(cards).to_have_count(12)
+        expect(page.locator("#query")).to_contain_text("object 5")
+        expect(page.locator("#query img")).to_have_js_property("complete", True)
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('#grid img')).every(i => i.naturalWidth > 0)"
+        )
+        page.screenshot(path=str(shots / "serve-search.png"), full_page=True)
+        # click through to the first neighbour: it becomes the query
+        neighbour = cards.first.get_attribute("data-object-id")
+        cards.first.click()
+        expect(page.locator("#query")).to_contain_text(f"object {neighbour}")
+        expect(page.locator("#q")).to_have_value(neighbour)
+        # next page, and the CSV link follows it
+        page.click("#next")
+        expect(page.locator("#pageinfo")).to_contain_text("page 2")
+        expect(page.locator("#grid .card").first).to_contain_text("#13")
+        assert "page=2" in page.locator("#csv").get_attribute("href")
+        # upload a FITS cutout of a survey object: it finds that object first
+        oid = (served / "cutout.id").read_text()
+        page.set_input_files("#upload", str(served / "cutout.fits"))
+        expect(page.locator("#query")).to_contain_text("uploaded cutout.fits")
+        expect(page.locator("#grid .card").first).to_have_attribute("data-object-id", oid)
+        # an unknown id: a message, no results lost
+        page.fill("#q", "424242")
+        page.click("#go")
+        expect(page.locator("#error")).to_be_visible()
+        expect(page.locator("#error")).to_contain_text("object_id 424242 not in the embedding set")
+        page.screenshot(path=str(shots / "serve-error.png"), full_page=True)
+        browser.close()
+    assert (shots / "serve-search.png").stat().st_size > 20_000
+    print(f"screenshots: {shots}")
