@@ -76,6 +76,27 @@ def test_search_pages_and_csv(client):
     anomalous = client.get("/api/anomalous", params={"rank": 1}).json()
     assert anomalous["rank"] == 1 and anomalous["anomaly_score"] > 0
     assert client.get("/api/random").json()["object_id"] >= 0
+    paths = client.get("/openapi.json").json()["paths"]  # the documented API
+    assert {"/api/search", "/api/search.csv", "/api/upload", "/api/info"} <= set(paths)
+
+
+def test_scores_from_a_report_directory(served, tmp_path):
+    """--report: trust and anomaly scores are read from ssl-hpc report's files, by id."""
+    from ssl_hpc.serve.state import ServeState
+
+    es = load(served / "emb")
+    searcher = Searcher(es, survey_of(es, None))
+    ids = searcher.catalogue.columns["object_id"]
+    trust = np.linspace(0, 1, len(ids))
+    np.savez(tmp_path / "trust.npz", object_id=ids, trust=trust)
+    order = np.arange(len(ids))[::-1]  # ranked list, most anomalous first
+    lines = ["rank,object_id,score_knn,score_gmm,score_iforest"]
+    lines += [f"{r + 1},{ids[i]},{1000 - r},0,0" for r, i in enumerate(order)]
+    (tmp_path / "anomalies.csv").write_text("\n".join(lines) + "\n")
+    state = ServeState(searcher, tmp_path)
+    np.testing.assert_array_equal(state.trust, trust)
+    assert state.anomalous[0] == len(ids) - 1  # the last row ranked first
+    assert state.anomaly[len(ids) - 1] == 1000
 
 
 @pytest.mark.parametrize(

@@ -213,7 +213,7 @@ def _example_queries(survey: Survey, n: int, seed: int) -> list[int]:
         rows.append(int(rng.choice(np.flatnonzero(kind > 0))))
     while len(rows) < n:
         rows.append(int(rng.integers(len(survey))))
-    return rows[: max(n, len(rows))]
+    return rows[:n]
 
 
 def search_examples(searcher: Searcher, out: Path, k: int, n: int, seed: int) -> dict:
