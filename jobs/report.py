@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--efficiency", action="append", default=[], help="ssl-hpc finetune output")
     p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     p.add_argument("--map-points", type=int, default=4000, help="galaxies on the t-SNE map")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for t-SNE, probes, sampling")
 
 
 def run(args: argparse.Namespace) -> int:

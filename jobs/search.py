@@ -33,7 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dec", type=float, help="with --ra (deg)")
     p.add_argument("--max-sep", type=float, default=3.0, help="--ra/--dec tolerance (arcsec)")
     p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    p.add_argument("--index", choices=("exact", "ivfpq", "hnsw"), default="exact")
+    p.add_argument(
+        "--index",
+        choices=("exact", "ivfpq", "hnsw"),
+        default="exact",
+        help="exact (blocked inner product) or an approximate index cached in EMB/index",
+    )
     p.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
     p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
     p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")

@@ -21,7 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    p.add_argument("--index", choices=("exact", "ivfpq", "hnsw"), default="exact")
+    p.add_argument(
+        "--index",
+        choices=("exact", "ivfpq", "hnsw"),
+        default="exact",
+        help="exact (blocked inner product) or an approximate index cached in EMB/index",
+    )
     p.add_argument("--report", help="ssl-hpc report dir: trust and anomaly scores from it")
     p.add_argument("--checkpoint", help="encoder for uploads (default: EMB/run.json's)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="upload limit (default 8)")
