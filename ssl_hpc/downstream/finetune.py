@@ -194,7 +194,7 @@ class Finetuner:
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def evaluate(self) -> tuple[dict, np.ndarray]:
         """Test metrics (the task's score) and the test predictions."""
