@@ -17,6 +17,7 @@ from ssl_hpc.data import cutouts
 from ssl_hpc.data.ingest import IngestConfig, ingest
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import ConfigError, IngestError
+from ssl_hpc.viz.captions import captions
 
 BANDS3 = ("g", "r", "i")
 SIZE = 24  # px of the synthetic FITS cutouts
@@ -124,6 +125,10 @@ def test_real_sdss_jpegs_round_trip(gz1_sample, tmp_path):
     np.testing.assert_array_equal(survey.column("object_id"), ids)
     np.testing.assert_array_equal(survey.column("class"), labels)
     assert np.isnan(survey.column("ra")).all() and np.isnan(survey.column("dec")).all()
+    caps = captions(survey, np.arange(40))
+    names = ("elliptical", "spiral CW", "spiral ACW", "edge-on", "don't know", "merger")
+    for cap, oid, leaf in zip(caps, ids, labels):
+        assert cap.startswith(f"{oid}\nclass={names[leaf]}")
     sigma = survey.per_band("image_sky_sigma")
     assert sigma.shape == (40, 3) and np.isfinite(sigma).all() and (sigma >= 0).all()
 

@@ -42,6 +42,8 @@ GZ2_QUESTIONS = {
         Question("merger", ("merger", "not_merger"), ("gz2_merger", "1-gz2_merger")),
     )
 }
+#: Galaxy Zoo 1 leaf classes, by the integer in the ``class`` column
+GZ1_CLASS_NAMES = ("elliptical", "spiral CW", "spiral ACW", "edge-on", "don't know", "merger")
 #: Galaxy Zoo 1 leaf class -> merged answer (None: left out)
 GZ1_MERGE = {0: 0, 1: 1, 2: 1, 3: 2, 4: None, 5: 3}
 GZ1_QUESTION = Question("gz1_class", ("elliptical", "spiral", "edge_on", "merger"), ("class",) * 4)

@@ -15,6 +15,7 @@ import numpy as np
 from ..data.survey import Survey
 from ..downstream.anomaly import METHODS, anomaly_scores, detection_metrics
 from ..downstream.heads import HeadConfig, fit_head, predict_proba
+from ..downstream.labels import GZ1_CLASS_NAMES
 from ..downstream.metrics import OUTLIER_DZ
 from ..downstream.study import probe_study
 from ..downstream.tasks import PHOTOZ, load_task, splits, tasks_of
@@ -403,14 +404,7 @@ def maps(vectors: np.ndarray, survey: Survey, out: Path, anomaly: np.ndarray, n:
                 "title": "Galaxy Zoo 1 class",
                 "values": survey.column("class")[rows],
                 "kind": "categorical",
-                "names": [
-                    "elliptical",
-                    "spiral CW",
-                    "spiral ACW",
-                    "edge-on",
-                    "don't know",
-                    "merger",
-                ],
+                "names": list(GZ1_CLASS_NAMES),
             }
         )
     if z is not None:

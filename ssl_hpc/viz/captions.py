@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.survey import Survey
+from ..downstream.labels import GZ1_CLASS_NAMES
 from ..errors import SslHpcError
 
 
@@ -56,6 +57,9 @@ def captions(survey: Survey, rows: np.ndarray) -> list[str]:
         if "anomaly_kind" in get and get["anomaly_kind"][i] > 0 and "anomaly_kinds" in gen:
             parts.append("ANOMALY " + gen["anomaly_kinds"][int(get["anomaly_kind"][i])])
         for c in label_cols:
-            parts.append(f"{c}={get[c][i]}")
+            value = get[c][i]
+            if c == "class" and np.issubdtype(type(value), np.integer):  # Galaxy Zoo 1 leaf
+                value = GZ1_CLASS_NAMES[value] if 0 <= value < len(GZ1_CLASS_NAMES) else value
+            parts.append(f"{c}={value}")
         out.append("\n".join([parts[0], " ".join(parts[1:3]), " ".join(parts[3:])]).strip())
     return out

@@ -30,21 +30,27 @@ def save_cutout_grid(
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows + (0.4 if title else 0)), squeeze=False
-    )
-    for ax in axes.flat:
+    # Cells are laid out in inches so multi-line captions never run into the row above.
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
+    cell, gap = 1.85, 0.05
+    caption_h = lines * 6.5 * 1.3 / 72 + 0.06
+    title_h = 0.4 if title else 0.0
+    width = ncols * (cell + gap) + gap
+    height = nrows * (cell + caption_h + gap) + title_h + gap
+    fig = plt.figure(figsize=(width, height))
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        r, c = divmod(i, ncols)
+        left = gap + c * (cell + gap)
+        bottom = height - title_h - (r + 1) * (cell + caption_h + gap)
+        ax = fig.add_axes((left / width, bottom / height, cell / width, cell / height))
         ax.axis("off")
-    for ax, img, cap in zip(axes.flat, images, captions):
         ax.imshow(
             rgb_composite(img, bands, display_values=display_values, softening=softening),
             origin="lower",
             interpolation="nearest",
+            aspect="auto",
         )
         ax.set_title(cap, fontsize=6.5, pad=2)
-    top = 1.0
     if title:
-        fig.suptitle(title, fontsize=9)
-        top = 1.0 - 0.4 / fig.get_figheight()  # room for the title above the captions
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
+        fig.suptitle(title, fontsize=9, y=1.0 - 0.12 / height, va="top")
     save_figure(fig, out, tight=False)
