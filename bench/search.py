@@ -9,7 +9,8 @@ ANN: build seconds, index bytes, throughput, latency and recall@10 against exact
 few nprobe (IVF-PQ) and efSearch (HNSW) values.
 
 usage: python bench/search.py [--exact 100000x128,100000x2048,1000000x128]
-                              [--ann 1000000x128] [--out bench/results/search.json]
+                              [--ann 1000000x128] [--kinds ivfpq,hnsw]
+                              [--out bench/results/search.json]
 """
 
 from __future__ import annotations
@@ -86,7 +87,13 @@ def bench_exact(n: int, dim: int, batch: int, singles: int) -> dict:
 
 
 def bench_ann(
-    n: int, dim: int, batch: int, singles: int, nprobes: list[int], efs: list[int]
+    n: int,
+    dim: int,
+    batch: int,
+    singles: int,
+    nprobes: list[int],
+    efs: list[int],
+    kinds: list[str],
 ) -> dict:
     db = clumped(n + batch + singles, dim, seed=1)
     queries, db = db[n:], db[:n]
@@ -96,7 +103,7 @@ def bench_ann(
     flat.add(db)
     _, truth = flat.search(queries[:batch], K)
     out = {"n": n, "dim": dim, "database_bytes": db.nbytes, "indexes": []}
-    for kind in ("ivfpq", "hnsw"):
+    for kind in kinds:
         t0 = time.perf_counter()
         index = AnnIndex.build(vectors, AnnConfig(kind=kind))
         build_s = time.perf_counter() - t0
@@ -134,6 +141,7 @@ def main() -> None:
     p.add_argument("--ann", default="1000000x128")
     p.add_argument("--nprobe", default="16,32,64")
     p.add_argument("--ef", default="128,256,512", help="HNSW efSearch values")
+    p.add_argument("--kinds", default="ivfpq,hnsw", help="ANN indexes to build")
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--singles", type=int, default=50)
     p.add_argument("--out", default="bench/results/search.json")
@@ -152,7 +160,9 @@ def main() -> None:
     for n, dim in sizes(args.ann):
         nprobes = [int(v) for v in args.nprobe.split(",")]
         efs = [int(v) for v in args.ef.split(",")]
-        results["ann"].append(bench_ann(n, dim, args.batch, args.singles, nprobes, efs))
+        results["ann"].append(
+            bench_ann(n, dim, args.batch, args.singles, nprobes, efs, args.kinds.split(","))
+        )
     print(write_results(results, args.out))
 
 

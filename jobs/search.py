@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="exact (blocked inner product) or an approximate index cached in EMB/index",
     )
     p.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
+    p.add_argument("--ef-search", type=int, default=512, help="HNSW candidate list (default 512)")
     p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
     p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
 
@@ -59,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise SslHpcError(f"--k {args.k}: must be >= 1")
     embeddings = load(args.embeddings)
-    ann = AnnConfig(kind=args.index, nprobe=args.nprobe) if args.index != "exact" else None
+    ann = (
+        AnnConfig(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
+        if args.index != "exact"
+        else None
+    )
     if args.all:
         search = None
         if ann is not None:
