@@ -92,7 +92,16 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
 
     plt = pyplot()
     rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    knn = [
+        (key, label, pts)
+        for key, label in (
+            ("knn_morph_acc", "kNN morphology accuracy"),
+            ("knn_sigma_mad", "kNN photo-z sigma_MAD"),
+        )
+        if (pts := [(r["step"], r[key]) for r in rows if r.get(key) is not None])
+    ]  # a survey without the labels an evaluation needs gets no empty panel
+    fig, axes = plt.subplots(1, 1 + len(knn), figsize=(4 * (1 + len(knn)), 3.4), squeeze=False)
+    axes = axes[0]
     loss = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     if loss:
         axes[0].plot(*zip(*loss), color="C0")
@@ -101,12 +110,7 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
         ax2 = axes[0].twinx()
         ax2.plot(*zip(*lr), color="C1", lw=0.8)
         ax2.set_ylabel("learning rate", color="C1")
-    for ax, key, label in (
-        (axes[1], "knn_morph_acc", "kNN morphology accuracy"),
-        (axes[2], "knn_sigma_mad", "kNN photo-z sigma_MAD"),
-    ):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        if pts:
-            ax.plot(*zip(*pts), "o-", color="C2")
+    for ax, (_, label, pts) in zip(axes[1:], knn):
+        ax.plot(*zip(*pts), "o-", color="C2")
         ax.set(xlabel="step", title=label)
     save_figure(fig, out_png, dpi=100)
