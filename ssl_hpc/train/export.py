@@ -93,7 +93,7 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
     plt = pyplot()
     rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
     knn = [
-        (key, label, pts)
+        (label, pts)
         for key, label in (
             ("knn_morph_acc", "kNN morphology accuracy"),
             ("knn_sigma_mad", "kNN photo-z sigma_MAD"),
@@ -110,7 +110,7 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
         ax2 = axes[0].twinx()
         ax2.plot(*zip(*lr), color="C1", lw=0.8)
         ax2.set_ylabel("learning rate", color="C1")
-    for ax, (_, label, pts) in zip(axes[1:], knn):
+    for ax, (label, pts) in zip(axes[1:], knn):
         ax.plot(*zip(*pts), "o-", color="C2")
         ax.set(xlabel="step", title=label)
     save_figure(fig, out_png, dpi=100)
