@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dec", type=float, help="with --ra (deg)")
     p.add_argument("--max-sep", type=float, default=3.0, help="--ra/--dec tolerance (arcsec)")
     p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    add_index_arguments(p)
+    p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
+    p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    """--index and its search-time knobs, shared by `search` and `serve`."""
     p.add_argument(
         "--index",
         choices=("exact", "ivfpq", "hnsw"),
@@ -41,8 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
     p.add_argument("--ef-search", type=int, default=512, help="HNSW candidate list (default 512)")
-    p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
-    p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
+
+
+def ann_config(args: argparse.Namespace):
+    """The AnnConfig the --index options ask for, or None for exact search."""
+    from ssl_hpc.search.ann import AnnConfig
+
+    if args.index == "exact":
+        return None
+    return AnnConfig(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ssl_hpc.embed import load
     from ssl_hpc.errors import SslHpcError
-    from ssl_hpc.search.ann import AnnConfig
     from ssl_hpc.search.batch import all_neighbours
     from ssl_hpc.search.query import save_result_grid, write_csv
     from ssl_hpc.search.searcher import Searcher, survey_of
@@ -60,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise SslHpcError(f"--k {args.k}: must be >= 1")
     embeddings = load(args.embeddings)
-    ann = (
-        AnnConfig(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
-        if args.index != "exact"
-        else None
-    )
+    ann = ann_config(args)
     if args.all:
         search = None
         if ann is not None:

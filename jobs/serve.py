@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 
+from .search import add_index_arguments, ann_config
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
     p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    p.add_argument(
-        "--index",
-        choices=("exact", "ivfpq", "hnsw"),
-        default="exact",
-        help="exact (blocked inner product) or an approximate index cached in EMB/index",
-    )
+    add_index_arguments(p)
     p.add_argument("--report", help="ssl-hpc report dir: trust and anomaly scores from it")
     p.add_argument("--checkpoint", help="encoder for uploads (default: EMB/run.json's)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="upload limit (default 8)")
@@ -47,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise SslHpcError(f"--max-upload-mb {args.max_upload_mb}: must be > 0")
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
-    searcher = Searcher(embeddings, survey, args.index, checkpoint=args.checkpoint)
+    ann = ann_config(args)
+    searcher = Searcher(embeddings, survey, args.index, ann, checkpoint=args.checkpoint)
     state = ServeState(searcher, args.report)
     searcher.embedder()  # load the encoder now: the first upload should not wait for it
     app = create_app(state, int(args.max_upload_mb * (1 << 20)))
