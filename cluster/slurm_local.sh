@@ -86,7 +86,7 @@ cluster_up() {
     [[ -f "$CONF" ]] || return 1
     live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null || return 1
     live_pid "$RUN/slurmd.pid" slurmd >/dev/null || return 1
-    node_states | grep -qE '^(idle|mixed|allocated|completing)$'
+    node_states | grep -E '^(idle|mixed|allocated|completing)$' >/dev/null
 }
 
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
@@ -125,7 +125,7 @@ write_conf() {
     local host node ctld
     host="$(hostname)"
     # Node line as slurmd sees this machine (CPUs, sockets, cores, RealMemory); drop UpTime.
-    node="$(slurmd -C | head -n 1 | sed 's/[[:space:]]*$//')"
+    node="$(slurmd -C | sed -n '1s/[[:space:]]*$//p')"
     [[ "$node" == NodeName=* ]] || { err "unexpected 'slurmd -C' output: $node"; return 1; }
     ctld="$host"
     # If the hostname does not resolve (some containers), pin both daemons to loopback.
