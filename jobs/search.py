@@ -46,7 +46,13 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         default="exact",
         help="exact (blocked inner product) or an approximate index cached in EMB/index",
     )
-    p.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
+    p.add_argument("--nprobe", type=int, default=128, help="IVF cells searched (default 128)")
+    p.add_argument(
+        "--rerank",
+        type=int,
+        default=50,
+        help="IVF-PQ candidates re-scored exactly, as a multiple of k (default 50)",
+    )
     p.add_argument("--ef-search", type=int, default=512, help="HNSW candidate list (default 512)")
 
 
@@ -56,7 +62,9 @@ def ann_config(args: argparse.Namespace):
 
     if args.index == "exact":
         return None
-    return AnnConfig(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
+    return AnnConfig(
+        kind=args.index, nprobe=args.nprobe, rerank=args.rerank, ef_search=args.ef_search
+    )
 
 
 def run(args: argparse.Namespace) -> int:
