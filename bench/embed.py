@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from harness import machine_info, write_results
 
+from ssl_hpc.augment.stats import sdss_like_stats
 from ssl_hpc.config import build
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.export import write_untrained_encoder
@@ -33,7 +34,7 @@ from ssl_hpc.train.export import write_untrained_encoder
 
 def checkpoint(path: Path, arch: str, crop: int) -> Path:
     config = build(PretrainConfig, {"arch": arch, "augment.out_size": crop})
-    return write_untrained_encoder(path, config, 5)
+    return write_untrained_encoder(path, config, sdss_like_stats())
 
 
 def cpu_scaling(args) -> dict:

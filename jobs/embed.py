@@ -1,7 +1,9 @@
 """Embed every galaxy of a survey with a trained encoder (MPI-parallel, resumable).
 
 Each rank embeds whole shards (balanced by rows) with the deterministic centre crop the
-encoder was trained at, on its GPU (bf16) where there is one, and writes one embedding
+encoder was trained at, and each cutout's whole field binned to that size (the `field`
+vectors anomaly detection uses; --no-field leaves them out), on its GPU (bf16) where there
+is one, and writes one embedding
 shard per survey shard, atomically. A rerun skips finished, intact shards; outputs of
 another checkpoint or survey are refused. Rank 0 writes EMB/manifest.json at the end.
 
@@ -31,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="D",
         help="also fit a D-dim PCA on a sample, stored as pca.npz (default: none)",
     )
+    p.add_argument(
+        "--no-field",
+        action="store_true",
+        help="skip the field vectors (the whole cutout at 1/f resolution; doubles the work)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         args.with_head,
         args.pca,
+        field=not args.no_field,
         fail_after_shards=int(fail) if fail else None,
     )
     manifest = embed_survey(args.checkpoint, args.data, args.out, opts)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO, skip_or_fail
 
+from ssl_hpc.augment.stats import sdss_like_stats
 from ssl_hpc.config import build
 from ssl_hpc.embed import EmbeddingError, EmbedOptions, embed_survey, load
 from ssl_hpc.errors import SslHpcError
@@ -29,7 +30,8 @@ CONFIG = {
 
 
 def make_checkpoint(path, seed: int):
-    return write_untrained_encoder(path, build(PretrainConfig, {**CONFIG, "seed": seed}), 5)
+    config = build(PretrainConfig, {**CONFIG, "seed": seed})
+    return write_untrained_encoder(path, config, sdss_like_stats())
 
 
 @pytest.fixture(scope="module")

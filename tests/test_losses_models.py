@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_hpc.config import build
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.losses import info_nce, nt_xent
 from ssl_hpc.models import build_encoder
@@ -120,3 +121,61 @@ def test_lars_scales_each_layer_by_its_trust_ratio():
     # |w| = 8, |g| = 2: step = lr x 0.01 x 8 / 2 x g = 0.02 per element
     assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.02))
     assert torch.allclose(b, -torch.ones(4))  # 1-D: plain SGD
+
+
+def test_peak_lr_scales_with_the_global_batch_and_the_demo_trains_at_a_working_rate():
+    from conftest import REPO
+
+    from ssl_hpc.config import load_config
+    from ssl_hpc.train.config import PretrainConfig
+
+    one = build(PretrainConfig, {"base_lr": 0.6, "batch_size": 64, "queue_size": 4096})
+    four = build(PretrainConfig, {**vars_of(one), "num_workers": 4})
+    assert one.peak_lr == pytest.approx(0.6 * 64 / 256)
+    assert four.peak_lr == pytest.approx(4 * one.peak_lr)  # linear in the global batch
+    # The demo once peaked at 0.0075 (base 0.06, batch 32) and learned nothing in 300 steps;
+    # the rate sweep (docs/representation.md) put the working range at 0.15-0.3.
+    for name in ("pretrain-demo.yaml", "pretrain-gz1.yaml"):
+        config = load_config(PretrainConfig, REPO / "jobs" / "configs" / name, [])
+        assert 0.1 <= config.peak_lr <= 0.4, (name, config.peak_lr)
+
+
+def vars_of(config) -> dict:
+    return {k: v for k, v in vars(config).items() if k != "augment"}
+
+
+def test_input_scaling_is_asinh_of_flux_over_the_band_scale_and_travels_with_the_weights():
+    from ssl_hpc.models.resnet import InputScaling
+
+    scaling = InputScaling(3, "asinh")
+    scaling.set_scale([0.1, 0.2, 0.4])
+    x = torch.tensor([1.0, -2.0, 40.0]).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    expected = np.arcsinh(np.array([10.0, -10.0, 100.0]))
+    assert np.allclose(scaling(x)[0, :, 0, 0].numpy(), expected, rtol=1e-6)
+    linear = InputScaling(3, "linear")
+    linear.set_scale([0.1, 0.2, 0.4])
+    assert np.allclose(linear(x)[0, :, 0, 0].numpy(), [10.0, -10.0, 100.0], rtol=1e-6)
+    enc = build_encoder("resnet18", 3, input_stretch="asinh")
+    enc.input.set_scale([0.1, 0.2, 0.4])
+    again = build_encoder("resnet18", 3, input_stretch="asinh")
+    again.load_state_dict(enc.state_dict())
+    assert torch.equal(again.input.scale, torch.tensor([0.1, 0.2, 0.4]))
+    with pytest.raises(ConfigError, match="must be > 0"):
+        enc.input.set_scale([0.1, 0.0, 0.4])
+    with pytest.raises(ConfigError, match="expected 3 values"):
+        enc.input.set_scale([0.1, 0.2])
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from ssl_hpc.utils import hardware
+
+    cpu = torch.device("cpu")
+    assert hardware.resolve_precision("fp32", cpu) == "fp32"
+    assert hardware.resolve_precision("bf16", cpu) == "bf16"  # asked for: honoured
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    assert hardware.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ())
+    assert hardware.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="precision='fp16'"):
+        hardware.resolve_precision("fp16", cpu)
+    assert hardware.cpu_threads(0.9) == 1 and hardware.cpu_threads(10_000) >= 1

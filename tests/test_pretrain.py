@@ -81,7 +81,7 @@ def test_simclr_trains_on_the_same_pretrainer(small_survey):
     t.train(3, lambda _, s: losses.append(float(s["loss"])))
     # NT-Xent over 2 x 32 views: at most log(63) for an untrained net, and finite
     assert len(losses) == 3 and all(0 < v < 4.2 for v in losses)
-    assert set(t.evaluate()) == {"knn_sigma_mad", "knn_eta", "knn_morph_acc"}
+    assert set(t.evaluate()) == {"knn_sigma_mad", "knn_eta", "knn_morph_acc", "knn_morph_bacc"}
 
 
 def test_config_errors_name_the_problem(small_survey):

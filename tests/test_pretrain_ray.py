@@ -11,16 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
-import torch
 
+from ssl_hpc.augment import survey_stats
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.data.synth import SynthConfig, generate_survey
-from ssl_hpc.models import build_encoder
+from ssl_hpc.models.checkpoint import EncoderCheckpoint
+from ssl_hpc.models.inference import embed
 from ssl_hpc.train.config import PretrainConfig
-from ssl_hpc.train.evaluate import embed, knn_metrics, load_eval_set
-from ssl_hpc.train.export import load_encoder
+from ssl_hpc.train.evaluate import knn_metrics, load_eval_set
 from ssl_hpc.train.metrics_log import read_metrics
+from ssl_hpc.train.pretrainer import build_model
 
 STEPS, EVERY, FAULT = 120, 20, 50
 
@@ -95,9 +96,8 @@ def test_loss_falls_once_the_queue_holds_real_keys(run):
 
 def test_encoder_beats_its_random_initialisation(run, survey):
     config, out, _ = run
-    trained = load_encoder(out / "encoder.pt")  # weights_only=True inside
-    torch.manual_seed(config.seed)
-    random_init = build_encoder(config.arch, 5, config.stem).eval()
+    trained = EncoderCheckpoint(out).encoder()  # weights_only=True inside
+    random_init = build_model(config, survey_stats(Survey(survey))).encoder_q.eval()
     eval_set = load_eval_set(Survey(survey), 1536, config.augment.out_size, seed=1)
     before = knn_metrics(embed(random_init, eval_set.images, "cpu"), eval_set, config.eval_k)
     after = knn_metrics(embed(trained, eval_set.images, "cpu"), eval_set, config.eval_k)

@@ -88,7 +88,7 @@ def test_sbatch_pretrain_runs_ray_train_and_leaves_a_checkpoint(tmp_path, small_
     import torch
     from conftest import REPO
 
-    from ssl_hpc.train.export import load_encoder
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
     from ssl_hpc.train.metrics_log import read_metrics
 
     env = require_slurm()
@@ -125,7 +125,7 @@ def test_sbatch_pretrain_runs_ray_train_and_leaves_a_checkpoint(tmp_path, small_
     assert checkpoints and (checkpoints[-1] / "trainer.pt").exists()
     state = torch.load(checkpoints[-1] / "trainer.pt", weights_only=True)
     assert state["step"] == 6
-    encoder = load_encoder(run / "encoder.pt")
+    encoder = EncoderCheckpoint(run / "encoder.pt").encoder()
     assert encoder(torch.zeros(2, 5, 24, 24)).shape == (2, 512)
 
 

@@ -23,7 +23,8 @@ from ..data import format as fmt
 from ..data.reader import assign_shards
 from ..data.survey import Survey, open_shard
 from ..errors import SslHpcError
-from ..train.evaluate import centre_crop
+from ..models.checkpoint import EncoderCheckpoint
+from ..models.inference import centre_crop, field_factor, field_view
 from ..utils.atomic import write_json_atomic
 from ..utils.hashing import sha256_file
 from ..utils.progress import progress
@@ -40,6 +41,7 @@ class EmbedOptions:
     with_head: bool = False
     pca_dims: int = 0
     pca_sample: int = 100_000
+    field: bool = True  # also embed each cutout's whole field (models.inference.field_view)
     fail_after_shards: int | None = None
 
 
@@ -67,27 +69,19 @@ class Comm:
         return self.mpi.allgather(obj) if self.mpi else [obj]
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (its encoder.pt) or an encoder.pt file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "encoder.pt"
-    if not p.is_file():
-        raise SslHpcError(
-            f"{path}: no encoder checkpoint (expected a run directory with encoder.pt, or the file)"
-        )
-    return p
-
-
-def run_identity(checkpoint: Path, survey: Survey, with_head: bool) -> dict:
-    """What an embedding set is of: the exact checkpoint and survey, and what it holds."""
+def run_identity(
+    checkpoint: EncoderCheckpoint, survey: Survey, with_head: bool, field: int = 0
+) -> dict:
+    """What an embedding set is of: the exact checkpoint and survey, and what it holds
+    (`field`: the field views' binning factor, 0 for none)."""
     return {
         "schema": store.SCHEMA,
-        "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint": str(checkpoint.path),
+        "checkpoint_sha256": checkpoint.sha256,
         "survey": str(survey.root.resolve()),
         "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
         "with_head": with_head,
+        "field": int(field),
     }
 
 
@@ -99,8 +93,9 @@ def pick_device(choice: str, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(path: Path, batch: int, crop: int):
-    """(object_id, ra, dec, crops) batches of one shard, read one batch ahead on a thread."""
+def _batches(path: Path, batch: int, crop: int, field: bool):
+    """(object_id, ra, dec, crops, field views or None) batches of one shard, read one
+    batch ahead on a thread."""
     q: queue.Queue = queue.Queue(maxsize=2)
 
     def produce() -> None:
@@ -109,13 +104,15 @@ def _batches(path: Path, batch: int, crop: int):
                 n = f[fmt.OBJECT_ID].shape[0]
                 for i in range(0, n, batch):
                     sl = slice(i, min(i + batch, n))
-                    images = centre_crop(f[fmt.IMAGE][sl], crop)
+                    cutouts = f[fmt.IMAGE][sl]
+                    images = centre_crop(cutouts, crop)
                     q.put(
                         (
                             f[fmt.OBJECT_ID][sl],
                             f[fmt.RA][sl],
                             f[fmt.DEC][sl],
                             np.ascontiguousarray(images, dtype=np.float32),
+                            field_view(cutouts.astype(np.float32), crop) if field else None,
                         )
                     )
             q.put(None)
@@ -130,25 +127,33 @@ def _batches(path: Path, batch: int, crop: int):
 
 
 @torch.no_grad()
-def embed_shard(path: Path, encoder, head, device: torch.device, batch: int, crop: int):
-    """(ids, ra, dec, embeddings, projection or None) of one survey shard."""
+def embed_shard(
+    path: Path, encoder, head, device: torch.device, batch: int, crop: int, field: bool
+) -> dict[str, np.ndarray | None]:
+    """One survey shard's id, ra, dec, emb (centre crops), proj (their projection, or
+    None) and field (the field views' representations, or None)."""
     gpu = device.type == "cuda"
-    parts: dict[str, list] = {"id": [], "ra": [], "dec": [], "emb": [], "proj": []}
-    for ids, ra, dec, images in _batches(path, batch, crop):
+
+    def run(images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images).to(device, non_blocking=True)
         if gpu:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-            z = encoder(x)
-            p = head(z) if head is not None else None
+            return encoder(x)
+
+    parts: dict[str, list] = {k: [] for k in ("id", "ra", "dec", "emb", "proj", "field")}
+    for ids, ra, dec, images, fields in _batches(path, batch, crop, field):
+        z = run(images)
         parts["id"].append(ids)
         parts["ra"].append(ra)
         parts["dec"].append(dec)
         parts["emb"].append(z.float().cpu().numpy())
-        if p is not None:
-            parts["proj"].append(p.float().cpu().numpy())
-    cat = {k: np.concatenate(v) if v else None for k, v in parts.items()}
-    return cat["id"], cat["ra"], cat["dec"], cat["emb"], cat["proj"]
+        if head is not None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+                parts["proj"].append(head(z).float().cpu().numpy())
+        if fields is not None:
+            parts["field"].append(run(fields).float().cpu().numpy())
+    return {k: np.concatenate(v) if v else None for k, v in parts.items()}
 
 
 def embed_survey(
@@ -160,8 +165,6 @@ def embed_survey(
 ) -> dict | None:
     """Embed survey `data` with `checkpoint` into `out` on this rank's shards; rank 0
     returns the manifest (None on other ranks). Raises SslHpcError on any rank's failure."""
-    from ..train.export import load_encoder, load_head
-
     opts = options or EmbedOptions()
     comm = comm or Comm()
     out = Path(out)
@@ -176,13 +179,15 @@ def embed_survey(
         raise setup
     identity, ckpt, crop = setup
     survey = Survey(data, verify="none")
+    field = bool(identity["field"])
     mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
     device = pick_device(opts.device, comm.rank)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # ranks share the node's cores: one rank per core set, not every rank on all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
-    encoder = load_encoder(ckpt, device)
-    head = load_head(ckpt, device) if opts.with_head else None
+    checkpoint = EncoderCheckpoint(ckpt)
+    encoder = checkpoint.encoder(device)
+    head = checkpoint.head(device) if opts.with_head else None
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
     records, error, done, embedded, t0 = {}, None, 0, 0, time.perf_counter()
@@ -195,10 +200,17 @@ def embed_survey(
             record = store.verified_record(target, identity)
             if record is None:
                 src = survey.shard_paths[index]
-                ids, ra, dec, emb, proj = embed_shard(
-                    src, encoder, head, device, opts.batch_size, crop
+                out_ = embed_shard(src, encoder, head, device, opts.batch_size, crop, field)
+                record = store.write_embedding_shard(
+                    target,
+                    identity,
+                    out_["id"],
+                    out_["ra"],
+                    out_["dec"],
+                    out_["emb"],
+                    out_["proj"],
+                    out_["field"],
                 )
-                record = store.write_embedding_shard(target, identity, ids, ra, dec, emb, proj)
                 embedded += record["n_rows"]
                 done += 1
                 if opts.fail_after_shards is not None and done >= opts.fail_after_shards:
@@ -233,21 +245,21 @@ def embed_survey(
 
 def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     """Rank 0: check inputs, claim `out` for this run (or check it is this run's)."""
-    import torch as _torch
-
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = EncoderCheckpoint(checkpoint)
     survey = Survey(data)
-    identity = run_identity(ckpt, survey, opts.with_head)
-    payload = _torch.load(ckpt, map_location="cpu", weights_only=True)
-    crop = int(payload["config"]["augment"]["out_size"])
+    crop = ckpt.crop
+    factor = field_factor(survey.manifest.image_shape, crop) if opts.field else 0
+    identity = run_identity(ckpt, survey, opts.with_head, factor)
     h, w = survey.manifest.image_shape[1:]
     if crop > min(h, w):
-        raise SslHpcError(f"{ckpt}: trained on {crop} px views, larger than {data}'s {h}x{w}")
-    if opts.with_head and not payload.get("head_state_dict"):
-        raise SslHpcError(f"{ckpt}: holds no projection head for --with-head")
-    in_ch = payload["in_channels"]
+        raise SslHpcError(f"{ckpt.path}: trained on {crop} px views, larger than {data}'s {h}x{w}")
+    if opts.with_head and not ckpt.has_head:
+        raise SslHpcError(f"{ckpt.path}: holds no projection head for --with-head")
+    in_ch = ckpt.in_channels
     if in_ch != len(survey.bands):
-        raise SslHpcError(f"{ckpt}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}")
+        raise SslHpcError(
+            f"{ckpt.path}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / store.RUN_FILE
     if run_file.exists():
@@ -265,7 +277,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
             )
     else:
         write_json_atomic(run_file, identity)
-    return identity, ckpt, crop
+    return identity, ckpt.path, crop
 
 
 def _finish(out: Path, identity: dict, survey: Survey, reports: list, opts: EmbedOptions):

@@ -4,6 +4,8 @@ manifest written when every shard is there.
 ``EMB/run.json``            what the set is of: checkpoint and survey (their sha256), dims
 ``EMB/emb-00000.h5``        ``embeddings`` (N, D) float32, contiguous (memory-mappable),
                             ``object_id``, ``ra``, ``dec``; optionally ``projection`` (N, P)
+                            and ``field`` (N, D): the whole cutout seen at 1/f resolution
+                            (`models.inference.field_view`), for anomalies anywhere in it
 ``EMB/emb-00000.h5.done``   JSON: the shard's sha256 and rows, written after the rename
 ``EMB/manifest.json``       the run identity + every shard's rows, bytes, sha256
 ``EMB/pca.npz``             optional: mean, components, explained variance (fitted on a sample)
@@ -33,7 +35,7 @@ SHARD = "emb-{index:05d}.h5"
 
 #: What makes two runs the same: the exact checkpoint and survey contents (their paths are
 #: recorded too, but a moved directory is still the same run).
-IDENTITY_KEYS = ("schema", "checkpoint_sha256", "survey_sha256", "with_head")
+IDENTITY_KEYS = ("schema", "checkpoint_sha256", "survey_sha256", "with_head", "field")
 
 
 class EmbeddingError(SslHpcError):
@@ -61,6 +63,7 @@ def write_embedding_shard(
     dec: np.ndarray,
     embeddings: np.ndarray,
     projection: np.ndarray | None = None,
+    field: np.ndarray | None = None,
 ) -> dict:
     """Write one shard atomically, then its done-record; returns the record."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -70,6 +73,8 @@ def write_embedding_shard(
         f.create_dataset("dec", data=dec.astype(np.float64))
         if projection is not None:
             f.create_dataset("projection", data=projection.astype(np.float32))
+        if field is not None:
+            f.create_dataset("field", data=field.astype(np.float32))
         f.attrs["identity"] = json.dumps(identity, sort_keys=True)
     record = {
         "file": path.name,
@@ -172,6 +177,12 @@ class EmbeddingSet:
         if not ids:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         return np.concatenate(ids), np.concatenate(vecs)
+
+    def field(self) -> np.ndarray | None:
+        """(N, D) representations of each cutout's whole field, or None if not embedded."""
+        if not self.manifest.get("field"):
+            return None
+        return self.column("field").astype(np.float32)
 
     def pca(self) -> dict[str, np.ndarray] | None:
         """The PCA fitted at embedding time (mean, components, explained_variance_ratio)."""

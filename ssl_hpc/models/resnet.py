@@ -4,6 +4,12 @@ The survey stem (Hayat et al. 2021): a 7x7 stride-1 convolution and no max-pool,
 64x64 cutout keeps its resolution into the first stage (64 -> 64 -> 32 -> 16 -> 8). The
 standard ImageNet stem (7x7 stride 2 + max-pool) is an option for large cutouts.
 The network returns the pooled representation (512-d ResNet-18, 2048-d ResNet-50).
+
+Pixels enter through `InputScaling`: survey fluxes span five decades (sky noise of 0.01
+nmgy, galaxy cores and stars of 100), so each band is divided by its own scale (a few
+times the band's sky noise, set from the survey before training and saved with the
+weights) and, by default, compressed with asinh: linear in the noise, logarithmic on
+bright cores, as astronomers display images (Lupton et al. 1999).
 """
 
 from __future__ import annotations
@@ -77,12 +83,52 @@ ARCHS = {
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
 }
 STEMS = ("survey", "standard")
+STRETCHES = ("asinh", "linear", "none")
+
+
+class InputScaling(nn.Module):
+    """Per-band input transform: asinh(x / scale_b), x / scale_b, or nothing.
+
+    `scale` (bands,) is a buffer: set it with `set_scale` from the survey's noise, and it
+    travels in the state dict, so every stage that loads the encoder sees the same input.
+    """
+
+    def __init__(self, in_channels: int, stretch: str = "asinh") -> None:
+        super().__init__()
+        if stretch not in STRETCHES:
+            raise ConfigError(f"input stretch {stretch!r}: expected one of {STRETCHES}")
+        self.stretch = stretch
+        self.register_buffer("scale", torch.ones(in_channels))
+
+    def set_scale(self, scale) -> None:
+        """Per-band divisors (flux units); each must be finite and > 0."""
+        value = torch.as_tensor(scale, dtype=self.scale.dtype).reshape(-1)
+        if value.shape != self.scale.shape or not bool(torch.all(torch.isfinite(value))):
+            raise ConfigError(f"input scale {value.tolist()}: expected {len(self.scale)} values")
+        if not bool(torch.all(value > 0)):
+            raise ConfigError(f"input scale {value.tolist()}: every band's must be > 0")
+        self.scale.copy_(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stretch == "none":
+            return x
+        x = x / self.scale.to(x.dtype).view(1, -1, 1, 1)
+        return torch.asinh(x) if self.stretch == "asinh" else x
+
+    def extra_repr(self) -> str:
+        return f"stretch={self.stretch}"
 
 
 class ResNet(nn.Module):
     """A ResNet trunk: (N, in_channels, H, W) -> (N, feature_dim) representation."""
 
-    def __init__(self, arch: str = "resnet50", in_channels: int = 5, stem: str = "survey"):
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        in_channels: int = 5,
+        stem: str = "survey",
+        input_stretch: str = "none",
+    ):
         super().__init__()
         if arch not in ARCHS:
             raise ConfigError(f"model arch {arch!r}: expected one of {sorted(ARCHS)}")
@@ -92,6 +138,7 @@ class ResNet(nn.Module):
             raise ConfigError(f"model in_channels={in_channels}: must be >= 1")
         block, counts = ARCHS[arch]
         self.arch, self.stem_kind, self.in_channels = arch, stem, in_channels
+        self.input = InputScaling(in_channels, input_stretch)
         stride = 1 if stem == "survey" else 2
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, 64, 7, stride=stride, padding=3, bias=False),
@@ -126,9 +173,12 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.last_bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
+        return torch.flatten(self.pool(self.stages(self.stem(self.input(x)))), 1)
 
 
-def build_encoder(arch: str, in_channels: int, stem: str = "survey") -> ResNet:
-    """The encoder trunk named by `arch` (resnet18, resnet34, resnet50)."""
-    return ResNet(arch, in_channels, stem)
+def build_encoder(
+    arch: str, in_channels: int, stem: str = "survey", input_stretch: str = "none"
+) -> ResNet:
+    """The encoder trunk named by `arch` (resnet18, resnet34, resnet50); its input scale
+    is 1 until `encoder.input.set_scale` sets it."""
+    return ResNet(arch, in_channels, stem, input_stretch)

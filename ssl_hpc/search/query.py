@@ -17,6 +17,8 @@ import numpy as np
 
 from ..data.survey import Survey
 from ..errors import SslHpcError
+from ..models.checkpoint import EncoderCheckpoint
+from ..models.inference import centre_crop, embed
 
 #: Default largest separation for a position query, arcsec (a few SDSS PSF widths).
 MAX_SEP_ARCSEC = 3.0
@@ -75,7 +77,6 @@ def cutout_from_fits(path: str | os.PathLike, survey: Survey, crop: int) -> np.n
     from astropy.io import fits
 
     from ..data.cutouts import CutoutError, read_fits_image
-    from ..train.evaluate import centre_crop
 
     path = Path(path)
     if not path.is_file():
@@ -120,22 +121,14 @@ class CutoutEmbedder:
     central crop of the training view size)."""
 
     def __init__(self, checkpoint: str | os.PathLike) -> None:
-        import torch
-
-        from ..embed.run import resolve_checkpoint
-        from ..train.export import load_encoder
-
-        path = resolve_checkpoint(checkpoint)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        self.crop = int(payload["config"]["augment"]["out_size"])
-        self.in_channels = int(payload["in_channels"])
-        self.encoder = load_encoder(path)
+        ckpt = EncoderCheckpoint(checkpoint)
+        self.crop = ckpt.crop
+        self.in_channels = ckpt.in_channels
+        self.encoder = ckpt.encoder()
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(B, H, W) -> (D,) float32 representation."""
         import torch
-
-        from ..train.evaluate import centre_crop, embed
 
         x = np.ascontiguousarray(centre_crop(image[None].astype(np.float32), self.crop))
         return embed(self.encoder, torch.from_numpy(x), "cpu").numpy()[0]

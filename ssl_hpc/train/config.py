@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from ..augment import AugmentConfig
 from ..errors import ConfigError
 from ..models import ARCHS, STEMS
+from ..models.resnet import STRETCHES
+from ..utils.hardware import PRECISIONS
 
 METHODS = ("moco", "simclr")
 OPTIMIZERS = ("sgd", "lars")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class PretrainConfig:
     method: str = "moco"
     arch: str = "resnet50"
     stem: str = "survey"
+    # pixels in: asinh(flux / (input_softening x the band's sky noise)); see models.resnet
+    input_stretch: str = "asinh"
+    input_softening: float = 3.0
     proj_dim: int = 128
     proj_hidden: int = 2048
     queue_size: int = 65536
@@ -38,8 +42,8 @@ class PretrainConfig:
     warmup_steps: int = 500
     steps: int = 100000
     batch_size: int = 256  # per worker
-    precision: str = "bf16"  # on GPU; CPU runs use fp32
-    channels_last: bool = True  # on GPU
+    precision: str = "auto"  # bf16 on GPUs and on CPUs with native bf16, else fp32
+    channels_last: bool = True
     compile: bool = False
     # data
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -66,6 +70,7 @@ class PretrainConfig:
             "stem": (self.stem, STEMS),
             "optimizer": (self.optimizer, OPTIMIZERS),
             "precision": (self.precision, PRECISIONS),
+            "input_stretch": (self.input_stretch, STRETCHES),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
@@ -87,8 +92,8 @@ class PretrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum={self.momentum}: must be in [0, 1)")
-        if self.temperature <= 0 or self.base_lr <= 0:
-            raise ConfigError("temperature and base_lr must be > 0")
+        if self.temperature <= 0 or self.base_lr <= 0 or self.input_softening <= 0:
+            raise ConfigError("temperature, base_lr and input_softening must be > 0")
         if self.method == "moco" and self.queue_size % self.global_batch:
             raise ConfigError(
                 f"queue_size={self.queue_size} is not a multiple of the global batch "

@@ -1,7 +1,8 @@
 """A cheap representation-quality check during training: kNN on a labelled subset.
 
 Leave-one-out k nearest neighbours (cosine) in the encoder's representation of centre
-crops: accuracy of a Galaxy Zoo-like morphology label (smooth vs featured) and photo-z
+crops: accuracy and balanced accuracy of a morphology label (Galaxy Zoo 2-like smooth vs
+featured, or the merged Galaxy Zoo 1 class) by the neighbours' majority, and photo-z
 sigma_MAD / outlier rate from the neighbours' median spectroscopic redshift.
 """
 
@@ -14,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.survey import Survey
-from ..downstream.metrics import photoz_metrics
+from ..downstream.labels import GZ1_QUESTION, vote_fractions
+from ..downstream.metrics import class_scores, photoz_metrics
+from ..models.inference import centre_crops
 
 
 @dataclass
@@ -26,31 +29,12 @@ class EvalSet:
     morph: np.ndarray
 
 
-def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """The augmentations' unshifted window: offsets [-size//2, size - size//2) about
-    pixel (H-1)//2."""
-    h, w = images.shape[-2:]
-    y0, x0 = (h - 1) // 2 - size // 2, (w - 1) // 2 - size // 2
-    return images[..., y0 : y0 + size, x0 : x0 + size]
-
-
-def centre_crops(survey: Survey, rows: np.ndarray, size: int) -> torch.Tensor:
-    """(len(rows), bands, size, size) float32 centre crops of survey `rows`: what an
-    encoder trained on `size` px views sees at evaluation."""
-    images = centre_crop(survey.images(rows).astype(np.float32), size)
-    return torch.from_numpy(np.ascontiguousarray(images))
-
-
 def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet | None:
     """Up to `n` objects with a spectroscopic redshift or a Galaxy Zoo answer (None if the
     survey has neither)."""
     cols = survey.manifest.columns
     z = survey.column("z_spec") if "z_spec" in cols else np.full(len(survey), np.nan)
-    if "gz2_smooth" in cols and "gz2_features" in cols:
-        smooth, feat = survey.column("gz2_smooth"), survey.column("gz2_features")
-        morph = np.where(np.isfinite(smooth), (feat > smooth).astype(np.int64), -1)
-    else:
-        morph = np.full(len(survey), -1)
+    morph = morphology_classes(survey)
     pool = np.flatnonzero(np.isfinite(z) | (morph >= 0))
     if len(pool) < 10:
         return None
@@ -58,23 +42,23 @@ def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet |
     return EvalSet(centre_crops(survey, rows, size), z[rows], morph[rows])
 
 
-@torch.no_grad()
-def embed(encoder: torch.nn.Module, images: torch.Tensor, device, batch: int = 256):
-    """(N, D) float32 representations, encoder in eval mode (restored afterwards)."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        parts = [
-            encoder(images[i : i + batch].to(device)).float().cpu()
-            for i in range(0, len(images), batch)
-        ]
-    finally:
-        encoder.train(was_training)
-    return torch.cat(parts)
+def morphology_classes(survey: Survey) -> np.ndarray:
+    """Per object, the morphology class the kNN check predicts (-1 unknown): Galaxy Zoo 2
+    smooth (0) or featured (1) by the larger vote, else the merged Galaxy Zoo 1 class."""
+    cols = survey.manifest.columns
+    morph = np.full(len(survey), -1, np.int64)
+    if "gz2_smooth" in cols and "gz2_features" in cols:
+        smooth, feat = survey.column("gz2_smooth"), survey.column("gz2_features")
+        return np.where(np.isfinite(smooth), (feat > smooth).astype(np.int64), -1)
+    if "class" in cols:
+        rows, votes = vote_fractions(survey, GZ1_QUESTION.name)
+        morph[rows] = votes.argmax(axis=1)
+    return morph
 
 
 def knn_metrics(features: torch.Tensor, eval_set: EvalSet, k: int = 20) -> dict[str, float]:
-    """Leave-one-out kNN: morphology accuracy and photo-z sigma_MAD / eta."""
+    """Leave-one-out kNN: morphology accuracy and balanced accuracy (majority of the k
+    neighbours, ties to the lower class), photo-z sigma_MAD / eta (their median z)."""
     f = F.normalize(features.double(), dim=1)
     sim = f @ f.T
     sim.fill_diagonal_(-np.inf)
@@ -91,6 +75,11 @@ def knn_metrics(features: torch.Tensor, eval_set: EvalSet, k: int = 20) -> dict[
         s = sim[has_m][:, has_m]
         nn = s.topk(k, dim=1).indices.numpy()
         labels = eval_set.morph[has_m]
-        vote = (labels[nn].mean(axis=1) > 0.5).astype(np.int64)
+        n_classes = int(labels.max()) + 1
+        counts = np.stack([np.sum(labels[nn] == c, axis=1) for c in range(n_classes)], axis=1)
+        vote = counts.argmax(axis=1)
+        confusion = np.zeros((n_classes, n_classes), np.int64)
+        np.add.at(confusion, (labels, vote), 1)
         out["knn_morph_acc"] = float(np.mean(vote == labels))
+        out["knn_morph_bacc"] = class_scores(confusion)["balanced_accuracy"]
     return out

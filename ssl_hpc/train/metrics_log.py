@@ -16,6 +16,7 @@ COLUMNS = (
     "pairs_per_s_worker",
     "pairs_per_s_total",
     "knn_morph_acc",
+    "knn_morph_bacc",
     "knn_sigma_mad",
     "knn_eta",
     "note",

@@ -18,23 +18,32 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from ..augment import Augmenter, survey_stats
+from ..augment import Augmenter, SurveyStats, survey_stats
 from ..data.reader import ShardedReader
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import build_encoder
+from ..models.inference import embed
 from ..models.moco import MoCo, SimCLR
+from ..utils.hardware import resolve_precision
 from .config import PretrainConfig
-from .evaluate import embed, knn_metrics, load_eval_set
+from .evaluate import knn_metrics, load_eval_set
 from .optim import lr_at, make_optimizer
 from .prefetch import ViewPrefetcher
 from .step import prepare_model, train_step
 
 
-def build_model(config: PretrainConfig, in_channels: int) -> torch.nn.Module:
-    """MoCo or SimCLR around the configured encoder trunk."""
+def input_scale(softening: float, stats: SurveyStats) -> list[float]:
+    """Per-band input divisor: `softening` x the band's typical sky noise."""
+    return [softening * s for s in stats.noise_sigma]
+
+
+def build_model(config: PretrainConfig, stats: SurveyStats) -> torch.nn.Module:
+    """MoCo or SimCLR around the configured encoder trunk, for the bands of a survey with
+    `stats` and its input scaled to that survey's noise."""
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    encoder = build_encoder(config.arch, in_channels, config.stem)
+    encoder = build_encoder(config.arch, len(stats.bands), config.stem, config.input_stretch)
+    encoder.input.set_scale(input_scale(config.input_softening, stats))
     if config.method == "moco":
         return MoCo(
             encoder,
@@ -69,14 +78,11 @@ class Pretrainer:
         self.device = torch.device(device)
         self.survey = survey if isinstance(survey, Survey) else Survey(survey)
         gpu = self.device.type == "cuda"
-        self.precision = config.precision if gpu else "fp32"
-        self.channels_last = config.channels_last and gpu
+        self.precision = resolve_precision(config.precision, self.device)
+        self.channels_last = config.channels_last
         cfg_aug = config.augment
-        self.augmenter = Augmenter(
-            cfg_aug,
-            survey_stats(self.survey, cfg_aug.psf_percentiles, cfg_aug.extinction),
-            seed=config.seed * 100_003 + rank,
-        )
+        stats = survey_stats(self.survey, cfg_aug.psf_percentiles, cfg_aug.extinction)
+        self.augmenter = Augmenter(cfg_aug, stats, seed=config.seed * 100_003 + rank)
         self.reader = ShardedReader(
             self.survey,
             config.batch_size,
@@ -94,7 +100,7 @@ class Pretrainer:
                 f"{self.survey.root}: too few objects for batch_size {config.batch_size} on "
                 f"{world_size} worker(s) (each rank needs at least one full batch per epoch)"
             )
-        bare = build_model(config, len(self.survey.bands))
+        bare = build_model(config, stats)
         self.bare = prepare_model(bare, self.device, self.channels_last, config.compile)
         self.model = wrap(self.bare) if wrap else self.bare
         params = [p for p in self.bare.parameters() if p.requires_grad]

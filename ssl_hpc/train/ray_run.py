@@ -23,12 +23,15 @@ from pathlib import Path
 import torch
 
 from ..config import build, claim_file, to_dict, to_yaml
+from ..utils.atomic import write_json_atomic
+from ..utils.hardware import cpu_threads, describe
 from ..utils.progress import progress
 from .config import PretrainConfig
+from .export import TRAINER_FILE, export_run
 from .metrics_log import MetricsLog
 from .pretrainer import Pretrainer, Throughput
 
-TRAINER_FILE = "trainer.pt"  # rank 0: the whole state
+ENVIRONMENT_FILE = "environment.json"  # device, precision, threads of the latest start
 RANK_FILE = "rank-{rank}.pt"  # other ranks: what differs per rank (BN statistics, RNG)
 SHARED_BUFFERS = ("queue", "queue_ptr")  # identical on every rank: kept once, in rank 0's
 
@@ -75,7 +78,7 @@ def train_loop_per_worker(loop: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    torch.set_num_threads(cpu_threads(config.cpus_per_worker))  # the CPUs Ray granted
 
     def wrap(model):
         ids = [device] if device.type == "cuda" else None
@@ -101,6 +104,9 @@ def train_loop_per_worker(loop: dict) -> None:
                 checkpoint=ray.train.Checkpoint.from_directory(d),
             )
         return
+    if rank == 0:  # what the numbers were measured on (precision is chosen per machine)
+        env = describe(device, trainer.precision, trainer.channels_last)
+        write_json_atomic(run_dir / ENVIRONMENT_FILE, {**env, "workers": world})
     log = MetricsLog(run_dir / "metrics.csv", resume_step=trainer.step) if rank == 0 else None
     if log and restored:
         log.note(f"restored from step {trainer.step}")
@@ -190,8 +196,6 @@ def fit(
     )
     result = trainer.fit()
     if result.checkpoint is not None:
-        from .export import export_run
-
         export_run(out, result.checkpoint, config)
     return result
 

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for `precision` ("bf16" or "fp32") on `device`."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision != "bf16":
-        raise ValueError(f"precision {precision!r}: expected bf16 or fp32")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+from ..models.inference import autocast
 
 
 def prepare_model(

@@ -14,7 +14,7 @@ inline keys), the keys to vary and how, and what to optimise::
     ablation:                           # augment.codes subsets, as a grid
       codes: [RR, JC, GN, GR, PS]
       subsets: [all, leave_one_out, only_one]   # and/or explicit `sets: [[RR, JC], ...]`
-    metric: knn_sigma_mad               # mode inferred: *_acc maximised, others minimised
+    metric: knn_sigma_mad               # mode inferred: *_acc, *_bacc maximised, others min
     scheduler: {type: asha, grace_period: 50, reduction_factor: 2}   # or {type: fifo}
     num_samples: 1                      # repeats of the grid (random domains redrawn)
 
@@ -48,7 +48,7 @@ DOMAINS = {
 SUBSET_KINDS = ("all", "leave_one_out", "only_one", "none")
 SCHEDULERS = ("asha", "fifo")
 #: metrics Ray Train reports each evaluation (rank 0's kNN check) and at each log step
-METRICS = ("knn_sigma_mad", "knn_eta", "knn_morph_acc", "loss")
+METRICS = ("knn_sigma_mad", "knn_eta", "knn_morph_acc", "knn_morph_bacc", "loss")
 CODES_KEY = "augment.codes"
 MAX_CHECKED_COMBINATIONS = 4096
 SWEEP_KEYS = (
@@ -223,7 +223,7 @@ def parse_sweep(
     metric = str(raw.get("metric", "knn_sigma_mad"))
     if metric not in METRICS:
         raise ConfigError(f"{where}: metric {metric!r} unknown; reported: {METRICS}")
-    mode = str(raw.get("mode", "max" if metric.endswith("_acc") else "min"))
+    mode = str(raw.get("mode", "max" if metric.endswith(("_acc", "_bacc")) else "min"))
     if mode not in ("min", "max"):
         raise ConfigError(f"{where}: mode {mode!r}: expected min or max")
     sched = raw.get("scheduler") or {}

@@ -1,0 +1,142 @@
+"""`encoder.pt`: what a pretraining run hands every later stage, read and written here only.
+
+The file is a plain dict (``torch.load(weights_only=True)`` opens it):
+
+=================  ==========================================================================
+arch, stem         the ResNet (`build_encoder`)
+in_channels        bands the encoder takes
+input_stretch      how pixels enter it (`InputScaling`; the per-band scale is in state_dict)
+step               pretraining steps behind the weights
+config             the whole pretraining config (its ``augment.out_size`` is the view size)
+state_dict         the query encoder's weights and buffers
+head_state_dict    its projection head (may be empty)
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import SslHpcError
+from ..utils.atomic import atomic_path
+from ..utils.hashing import sha256_file
+from .heads import projection_head
+from .resnet import ResNet, build_encoder
+
+ENCODER_FILE = "encoder.pt"
+
+
+def save_encoder(
+    path: str | os.PathLike,
+    encoder: dict[str, torch.Tensor],
+    head: dict[str, torch.Tensor],
+    arch: str,
+    stem: str,
+    input_stretch: str,
+    step: int,
+    config: dict,
+) -> Path:
+    """Write an encoder.pt (atomically) from the weights of an encoder and its head."""
+    payload = {
+        "arch": arch,
+        "stem": stem,
+        "in_channels": int(encoder["stem.0.weight"].shape[1]),
+        "input_stretch": input_stretch,
+        "step": int(step),
+        "config": config,
+        "state_dict": encoder,
+        "head_state_dict": head,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+class EncoderCheckpoint:
+    """An encoder.pt, opened from the file or from the run directory that holds it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        p = Path(path)
+        if p.is_dir():
+            p = p / ENCODER_FILE
+        if not p.is_file():
+            raise SslHpcError(
+                f"{path}: no encoder checkpoint (expected a pretraining run directory with "
+                f"{ENCODER_FILE}, or the file)"
+            )
+        self.path = p.resolve()
+        try:
+            self.payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: say which
+            raise SslHpcError(f"{self.path}: not a readable encoder checkpoint ({e})") from e
+        required = ("arch", "stem", "in_channels", "config", "state_dict")
+        missing = [k for k in required if k not in self.payload]
+        if missing:
+            raise SslHpcError(f"{self.path}: not an encoder checkpoint (lacks {missing})")
+
+    # -- what it is -----------------------------------------------------------------------
+    @property
+    def arch(self) -> str:
+        return str(self.payload["arch"])
+
+    @property
+    def stem(self) -> str:
+        return str(self.payload["stem"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.payload["in_channels"])
+
+    @property
+    def input_stretch(self) -> str:
+        return str(self.payload.get("input_stretch", "none"))
+
+    @property
+    def step(self) -> int:
+        return int(self.payload.get("step", 0))
+
+    @property
+    def config(self) -> dict:
+        """The pretraining config it came from, as plain data."""
+        return dict(self.payload["config"])
+
+    @property
+    def augment(self) -> dict:
+        """The pretraining augmentations, as plain data (`AugmentConfig` keys)."""
+        return dict(self.config.get("augment", {}))
+
+    @property
+    def crop(self) -> int:
+        """The view size it was trained at: the centre crop every stage embeds."""
+        return int(self.augment.get("out_size", 64))
+
+    @property
+    def has_head(self) -> bool:
+        return bool(self.payload.get("head_state_dict"))
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's identity (embedding sets name the checkpoint by it)."""
+        return sha256_file(self.path)
+
+    # -- the networks ---------------------------------------------------------------------
+    def encoder(self, device: str | torch.device = "cpu") -> ResNet:
+        """The encoder, in eval mode on `device`."""
+        enc = build_encoder(self.arch, self.in_channels, self.stem, self.input_stretch)
+        enc.load_state_dict(self.payload["state_dict"])
+        return enc.to(device).eval()
+
+    def head(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The projection head, in eval mode on `device`."""
+        weights = self.payload.get("head_state_dict") or {}
+        if not weights:
+            raise SslHpcError(f"{self.path}: holds no projection head")
+        first, last = weights["0.weight"], weights["2.weight"]
+        net = projection_head(first.shape[1], first.shape[0], last.shape[0])
+        net.load_state_dict(weights)
+        return net.to(device).eval()

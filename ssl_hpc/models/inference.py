@@ -1,0 +1,96 @@
+"""Running a trained encoder on survey cutouts: the one centre-crop convention, and batches.
+
+Every stage that embeds a galaxy (the kNN check during training, `ssl-hpc embed`, search
+by FITS cutout, the probes, fine-tuning's test set, the invariance check) looks at the
+same window: `size` x `size` pixels whose centre pixel is ((H-1)//2, (W-1)//2), the pixel
+the augmentations rotate and shift about, so an unshifted view and the evaluation crop are
+the same pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from ..data.survey import Survey
+
+
+def window_start(length: int, size: int) -> int | None:
+    """First index of the centred `size` window on an axis of `length` pixels (offsets
+    [-size//2, size - size//2) about pixel (length-1)//2), or None if it does not fit."""
+    start = (length - 1) // 2 - size // 2
+    return start if start >= 0 and start + size <= length else None
+
+
+def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The unshifted view window of (..., H, W) `images`: offsets [-size//2, size - size//2)
+    about pixel ((H-1)//2, (W-1)//2)."""
+    h, w = images.shape[-2:]
+    y0, x0 = window_start(h, size), window_start(w, size)
+    if y0 is None or x0 is None:
+        raise ValueError(f"centre_crop: a centred {size} px window does not fit {h}x{w} images")
+    return images[..., y0 : y0 + size, x0 : x0 + size]
+
+
+def field_factor(shape: tuple[int, ...], size: int) -> int:
+    """How many times coarser than its views the encoder sees a cutout's whole field:
+    the largest f with f x `size` inside the cutout, or 0 when f < 2 (no field view)."""
+    f = min(shape[-2:]) // size
+    return f if f >= 2 else 0
+
+
+def field_view(images: np.ndarray, size: int) -> np.ndarray | None:
+    """The whole field of (..., H, W) `images` at the view size: the central f x `size`
+    pixels binned f x f by their mean (f = `field_factor`), so the encoder sees the cutout
+    at 1/f resolution, where an object anywhere in it (a satellite trail, a saturated
+    star at the edge) is inside the window. None when the cutout is under 2 views wide."""
+    f = field_factor(images.shape, size)
+    if not f:
+        return None
+    side = f * size
+    y0, x0 = (images.shape[-2] - side) // 2, (images.shape[-1] - side) // 2
+    window = images[..., y0 : y0 + side, x0 : x0 + side]  # centred (the whole cutout, not a view)
+    binned = window.reshape(*window.shape[:-2], size, f, size, f)
+    return binned.mean(axis=(-3, -1), dtype=np.float64).astype(np.float32)
+
+
+def centre_crops(survey: Survey, rows: np.ndarray, size: int) -> torch.Tensor:
+    """(len(rows), bands, size, size) float32 centre crops of survey `rows`: what an
+    encoder trained on `size` px views sees at evaluation."""
+    images = centre_crop(survey.images(rows).astype(np.float32), size)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` ("bf16" or "fp32") on `device`."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision {precision!r}: expected bf16 or fp32")
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def embed(
+    encoder: torch.nn.Module,
+    images: torch.Tensor,
+    device,
+    batch: int = 256,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """(N, D) float32 representations of (N, bands, H, W) `images`, the encoder in eval
+    mode (its mode is restored afterwards), `batch` images at a time."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        parts = []
+        for i in range(0, len(images), batch):
+            with autocast(torch.device(device), precision):
+                parts.append(encoder(images[i : i + batch].to(device)).float().cpu())
+    finally:
+        encoder.train(was_training)
+    if not parts:
+        return torch.empty(0, 0)
+    return torch.cat(parts)
