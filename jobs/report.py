@@ -4,7 +4,8 @@ From an embedding set and its survey: the survey and encoder; the pretraining cu
 probes (photo-z as Hayat et al. 2021, Galaxy Zoo morphology) against the number of labels;
 label-efficiency studies (--efficiency, from ssl-hpc finetune); similarity-search examples;
 anomaly scores scored on injected anomalies; trust scores (distance to the labelled set)
-against photo-z error; t-SNE maps coloured by redshift, class, labels and anomaly score;
+against photo-z error; UMAP (or t-SNE) maps coloured by redshift, class, labels, anomaly
+score and trust;
 and the encoder's invariance to each augmentation. OUT gets index.html (figures inlined),
 the PNGs, metrics.json, anomalies.csv (every object ranked) and trust.npz (every object's
 trust score).
@@ -26,8 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="the encoder (default: the one in EMB/run.json)")
     p.add_argument("--efficiency", action="append", default=[], help="ssl-hpc finetune output")
     p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    p.add_argument("--map-points", type=int, default=4000, help="galaxies on the t-SNE map")
-    p.add_argument("--seed", type=int, default=0, help="seed for t-SNE, probes, sampling")
+    p.add_argument("--map-points", type=int, default=4000, help="galaxies on the map")
+    p.add_argument(
+        "--map",
+        choices=("umap", "tsne"),
+        default="umap",
+        help="2-D map of the representations: umap or tsne (default umap)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the map, probes, sampling")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.embed import load
     from ssl_hpc.errors import SslHpcError
     from ssl_hpc.report.build import ReportOptions, build_report
+    from ssl_hpc.report.sections import REPRESENTATION_ROWS
     from ssl_hpc.search.searcher import survey_of
 
     if args.k < 1 or args.map_points < 10:
@@ -43,9 +51,20 @@ def run(args: argparse.Namespace) -> int:
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
     opts = ReportOptions(
-        k=args.k, map_points=args.map_points, efficiency=args.efficiency, seed=args.seed
+        k=args.k,
+        map_points=args.map_points,
+        map_method=args.map,
+        efficiency=args.efficiency,
+        seed=args.seed,
     )
     metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
+    learned = metrics["sections"].get("representation")
+    if learned:  # the headline: did pretraining beat the same network's random weights?
+        print("encoder against its random initialisation (random -> trained):")
+        for key, name, _ in REPRESENTATION_ROWS:
+            a, b = learned["random_init"].get(key), learned["trained"].get(key)
+            if a is not None and b is not None:
+                print(f"  {name}: {a:.4g} -> {b:.4g}")
     took = sum(metrics["seconds"].values())
     print(f"report written in {took:.0f} s: {Path(args.out).resolve() / 'index.html'}")
     return 0

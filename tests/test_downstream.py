@@ -52,6 +52,60 @@ def test_morphology_metrics_by_hand():
     assert m["confusion"] == [[1, 1], [0, 0]]
     ce = -np.mean((votes * np.log(probs)).sum(axis=1))
     assert m["cross_entropy"] == pytest.approx(ce)
+    # only class 0 has confident members: its recall is the balanced accuracy
+    assert m["balanced_accuracy"] == 0.5 and m["recall"] == [0.5, None]
+
+
+def test_class_scores_equal_sklearn_on_imbalanced_labels():
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+    rng = np.random.default_rng(3)
+    truth = rng.choice(4, 500, p=[0.7, 0.15, 0.12, 0.03])  # GZ1-like: mergers rare
+    # a classifier that mostly answers the commonest class
+    guess = np.where(rng.random(500) < 0.6, truth, 0)
+    m = morphology_metrics(np.eye(4)[guess] * 0.9 + 0.025, np.eye(4)[truth])
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, guess))
+    assert m["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
+    assert m["recall"] == pytest.approx(list(recall_score(truth, guess, average=None)))
+    # answering the commonest class every time: high accuracy, balanced accuracy 1/4
+    always = morphology_metrics(np.tile([0.97, 0.01, 0.01, 0.01], (500, 1)), np.eye(4)[truth])
+    assert always["accuracy"] == pytest.approx(np.mean(truth == 0))
+    assert always["balanced_accuracy"] == 0.25 and always["recall"][3] == 0.0
+
+
+def test_class_weights_reach_the_loss_and_find_the_rare_class():
+    from ssl_hpc.downstream.heads import soft_cross_entropy
+    from ssl_hpc.downstream.tasks import Task
+
+    targets = np.eye(3)[[0] * 90 + [1] * 8 + [2] * 2]
+    task = Task("gz1_class", np.arange(100), targets, ("e", "s", "m"))
+    weights = task.class_weights(np.arange(100))
+    assert weights == pytest.approx([100 / (3 * 90), 100 / (3 * 8), 100 / (3 * 2)])
+    assert Task("photoz", np.arange(3), np.eye(3), ("a", "b", "c")).class_weights([0]) is None
+    # the weighted loss by hand: sum_i w_y(i) (-log p_i,y(i)) / sum_i w_y(i)
+    import torch
+
+    logits = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    nll = -torch.log_softmax(logits, 1)[torch.arange(100), y.argmax(1)]
+    by_hand = (w[y.argmax(1)] * nll).sum() / w[y.argmax(1)].sum()
+    assert float(soft_cross_entropy(logits, y, w)) == pytest.approx(float(by_hand), rel=1e-6)
+    assert float(soft_cross_entropy(logits, y)) == pytest.approx(float(nll.mean()), rel=1e-6)
+    # a rare class that overlaps the common one: unweighted, the head never answers it;
+    # balanced, it finds most of it
+    rng = np.random.default_rng(0)
+    label = (rng.random(2000) < 0.04).astype(int)
+    x = rng.normal(size=(2000, 4)) + 1.5 * label[:, None] * np.array([1.0, 1.0, 0, 0])
+    onehot = np.eye(2)[label]
+    cfg = HeadConfig(epochs=40)
+    plain = predict_proba(fit_head(x[:1500], onehot[:1500], cfg), x[1500:])
+    task2 = Task("merger", np.arange(2000), onehot, ("no", "yes"))
+    balanced = predict_proba(
+        fit_head(x[:1500], onehot[:1500], cfg, task2.class_weights(np.arange(1500))), x[1500:]
+    )
+    recall = [morphology_metrics(p, onehot[1500:])["recall"][1] for p in (plain, balanced)]
+    assert recall[0] < 0.2 and recall[1] > 0.6, recall
 
 
 # -- the redshift classifier ----------------------------------------------------------------
@@ -131,6 +185,29 @@ def test_splits_are_nested_disjoint_and_repeatable():
         splits(4, 1, test_fraction=0.3)
     with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
         check_fractions(["0.1", "1.5"])
+
+
+def test_a_published_test_set_is_kept_in_every_repeat(small_survey, tmp_path):
+    from ssl_hpc.downstream.tasks import indices_of_ids, read_test_ids, write_test_ids
+
+    survey = Survey(small_survey)
+    task = load_task(survey, "photoz")
+    path = tmp_path / "test.csv"
+    ids = write_test_ids(path, task, survey, 0.3, seed=4)
+    assert np.array_equal(read_test_ids(path), ids)  # the header comment is skipped
+    fixed = indices_of_ids(task, survey, ids)
+    assert np.array_equal(survey.column("object_id")[task.rows[fixed]], np.sort(ids))
+    runs = splits(len(task.rows), 3, seed=9, test=fixed)
+    for s in runs:
+        assert np.array_equal(s.test, fixed) and not set(s.pool) & set(fixed)
+        assert len(s.pool) + len(fixed) == len(task.rows)
+        assert set(s.train(0.2)) < set(s.train(0.5))
+    assert not np.array_equal(runs[0].pool, runs[1].pool)  # repeats reorder the pool
+    with pytest.raises(ConfigError, match="not labelled for task photoz"):
+        indices_of_ids(task, survey, np.array([10**12]))
+    path.write_text("objid\n1\n")
+    with pytest.raises(ConfigError, match="first column is object_id"):
+        read_test_ids(path)
 
 
 # -- equivalent labels ----------------------------------------------------------------------
@@ -233,6 +310,32 @@ TINY_FINETUNE = {
 }
 
 
+def test_class_weights_reach_the_fine_tuning_loss(small_survey, monkeypatch):
+    import torch
+
+    from ssl_hpc.downstream import finetune
+
+    seen = []
+
+    def recording(logits, targets, class_weights=None):
+        seen.append(class_weights)
+        return finetune_loss(logits, targets, class_weights)
+
+    finetune_loss = finetune.soft_cross_entropy
+    monkeypatch.setattr(finetune, "soft_cross_entropy", recording)
+    values = {**TINY_FINETUNE, "task": "smooth_or_featured", "num_workers": 1, "steps": 2}
+    t = finetune.Finetuner(build(finetune.FinetuneConfig, values), str(small_survey))
+    expected = t.task.class_weights(t.train_index)
+    assert expected is not None and expected.max() > 2 * expected[expected > 0].min()
+    t.train_step()
+    assert torch.allclose(seen[-1], torch.as_tensor(expected, dtype=torch.float32))
+    t = finetune.Finetuner(
+        build(finetune.FinetuneConfig, {**values, "balance": False}), str(small_survey)
+    )
+    t.train_step()
+    assert seen[-1] is None
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(num_cpus=2, include_dashboard=False)
@@ -313,6 +416,9 @@ def test_finetune_command_compares_three_methods(
         assert len(points) == 2 and points[0]["n_train"] < points[1]["n_train"], method
         assert all(0 < p["mean"] < 0.5 for p in points)
     assert set(summary["equivalent_labels"]) == {"linear_ssl", "finetuned_ssl"}
+    # the checkpoint is untrained, so the SSL features are the random-init baseline's
+    assert summary["curves"]["linear_ssl"] == summary["curves"]["linear_random_init"]
+    assert len(summary["curves"]["linear_pixel_pca"]) == 2
     for init in ("ssl", "random"):
         for fraction in ("0.5", "1"):
             assert (out / f"{init}-f{fraction}-r0" / "metrics.json").exists()

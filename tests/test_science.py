@@ -28,6 +28,27 @@ def test_detection_metrics_by_hand():
         detection_metrics(scores, np.zeros(6, bool))
 
 
+def test_umap_maps_are_deterministic_under_a_seed_and_keep_clumps_together():
+    from ssl_hpc.viz.maps import embedding_map
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 64)) * 4
+    label = rng.integers(0, 5, 600)
+    vectors = centres[label] + rng.normal(size=(600, 64))
+    rows, first = embedding_map(vectors, max_points=400, seed=7)
+    again_rows, again = embedding_map(vectors, max_points=400, seed=7)
+    assert np.array_equal(rows, again_rows) and np.array_equal(first, again)
+    other_rows, other = embedding_map(vectors, max_points=400, seed=8)
+    assert not np.array_equal(rows, other_rows) or not np.allclose(first, other)
+    # neighbours on the map are neighbours in the representation: each point's 10
+    # nearest on the map share its clump
+    d = np.linalg.norm(first[:, None] - first[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1)[:, :10]
+    same = np.mean(label[rows][nearest] == label[rows][:, None])
+    assert same > 0.95, same
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_anomaly_scores_rank_injected_outliers_first(method):
     rng = np.random.default_rng(0)
@@ -87,18 +108,16 @@ def embedded(small_survey, tmp_path_factory):
 
 
 def test_invariance_check_measures_each_augmentation(embedded, small_survey):
-    import torch
-
     from ssl_hpc.augment import AugmentConfig
     from ssl_hpc.config import build
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.invariance import invariance
-    from ssl_hpc.train.export import load_encoder
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
 
     _, ckpt = embedded
-    payload = torch.load(ckpt, weights_only=True)
-    config = build(AugmentConfig, payload["config"]["augment"])
-    result = invariance(load_encoder(ckpt), Survey(small_survey), config, n=64)
+    checkpoint = EncoderCheckpoint(ckpt)
+    config = build(AugmentConfig, checkpoint.augment)
+    result = invariance(checkpoint.encoder(), Survey(small_survey), config, n=64)
     assert set(result["codes"]) == {*config.codes, "all"}
     assert result["n"] == 64 and result["different"] > 0
     for r in result["codes"].values():
@@ -117,23 +136,48 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     page = (out / "index.html").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     # the untrained test encoder has no pretraining run directory beside it
-    expected = ["overview", "probes", "search", "anomalies", "trust", "maps", "invariance"]
+    expected = [
+        "overview",
+        "representation",
+        "invariance",
+        "probes",
+        "search",
+        "anomalies",
+        "trust",
+        "maps",
+    ]
     assert list(metrics["sections"]) == expected
     for section in expected:
         assert f"id='{section}'" in page
     assert page.count("data:image/png;base64,") >= 10  # self-contained: figures inlined
     assert 'src="http' not in page and "src='http" not in page
-    anomalies = metrics["sections"]["anomalies"]
-    assert set(anomalies) == set(METHODS) and all(
-        0 <= m["roc_auc"] <= 1 for m in anomalies.values()
-    )
+    # the test checkpoint is untrained: rebuilding its random initialisation from the
+    # config's seed must give the very same network, so every measure agrees exactly
+    rep = metrics["sections"]["representation"]
+    assert rep["trained"] == rep["random_init"] and rep["trained"]["knn_sigma_mad"] > 0
+    # the detection table is what sklearn makes of anomalies.csv and the survey's truth
+    from sklearn.metrics import roc_auc_score
+
+    from ssl_hpc.data.survey import Survey
+
+    survey = Survey(small_survey)
+    truth = dict(zip(survey.column("object_id"), survey.column("is_anomaly") > 0))
+    table = np.genfromtxt(out / "anomalies.csv", delimiter=",", names=True)
+    flags = np.array([truth[int(i)] for i in table["object_id"]])
+    detection = metrics["sections"]["anomalies"]
+    for m in METHODS:
+        for view, column in (("galaxy", f"score_{m}"), ("field", f"score_field_{m}")):
+            auc = roc_auc_score(flags, table[column])
+            assert detection[f"{view}/{m}"]["roc_auc"] == pytest.approx(auc, abs=1e-4)
+    ranked_by = detection["rank_by"].replace("galaxy+field", "both").replace("/", "_")
+    assert np.array_equal(table["score"], table[f"score_{ranked_by}"])
     trust = metrics["sections"]["trust"]
-    assert len(trust["bins"]) == 5 and -1 <= trust["spearman_rho"] <= 1
+    assert len(trust["bins"]) == 5 and sum(b["n"] for b in trust["bins"]) > 0
     assert "smooth_or_featured" in metrics["sections"]["probes"]
     with np.load(out / "trust.npz") as t:
         assert len(t["trust"]) == 384 and t["labelled"].sum() > 0
     ranked = (out / "anomalies.csv").read_text().splitlines()
-    assert len(ranked) == 385 and ranked[0].startswith("rank,object_id,score_knn")
+    assert len(ranked) == 385 and ranked[0].startswith("rank,object_id,score,score_knn")
     # an efficiency directory that is not a finished study is named
     assert main([*args, "--efficiency", str(tmp_path / "nope")]) == 2
     assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err

@@ -18,6 +18,17 @@ from .heads import HeadConfig, fit_head, predict_proba
 from .tasks import Split, Task
 
 LINEAR, FINETUNED, SUPERVISED = "linear_ssl", "finetuned_ssl", "supervised"
+#: linear heads on features that need no training: what (a) must beat to have learned
+LINEAR_RANDOM, PIXEL_PCA = "linear_random_init", "linear_pixel_pca"
+BASELINES = (LINEAR_RANDOM, PIXEL_PCA)
+#: legend names and line styles of the curves
+NAMES = {
+    LINEAR: "linear on SSL",
+    FINETUNED: "fine-tuned SSL",
+    SUPERVISED: "supervised from scratch",
+    LINEAR_RANDOM: "linear on random init",
+    PIXEL_PCA: "linear on pixel PCA",
+}
 
 
 def probe_curve(
@@ -35,7 +46,8 @@ def probe_curve(
     for split in task_splits:
         for fraction in fractions:
             train = split.train(fraction)
-            model = fit_head(features[train], task.targets[train], head)
+            weights = task.class_weights(train) if head.balance else None
+            model = fit_head(features[train], task.targets[train], head, weights)
             metrics = task.score(predict_proba(model, features[split.test]), split.test)
             rows.append(
                 {
@@ -49,21 +61,44 @@ def probe_curve(
     return rows
 
 
+#: metrics reported beside each task's headline score, as mean and std over repeats
+SECONDARY = ("eta", "bias", "accuracy", "macro_f1")
+
+
 def curve(rows: list[dict], method: str, score: str) -> list[dict]:
-    """Per label count of `method`: mean and standard deviation of `score` over repeats."""
-    by_n: dict[int, list[float]] = {}
+    """Per label count of `method`: mean and standard deviation over repeats of `score`
+    ("mean", "std") and of each `SECONDARY` metric the rows carry ("<name>_mean",
+    "<name>_std"), and the mean per-class recall ("recall_mean", None where no repeat had
+    that class in its test set)."""
+    by_n: dict[int, list[dict]] = {}
     for r in rows:
         if r["method"] == method and r.get(score) is not None:
-            by_n.setdefault(r["n_train"], []).append(r[score])
-    return [
-        {
-            "n_train": n,
-            "mean": float(np.mean(v)),
-            "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-            "repeats": len(v),
-        }
-        for n, v in sorted(by_n.items())
-    ]
+            by_n.setdefault(r["n_train"], []).append(r)
+    out = []
+    for n, group in sorted(by_n.items()):
+        point = {"n_train": n, **_mean_std([r[score] for r in group], "mean", "std")}
+        point["repeats"] = len(group)
+        for name in SECONDARY:
+            values = [r[name] for r in group if r.get(name) is not None]
+            if values:
+                point.update(_mean_std(values, f"{name}_mean", f"{name}_std"))
+        recalls = [r["recall"] for r in group if r.get("recall")]
+        if recalls:
+            per_class = zip(*recalls)
+            point["recall_mean"] = [
+                float(np.mean(v)) if (v := [x for x in c if x is not None]) else None
+                for c in per_class
+            ]
+        out.append(point)
+    return out
+
+
+def _mean_std(values: list[float], mean: str, std: str) -> dict[str, float]:
+    """{mean: the mean, std: the sample standard deviation (0 for one value)}."""
+    return {
+        mean: float(np.mean(values)),
+        std: float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+    }
 
 
 def labels_to_reach(target: float, n: list[int], scores: list[float], higher: bool) -> float:
@@ -125,9 +160,10 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
     from ..viz.figures import pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    names = {LINEAR: "linear on SSL", FINETUNED: "fine-tuned SSL", SUPERVISED: "supervised"}
-    for i, method in enumerate((LINEAR, FINETUNED, SUPERVISED)):
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    styles = {LINEAR: "C0o-", FINETUNED: "C1o-", SUPERVISED: "C2o-"}
+    styles.update({LINEAR_RANDOM: "C7s--", PIXEL_PCA: "C5^:"})
+    for method, style in styles.items():
         pts = curve(rows, method, task.score_name)
         if not pts:
             continue
@@ -135,15 +171,15 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
             [p["n_train"] for p in pts],
             [p["mean"] for p in pts],
             yerr=[p["std"] for p in pts],
-            marker="o",
+            fmt=style,
             capsize=3,
-            color=f"C{i}",
-            label=names[method],
+            lw=1.5 if method in styles and method not in BASELINES else 1.0,
+            label=NAMES[method],
         )
     ax.set_xscale("log")
     better = "higher" if task.higher_is_better else "lower"
     ax.set(
-        xlabel="training labels",
+        xlabel="training labels (error bars: std over repeats)",
         ylabel=f"{task.score_name} ({better} is better)",
         title=title or f"Label efficiency: {task.name}",
     )

@@ -26,16 +26,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..augment import AugmentConfig, Augmenter, survey_stats
+from ..augment import AugmentConfig, Augmenter, SurveyStats, survey_stats
 from ..config import build, claim_file, to_dict, to_yaml
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
-from ..train.evaluate import centre_crops, embed
+from ..models.checkpoint import EncoderCheckpoint
+from ..models.inference import autocast, centre_crops, embed
+from ..models.resnet import STRETCHES
 from ..train.optim import lr_at
+from ..train.pretrainer import input_scale
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..utils.hardware import PRECISIONS, cpu_threads, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
-from .tasks import load_task, splits
+from .tasks import Split, Task, indices_of_ids, load_task, read_test_ids, splits
 
 INITS = ("ssl", "random")
 STATE_FILE = "finetune.pt"
@@ -50,21 +54,27 @@ class FinetuneConfig:
     checkpoint: str | None = None  # encoder.pt or its run directory (init ssl)
     arch: str = "resnet18"  # init random (ssl takes the checkpoint's)
     stem: str = "survey"
+    input_stretch: str = "asinh"  # init random, as pretraining (models.resnet.InputScaling)
+    input_softening: float = 3.0
     fraction: float = 1.0
     repeat: int = 0
     test_fraction: float = 0.3
+    test_ids: str | None = None  # a published test set (CSV of object_id); else drawn
     steps: int = 300
     batch_size: int = 64  # per worker
     lr: float = 0.05  # the head's; the encoder's is lr x encoder_lr_scale
     encoder_lr_scale: float | None = None  # default 0.1 (ssl) or 1.0 (random)
     weight_decay: float = 1e-4
     warmup_steps: int = 20
+    #: weight the loss so every class counts equally (morphology; never photo-z's bins)
+    balance: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     z_bins: int = 180
     z_max: float = 0.4
     eval_every: int = 100
     checkpoint_every: int = 100
     seed: int = 0
+    precision: str = "auto"  # training steps: bf16 on GPUs and CPUs with native bf16
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -75,6 +85,10 @@ class FinetuneConfig:
             raise ConfigError(f"init={self.init!r}: expected one of {INITS}")
         if self.init == "ssl" and not self.checkpoint:
             raise ConfigError("init=ssl needs checkpoint=<encoder.pt or pretraining run>")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.input_stretch not in STRETCHES:
+            raise ConfigError(f"input_stretch={self.input_stretch!r}: expected one of {STRETCHES}")
         if self.arch not in ARCHS:
             raise ConfigError(f"arch={self.arch!r}: expected one of {tuple(ARCHS)}")
         if not 0 < self.fraction <= 1:
@@ -91,14 +105,13 @@ class FinetuneConfig:
         return self.lr * (scale if scale is not None else (0.1 if self.init == "ssl" else 1.0))
 
 
-def encoder_file(checkpoint: str | os.PathLike) -> Path:
-    """encoder.pt itself, or the one in a pretraining run directory, as an absolute path
-    (Ray workers do not share the driver's working directory)."""
-    path = Path(checkpoint)
-    path = path / "encoder.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise ConfigError(f"{checkpoint}: no encoder.pt (a pretraining run or the file)")
-    return path.resolve()
+def task_splits(task: Task, survey: Survey, config: FinetuneConfig, repeats: int) -> list[Split]:
+    """The study's splits of `task`: around the published test set of `config.test_ids`,
+    else drawn with `config.test_fraction` (seeded by `config.seed`)."""
+    fixed = None
+    if config.test_ids:
+        fixed = indices_of_ids(task, survey, read_test_ids(config.test_ids))
+    return splits(len(task.rows), repeats, config.test_fraction, config.seed, fixed)
 
 
 class Classifier(nn.Module):
@@ -113,15 +126,16 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
-def build_classifier(config: FinetuneConfig, in_channels: int, n_out: int) -> Classifier:
-    """The network of `config`: pretrained trunk (ssl) or a fresh one (random)."""
+def build_classifier(config: FinetuneConfig, stats: SurveyStats, n_out: int) -> Classifier:
+    """The network of `config`: pretrained trunk (ssl, its own input scaling) or a fresh
+    one (random) whose input is scaled to the survey as pretraining would have."""
     torch.manual_seed(config.seed)
     if config.init == "ssl":
-        payload = torch.load(encoder_file(config.checkpoint), map_location="cpu", weights_only=True)
-        encoder = build_encoder(payload["arch"], payload["in_channels"], payload["stem"])
-        encoder.load_state_dict(payload["state_dict"])
+        encoder = EncoderCheckpoint(config.checkpoint).encoder()
     else:
-        encoder = build_encoder(config.arch, in_channels, config.stem)
+        bands = len(stats.bands)
+        encoder = build_encoder(config.arch, bands, config.stem, config.input_stretch)
+        encoder.input.set_scale(input_scale(config.input_softening, stats))
     return Classifier(encoder, n_out)
 
 
@@ -134,8 +148,7 @@ class Finetuner:
         self.survey = Survey(survey)
         bins = RedshiftBins(config.z_bins, config.z_max)
         self.task = load_task(self.survey, config.task, bins)
-        split = splits(len(self.task.rows), config.repeat + 1, config.test_fraction, config.seed)
-        self.split = split[config.repeat]
+        self.split = task_splits(self.task, self.survey, config, config.repeat + 1)[config.repeat]
         self.train_index = self.split.train(config.fraction)
         rows = self.task.rows[self.train_index]
         self.images = torch.from_numpy(self.survey.images(rows).astype(np.float32))
@@ -144,10 +157,13 @@ class Finetuner:
             "ebv": torch.from_numpy(self._ebv()[rows]),
         }
         self.targets = torch.as_tensor(self.task.targets[self.train_index], dtype=torch.float32)
+        weights = self.task.class_weights(self.train_index) if config.balance else None
+        self.class_weights = None if weights is None else torch.as_tensor(weights).float()
         stats = survey_stats(self.survey, config.augment.psf_percentiles, config.augment.extinction)
         self.augmenter = Augmenter(config.augment, stats, seed=config.seed * 7919 + rank)
-        self.model = build_classifier(config, len(self.survey.bands), self.task.targets.shape[1])
+        self.model = build_classifier(config, stats, self.task.targets.shape[1])
         self.model.to(self.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.wrapped: nn.Module = self.model
         self.optimizer = torch.optim.SGD(
             [
@@ -189,7 +205,10 @@ class Finetuner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, group["scale"], cfg.warmup_steps, cfg.steps)
         self.wrapped.train()
-        loss = soft_cross_entropy(self.wrapped(views), self.targets[idx].to(self.device))
+        weights = None if self.class_weights is None else self.class_weights.to(self.device)
+        with autocast(self.device, self.precision):
+            logits = self.wrapped(views)
+        loss = soft_cross_entropy(logits.float(), self.targets[idx].to(self.device), weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -217,7 +236,7 @@ def finetune_loop(loop: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    torch.set_num_threads(cpu_threads(config.cpus_per_worker))  # the CPUs Ray granted
     t = Finetuner(config, loop["survey"], rank, world, device)
     if world > 1:
         ids = [device] if device.type == "cuda" else None

@@ -25,6 +25,8 @@ class HeadConfig:
     weight_decay: float = 1e-4
     batch_size: int = 512
     seed: int = 0
+    #: weight the loss so every class counts equally (morphology; never photo-z's bins)
+    balance: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden < 0 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -48,16 +50,34 @@ class Head(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against target distributions (vote fractions or one-hot)."""
-    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+def soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy against (N, C) target distributions (vote fractions or one-hot).
+
+    Unweighted: the mean over rows. With (C,) `class_weights` w: the weighted mean
+    sum_i sum_c w_c t_ic (-log p_ic) / sum_i sum_c w_c t_ic, so a rare class's rows count
+    as much in all as a common class's.
+    """
+    log_p = F.log_softmax(logits, dim=1)
+    if class_weights is None:
+        return -(targets * log_p).sum(dim=1).mean()
+    weighted = targets * class_weights.to(targets.dtype)
+    return -(weighted * log_p).sum() / weighted.sum().clamp_min(1e-12)
 
 
-def fit_head(features: np.ndarray, targets: np.ndarray, config: HeadConfig = HeadConfig()) -> Head:
-    """Train a head on (N, D) features for (N, C) target distributions; deterministic for a
-    given seed (minibatch Adam, cosine learning rate)."""
+def fit_head(
+    features: np.ndarray,
+    targets: np.ndarray,
+    config: HeadConfig = HeadConfig(),
+    class_weights: np.ndarray | None = None,
+) -> Head:
+    """Train a head on (N, D) features for (N, C) target distributions, the loss weighted
+    per class by `class_weights` (C,) if given; deterministic for a given seed (minibatch
+    Adam, cosine learning rate)."""
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
+    w = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) < 2:
         raise ConfigError(f"fit_head: features {tuple(x.shape)} and targets {tuple(y.shape)}")
     gen = torch.Generator().manual_seed(config.seed)
@@ -70,7 +90,7 @@ def fit_head(features: np.ndarray, targets: np.ndarray, config: HeadConfig = Hea
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), config.batch_size):
             idx = order[i : i + config.batch_size]
-            loss = soft_cross_entropy(head(x[idx]), y[idx])
+            loss = soft_cross_entropy(head(x[idx]), y[idx], w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

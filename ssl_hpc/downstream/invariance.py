@@ -19,8 +19,8 @@ import torch
 
 from ..augment import AugmentConfig, Augmenter, survey_stats, view_meta
 from ..data.survey import Survey
+from ..models.inference import centre_crops, embed
 from ..search.vectors import normalise
-from ..train.evaluate import centre_crops, embed
 
 
 def invariance(

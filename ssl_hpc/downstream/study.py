@@ -6,14 +6,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
+from sklearn.decomposition import PCA
 
 from ..config import to_dict
 from ..data.survey import Survey
 from ..errors import ConfigError
+from ..models.checkpoint import EncoderCheckpoint
+from ..models.inference import centre_crops, embed
 from ..utils.atomic import atomic_path, write_json_atomic
 from .efficiency import (
+    BASELINES,
     FINETUNED,
     LINEAR,
+    LINEAR_RANDOM,
+    PIXEL_PCA,
     SUPERVISED,
     curve,
     equivalent_labels,
@@ -21,9 +28,10 @@ from .efficiency import (
     plot_photoz,
     probe_curve,
 )
-from .finetune import FinetuneConfig, encoder_file, fit
+from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
-from .tasks import PHOTOZ, load_task, splits, tasks_of
+from .representation import untrained_encoder
+from .tasks import PHOTOZ, indices_of_ids, load_task, splits, tasks_of
 
 
 def probe_study(
@@ -35,10 +43,11 @@ def probe_study(
     repeats: int,
     test_fraction: float = 0.3,
     head: HeadConfig | None = None,
+    test_ids: np.ndarray | None = None,
 ) -> dict:
     """Linear (or MLP) heads on frozen `vectors` (survey order) for each task; writes
     metrics.json, curve_<task>.png, and for photoz photoz.png (the scatter) and
-    photoz_pdfs.npz."""
+    photoz_pdfs.npz. `test_ids`: a published test set (object ids), kept in every repeat."""
     head = head or HeadConfig()
     names = tasks or tasks_of(survey)
     if not names:
@@ -48,10 +57,12 @@ def probe_study(
     for name in names:
         task = load_task(survey, name)
         features = vectors[task.rows]
-        task_splits = splits(len(task.rows), repeats, test_fraction, head.seed)
+        fixed = None if test_ids is None else indices_of_ids(task, survey, test_ids)
+        task_splits = splits(len(task.rows), repeats, test_fraction, head.seed, fixed)
         rows = probe_curve(features, task, fractions, task_splits, head)
         results[name] = {
             "score": task.score_name,
+            "answers": list(task.answers) if name != PHOTOZ else [],
             "labelled": len(task.rows),
             "curve": curve(rows, LINEAR, task.score_name),
             "rows": rows,
@@ -60,7 +71,8 @@ def probe_study(
         if name == PHOTOZ:  # the PDFs and the picture at the largest fraction, repeat 0
             split = task_splits[0]
             train = split.train(fractions[-1])
-            model = fit_head(features[train], task.targets[train], head)
+            weights = task.class_weights(train) if head.balance else None
+            model = fit_head(features[train], task.targets[train], head, weights)
             pdf = predict_proba(model, features[split.test])
             z_pred = task.bins.point(pdf)
             with atomic_path(out / "photoz_pdfs.npz") as tmp, open(tmp, "wb") as f:
@@ -93,53 +105,80 @@ def efficiency_study(
     fractions: tuple[float, ...],
     repeats: int,
     on_run=None,
+    trained: tuple[str, ...] = (FINETUNED, SUPERVISED),
 ) -> dict:
     """(a) linear on frozen SSL, (b) fine-tuned SSL, (c) supervised from scratch, on the
     same splits; each (b)/(c) run resumable in out/<init>-f<fraction>-r<repeat>/. Writes
-    metrics.json, efficiency.png and (photoz) photoz.png; returns the summary.
+    metrics.json, efficiency.png and (photoz, with (b)) photoz.png; returns the summary.
+    `trained`: which of (b) and (c) to run ((a) always runs: it is cheap).
     `on_run(method, fraction, repeat, metrics)` after each run (progress output)."""
-    from ..train.evaluate import centre_crops, embed
-    from ..train.export import load_encoder
+    unknown = set(trained) - {FINETUNED, SUPERVISED}
+    if unknown:
+        raise ConfigError(f"methods {sorted(unknown)}: expected {FINETUNED} and/or {SUPERVISED}")
 
     survey = Survey(survey_path)
     task = load_task(survey, base.task, RedshiftBins(base.z_bins, base.z_max))
-    task_splits = splits(len(task.rows), repeats, base.test_fraction, base.seed)
+    study_splits = task_splits(task, survey, base, repeats)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for split in task_splits:
+    runs = [(i, m) for i, m in (("ssl", FINETUNED), ("random", SUPERVISED)) if m in trained]
+    for split in study_splits:
         for fraction in fractions:
-            for init, method in (("ssl", FINETUNED), ("random", SUPERVISED)):
+            for init, method in runs:
                 cfg = replace(base, init=init, fraction=fraction, repeat=split.repeat)
                 test = fit(cfg, survey_path, out / run_name(init, fraction, split.repeat))
                 row = {"method": method, "fraction": fraction, "repeat": split.repeat}
                 rows.append({**row, "n_train": len(split.train(fraction)), **test})
                 if on_run:
                     on_run(method, fraction, split.repeat, test)
-    encoder = load_encoder(encoder_file(base.checkpoint))
-    images = centre_crops(survey, task.rows, base.augment.out_size)
-    features = embed(encoder, images, "cpu").numpy()
-    rows += probe_curve(features, task, fractions, task_splits, HeadConfig(seed=base.seed))
+    head = HeadConfig(seed=base.seed, balance=base.balance)
+    for method, features in frozen_features(base, survey, task).items():
+        rows += probe_curve(features, task, fractions, study_splits, head, method)
     score, higher = task.score_name, task.higher_is_better
+    compared = (LINEAR, FINETUNED) if FINETUNED in trained else (LINEAR,)
     summary = {
         "task": task.name,
         "score": score,
+        "answers": list(task.answers) if task.name != PHOTOZ else [],
         "labelled": len(task.rows),
         "config": to_dict(base),
         "fractions": list(fractions),
         "repeats": repeats,
-        "curves": {m: curve(rows, m, score) for m in (LINEAR, FINETUNED, SUPERVISED)},
-        "equivalent_labels": {
-            m: equivalent_labels(rows, m, score, higher) for m in (LINEAR, FINETUNED)
-        },
+        "curves": {m: curve(rows, m, score) for m in (*BASELINES, LINEAR, *trained)},
+        "test_ids": base.test_ids,
+        "n_test": len(study_splits[0].test),
+        "equivalent_labels": {m: equivalent_labels(rows, m, score, higher) for m in compared},
         "rows": rows,
     }
     write_json_atomic(out / "metrics.json", summary)
     plot_curves(rows, task, out / "efficiency.png")
-    if task.name == PHOTOZ:
+    if task.name == PHOTOZ and FINETUNED in trained:
         with np.load(out / run_name("ssl", fractions[-1], 0) / "predictions.npz") as z:
-            n = len(task_splits[0].train(fractions[-1]))
+            n = len(study_splits[0].train(fractions[-1]))
             plot_photoz(z["z_spec"], z["z_pred"], out / "photoz.png", f"Fine-tuned SSL, {n} labels")
     return summary
+
+
+def frozen_features(base: FinetuneConfig, survey: Survey, task) -> dict[str, np.ndarray]:
+    """Features of the task's objects for linear heads: the SSL encoder's (a), and two
+    baselines any representation must beat: the same network at its random
+    initialisation, and the principal components of the pixels it sees."""
+    checkpoint = EncoderCheckpoint(base.checkpoint)
+    trained = checkpoint.encoder()
+    images = centre_crops(survey, task.rows, base.augment.out_size)
+    with torch.no_grad():
+        pixels = trained.input(images).flatten(1).numpy()
+    n_components = min(PIXEL_PCA_DIMS, *pixels.shape)
+    pca = PCA(n_components, random_state=base.seed).fit(pixels)
+    return {
+        LINEAR_RANDOM: embed(untrained_encoder(checkpoint, survey), images, "cpu").numpy(),
+        PIXEL_PCA: pca.transform(pixels),
+        LINEAR: embed(trained, images, "cpu").numpy(),
+    }
+
+
+#: principal components of the pixels for the pixel baseline
+PIXEL_PCA_DIMS = 64
 
 
 def run_name(init: str, fraction: float, repeat: int) -> str:

@@ -8,12 +8,15 @@ on target distributions, so one head and one fine-tuning loop serve all of them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..data.survey import Survey
 from ..errors import ConfigError
+from ..utils.atomic import write_text_atomic
 from .heads import RedshiftBins
 from .labels import questions, redshifts, vote_fractions
 from .metrics import morphology_metrics, photoz_metrics
@@ -34,12 +37,26 @@ class Task:
 
     @property
     def score_name(self) -> str:
-        """The headline metric: photo-z sigma_MAD (lower is better), else accuracy."""
-        return "sigma_mad" if self.name == PHOTOZ else "accuracy"
+        """The headline metric: photo-z sigma_MAD (lower is better), else the balanced
+        accuracy (plain accuracy rewards answering the commonest class)."""
+        return "sigma_mad" if self.name == PHOTOZ else "balanced_accuracy"
 
     @property
     def higher_is_better(self) -> bool:
         return self.name != PHOTOZ
+
+    def class_weights(self, index: np.ndarray) -> np.ndarray | None:
+        """Per-answer loss weights that make every answer count equally over the training
+        rows at `index`: n / (C x n_c), n_c the answer's (soft) count and C the answers
+        present; 0 for an absent answer. None for photoz: its bins are a binned
+        regression, and weighting them would bend the redshift distribution."""
+        if self.name == PHOTOZ:
+            return None
+        counts = self.targets[index].sum(axis=0)
+        present = counts > 0
+        weights = np.zeros(len(counts))
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return weights
 
     def score(self, probs: np.ndarray, index: np.ndarray) -> dict:
         """Metrics of predicted distributions `probs` for the task's rows at `index`."""
@@ -85,12 +102,32 @@ class Split:
         return self.pool[:n]
 
 
-def splits(n: int, repeats: int, test_fraction: float = 0.3, seed: int = 0) -> list[Split]:
-    """`repeats` random test/pool splits of n labelled objects (indices into the task)."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test_fraction={test_fraction}: must be in (0, 1)")
+def splits(
+    n: int,
+    repeats: int,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    test: np.ndarray | None = None,
+) -> list[Split]:
+    """`repeats` random test/pool splits of n labelled objects (indices into the task).
+
+    With a fixed `test` (indices, e.g. from a published split file) every repeat keeps
+    that test set and draws its own order of the remaining pool; `test_fraction` is then
+    unused.
+    """
     if repeats < 1:
         raise ConfigError(f"repeats={repeats}: must be >= 1")
+    if test is not None:
+        test = np.unique(np.asarray(test, np.int64))
+        rest = np.setdiff1d(np.arange(n), test)
+        if len(test) < 2 or len(rest) < 2 or test[0] < 0 or test[-1] >= n:
+            raise ConfigError(f"fixed test set of {len(test)} out of {n}: too few or out of range")
+        return [
+            Split(r, test, rest[np.random.default_rng([seed, r]).permutation(len(rest))])
+            for r in range(repeats)
+        ]
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction={test_fraction}: must be in (0, 1)")
     n_test = int(round(test_fraction * n))
     if n_test < 2 or n - n_test < 2:
         raise ConfigError(f"{n} labelled objects: too few to split (test_fraction {test_fraction})")
@@ -99,6 +136,51 @@ def splits(n: int, repeats: int, test_fraction: float = 0.3, seed: int = 0) -> l
         order = np.random.default_rng([seed, r]).permutation(n)
         out.append(Split(r, np.sort(order[:n_test]), order[n_test:]))
     return out
+
+
+def read_test_ids(path: str | os.PathLike) -> np.ndarray:
+    """Object ids of a published test set: a CSV with an ``object_id`` column ('#' lines
+    are comments)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: test-set file not found")
+    lines = [line.strip() for line in p.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines or lines[0].split(",")[0] != "object_id":
+        raise ConfigError(f"{p}: expected a CSV whose first column is object_id")
+    try:
+        return np.array([int(line.split(",")[0]) for line in lines[1:]], np.int64)
+    except ValueError as e:
+        raise ConfigError(f"{p}: object_id values must be integers ({e})") from None
+
+
+def indices_of_ids(task: Task, survey: Survey, ids: np.ndarray) -> np.ndarray:
+    """Indices into `task` of the objects `ids`; every id must be one of its labelled
+    objects (a ConfigError names the first few that are not)."""
+    task_ids = survey.column("object_id")[task.rows]
+    where = {int(v): i for i, v in enumerate(task_ids)}
+    missing = [int(v) for v in ids if int(v) not in where]
+    if missing:
+        raise ConfigError(
+            f"{survey.root}: {len(missing)} test-set object(s) are not labelled for task "
+            f"{task.name}, e.g. {missing[:3]}"
+        )
+    return np.array(sorted(where[int(v)] for v in ids), np.int64)
+
+
+def write_test_ids(
+    path: str | os.PathLike, task: Task, survey: Survey, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Draw a test set once (seeded) and publish its object ids as CSV; returns them."""
+    test = splits(len(task.rows), 1, test_fraction, seed)[0].test
+    ids = survey.column("object_id")[task.rows[test]]
+    header = (
+        f"# test set of task {task.name} on {survey.manifest.survey}: {len(ids)} of "
+        f"{len(task.rows)} labelled objects, drawn with test_fraction={test_fraction}, "
+        f"seed={seed} (ssl_hpc.downstream.tasks.splits)\nobject_id\n"
+    )
+    write_text_atomic(path, header + "".join(f"{int(v)}\n" for v in ids))
+    return ids
 
 
 def check_fractions(fractions) -> tuple[float, ...]:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment import AugmentConfig
-from ..config import build
 from ..data.survey import Survey
-from ..embed.run import resolve_checkpoint
+from ..downstream.representation import against_random_init
 from ..embed.store import RUN_FILE, EmbeddingSet
+from ..models.checkpoint import EncoderCheckpoint
 from ..search.searcher import Searcher
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from . import sections
@@ -29,7 +28,9 @@ class ReportOptions:
     examples: int = 4  # similarity-search queries shown
     anomalies_shown: int = 24
     map_points: int = 4000
+    map_method: str = "umap"  # or "tsne"
     invariance_objects: int = 256
+    representation_objects: int = 2048  # kNN and pair cosine, trained vs random init
     probe_fractions: tuple[float, ...] = (0.05, 0.2, 1.0)
     probe_repeats: int = 2
     efficiency: list[str] = field(default_factory=list)  # ssl-hpc finetune output dirs
@@ -51,7 +52,7 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = json.loads((embeddings.root / RUN_FILE).read_text())
-    ckpt = resolve_checkpoint(checkpoint or run["checkpoint"])
+    ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()
     timings: dict[str, float] = {}
@@ -64,7 +65,8 @@ def build_report(
         return result
 
     parts = [timed("overview", sections.overview, survey, searcher, run)]
-    parts.append(timed("pretraining", sections.pretraining, ckpt, out))
+    parts.append(timed("pretraining", sections.pretraining, ckpt.path, out))
+    parts += timed("representation", _representation, ckpt, survey, out, opts)
     parts.append(
         timed(
             "probes",
@@ -80,10 +82,11 @@ def build_report(
     parts.append(
         timed("search", sections.search_examples, searcher, out, opts.k, opts.examples, opts.seed)
     )
-    anomaly_section, knn_score = timed(
+    anomaly_section, anomaly_score = timed(
         "anomalies",
         sections.anomalies,
         vectors,
+        embeddings.field(),
         survey,
         out,
         opts.k,
@@ -91,23 +94,34 @@ def build_report(
         opts.seed,
     )
     parts.append(anomaly_section)
-    parts.append(timed("trust", sections.trust, vectors, survey, out, opts.k, opts.seed))
+    trust_section, trust = timed("trust", sections.trust, vectors, survey, out, opts.k, opts.seed)
+    parts.append(trust_section)
     parts.append(
-        timed("maps", sections.maps, vectors, survey, out, knn_score, opts.map_points, opts.seed)
+        timed(
+            "maps",
+            sections.maps,
+            vectors,
+            survey,
+            out,
+            anomaly_score,
+            opts.map_points,
+            opts.seed,
+            opts.map_method,
+            trust,
+        )
     )
-    parts.append(timed("invariance", _invariance, ckpt, survey, out, opts))
     present = [p for p in parts if p is not None]
     metrics = {
         "embeddings": str(embeddings.root),
         "survey": str(survey.root),
-        "checkpoint": str(ckpt),
+        "checkpoint": str(ckpt.path),
         "sections": {p["id"]: p["metrics"] for p in present},
         "seconds": timings,
     }
     write_json_atomic(out / "metrics.json", _plain(metrics))
     meta = [
         f"survey {survey.root} ({len(survey)} objects) · embeddings {embeddings.root} "
-        f"({embeddings.dim} dims) · encoder {ckpt}",
+        f"({embeddings.dim} dims) · encoder {ckpt.path}",
         f"made {time.strftime('%Y-%m-%d %H:%M')} by ssl-hpc report; numbers in metrics.json",
     ]
     page = render(f"ssl-hpc report: {survey.manifest.survey}", meta, present, out)
@@ -115,16 +129,13 @@ def build_report(
     return metrics
 
 
-def _invariance(ckpt: Path, survey: Survey, out: Path, opts: ReportOptions) -> dict:
-    import torch
-
-    from ..downstream.invariance import invariance
-    from ..train.export import load_encoder
-
-    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
-    config = build(AugmentConfig, payload["config"]["augment"], f"{ckpt} augment")
-    result = invariance(load_encoder(ckpt), survey, config, opts.invariance_objects, opts.seed)
-    return sections.invariance_section(result, out)
+def _representation(
+    ckpt: EncoderCheckpoint, survey: Survey, out: Path, opts: ReportOptions
+) -> list[dict]:
+    result = against_random_init(
+        ckpt, survey, opts.representation_objects, opts.invariance_objects, opts.seed
+    )
+    return sections.representation_section(result, out)
 
 
 def _plain(obj):

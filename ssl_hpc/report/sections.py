@@ -23,11 +23,12 @@ from ..downstream.trust import error_by_trust, trust_scores
 from ..errors import SslHpcError
 from ..search.query import Query, save_result_grid
 from ..search.searcher import Searcher
+from ..search.vectors import normalise
 from ..utils.atomic import atomic_path
 from ..viz.captions import captions
 from ..viz.figures import pyplot, save_figure
 from ..viz.grid import save_cutout_grid
-from ..viz.maps import embedding_map, plot_maps
+from ..viz.maps import MAP_NAMES, embedding_map, plot_maps
 
 
 def _section(id_: str, title: str, **parts) -> dict:
@@ -118,28 +119,22 @@ def probes(vectors: np.ndarray, survey: Survey, out: Path, fractions, repeats: i
         section["text"].append("The survey has no labels (z_spec or Galaxy Zoo): no probes.")
         return section
     summary = probe_study(vectors, survey, out / "probe", tasks, fractions, repeats)
-    rows = []
-    for name, result in summary["tasks"].items():
-        for point in result["curve"]:
-            rows.append(
-                {
-                    "task": name,
-                    "score": result["score"],
-                    "labels": point["n_train"],
-                    "mean": point["mean"],
-                    "std": point["std"],
-                }
-            )
     section["text"].append(
         "A linear head per task on frozen representations. Photo-z as Hayat et al. (2021): "
         "a classifier over 180 redshift bins on 0 < z < 0.4, the point estimate the "
         "probability-weighted mean, scored by sigma_MAD = 1.4826 MAD(dz), dz = (z_p - "
         "z_s)/(1 + z_s) (lower is better) and the outlier rate eta = % with |dz| > 0.05. "
-        "Morphology: Galaxy Zoo vote fractions as soft labels, scored by accuracy on "
-        f"confident answers (vote fraction > 0.8). Mean and spread over {repeats} random "
-        "splits with a fixed 30% test set."
+        "Morphology: Galaxy Zoo vote fractions as soft labels, the loss weighted so every "
+        "answer counts equally, scored on confident answers (vote fraction > 0.8) by the "
+        "balanced accuracy (mean recall over the answers: answering the commonest class "
+        "every time scores 1/answers), with the accuracy, macro-F1 and each answer's "
+        f"recall beside it. Mean +- standard deviation over {repeats} random splits, each "
+        "with its own fixed 30% test set."
     )
-    section["tables"].append(("score against the number of training labels", rows))
+    for name, result in summary["tasks"].items():
+        answers = load_task(survey, name).answers if name != PHOTOZ else ()
+        caption = f"{name}: against the number of training labels"
+        section["tables"].append((caption, curve_rows(result["curve"], result["score"], answers)))
     if PHOTOZ in summary["tasks"]:
         shutil.copyfile(out / "probe" / "photoz.png", out / "photoz.png")
         section["figures"].append(("photoz.png", "Photo-z against spectroscopic z (test set)."))
@@ -150,6 +145,30 @@ def probes(vectors: np.ndarray, survey: Survey, out: Path, fractions, repeats: i
         name: {"score": r["score"], "curve": r["curve"]} for name, r in summary["tasks"].items()
     }
     return section
+
+
+def curve_rows(points: list[dict], score: str, answers: tuple[str, ...] = ()) -> list[dict]:
+    """Table rows of a label-efficiency curve (`downstream.efficiency.curve` points): the
+    score and the metrics beside it as "mean +- std" over repeats, and for morphology each
+    answer's mean recall."""
+    rows = []
+    for p in points:
+        row = {"labels": p["n_train"], score: _pm(p["mean"], p["std"])}
+        for name in ("eta", "bias", "accuracy", "macro_f1"):
+            if f"{name}_mean" in p:
+                row[name] = _pm(p[f"{name}_mean"], p[f"{name}_std"])
+        if p.get("recall_mean"):
+            names = answers or tuple(str(i) for i in range(len(p["recall_mean"])))
+            row["recall per answer"] = ", ".join(
+                f"{a} {r:.2f}" for a, r in zip(names, p["recall_mean"]) if r is not None
+            )
+        row["repeats"] = p.get("repeats")
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.4g} +- {std:.2g}"
 
 
 def efficiency(dirs: list[Path], out: Path) -> dict | None:
@@ -170,18 +189,17 @@ def efficiency(dirs: list[Path], out: Path) -> dict | None:
     )
     for i, d in enumerate(found):
         summary = json.loads((d / "metrics.json").read_text())
+        answers = tuple(summary.get("answers", ()))
         rows = []
         for method, points in summary["curves"].items():
-            for p in points:
-                rows.append(
-                    {"method": method, "labels": p["n_train"], "mean": p["mean"], "std": p["std"]}
-                )
+            rows += [{"method": method, **r} for r in curve_rows(points, summary["score"], answers)]
         ratios = [
             {
                 "method": method,
                 "labels": r["n_train"],
-                "equivalent_labels": ("> " if r["bound"] else "") + f"{r['ratio_mean']:.2f}x",
-                "std": r["ratio_std"],
+                "equivalent labels": ("> " if r["bound"] else "")
+                + f"{r['ratio_mean']:.2f}x +- {r['ratio_std']:.2f}",
+                "per repeat": ", ".join(f"{v:.2f}" for v in r["ratios"]),
             }
             for method, rs in summary["equivalent_labels"].items()
             for r in rs
@@ -249,63 +267,114 @@ def search_examples(searcher: Searcher, out: Path, k: int, n: int, seed: int) ->
     return section
 
 
-def anomalies(vectors: np.ndarray, survey: Survey, out: Path, k: int, n_show: int, seed: int):
-    """Three anomaly scores, their detection of injected anomalies, the most anomalous."""
-    scores = {m: anomaly_scores(vectors, m, k=k, seed=seed) for m in METHODS}
+#: what each anomaly view scores
+VIEWS = {
+    "galaxy": "the centre crop the encoder was trained on",
+    "field": "the whole cutout binned to the view size (models.inference.field_view)",
+    "galaxy+field": "both unit vectors side by side",
+}
+#: CSV column prefix of each view
+VIEW_COLUMNS = {"galaxy": "score", "field": "score_field", "galaxy+field": "score_both"}
+
+
+def anomaly_views(vectors: np.ndarray, field: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The representations anomalies are scored on: the galaxy's, and where the set has
+    them its field's and both together; and the ranking score's (view, method)."""
+    views = {"galaxy": vectors}
+    if field is not None:
+        views["field"] = field
+        views["galaxy+field"] = np.concatenate([normalise(vectors), normalise(field)], axis=1)
+    return views
+
+
+def anomalies(
+    vectors: np.ndarray,
+    field: np.ndarray | None,
+    survey: Survey,
+    out: Path,
+    k: int,
+    n_show: int,
+    seed: int,
+):
+    """Anomaly scores on each view, their detection of injected anomalies (per kind), and
+    the most anomalous; returns (section, the ranking score of every object)."""
+    views = anomaly_views(vectors, field)
+    scores = {
+        (view, m): anomaly_scores(x, m, k=k, seed=seed)
+        for view, x in views.items()
+        for m in METHODS
+    }
+    rank_by = ("galaxy+field", "gmm") if field is not None else ("galaxy", "knn")
     section = _section("anomalies", "Anomaly detection")
     section["text"].append(
         f"Scores, higher = more unusual: knn = mean cosine distance to the {k} nearest "
         "galaxies; gmm = negative log-likelihood under an 8-component Gaussian mixture on "
-        "16 whitened principal components; iforest = isolation forest on the same. The "
-        "ranked list of every object is anomalies.csv."
+        "16 whitened principal components; iforest = isolation forest on the same. Each "
+        "on " + "; ".join(f"{v}: {d}" for v, d in VIEWS.items() if v in views) + ". "
+        f"Galaxies are ranked by {rank_by[1]} on {rank_by[0]}; every score of every object "
+        "is in anomalies.csv."
     )
     truth, kind = _truth(survey, "is_anomaly"), _truth(survey, "anomaly_kind")
-    metrics: dict = {}
+    metrics: dict = {"rank_by": "/".join(rank_by)}
     if truth is not None and 0 < (truth > 0).sum() < len(truth):
         names = survey.manifest.generator.get("anomaly_kinds", [])
         kinds = {names[i]: kind == i for i in range(1, len(names))} if kind is not None else {}
         rows = []
-        for m in METHODS:
-            d = detection_metrics(scores[m], truth > 0, kinds=kinds)
-            metrics[m] = d
-            row = {"method": m, "ROC AUC": d["roc_auc"], "avg precision": d["average_precision"]}
+        for (view, m), score in scores.items():
+            d = detection_metrics(score, truth > 0, kinds=kinds)
+            metrics[f"{view}/{m}"] = d
+            row = {"view": view, "method": m, "ROC AUC": d["roc_auc"]}
+            row["avg precision"] = d["average_precision"]
             row.update({f"P@{kk}": v for kk, v in d["precision_at"].items()})
             row.update({f"AUC {n}": v["roc_auc"] for n, v in d["by_kind"].items()})
             rows.append(row)
+        best = {
+            n: max((r[f"AUC {n}"], f"{r['view']}/{r['method']}") for r in rows)
+            for n in kinds
+            if f"AUC {n}" in rows[0]
+        }
+        metrics["best_by_kind"] = {n: {"roc_auc": a, "score": w} for n, (a, w) in best.items()}
         section["text"].append(
             f"Against the synthetic survey's {int((truth > 0).sum())} injected anomalies "
             f"(base rate {np.mean(truth > 0):.3f}; a random ranking has ROC AUC 0.5 and "
-            "precision at k equal to the base rate):"
+            "precision at k equal to the base rate). Best score per kind: "
+            + ", ".join(f"{n} {a:.3f} ({w})" for n, (a, w) in best.items())
+            + "."
         )
         section["tables"].append(("detection of injected anomalies", rows))
     ids = survey.column("object_id")
-    order = np.argsort(-scores["knn"], kind="stable")
+    ranking = scores[rank_by]
+    order = np.argsort(-ranking, kind="stable")
+    columns = [f"{VIEW_COLUMNS[v]}_{m}" for v, m in scores]
     with atomic_path(out / "anomalies.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rank", "object_id", *[f"score_{m}" for m in METHODS]])
+        w.writerow(["rank", "object_id", "score", *columns])
         for rank, row in enumerate(order):
-            w.writerow([rank + 1, int(ids[row]), *[f"{scores[m][row]:.6g}" for m in METHODS]])
+            values = [f"{ranking[row]:.6g}", *[f"{x[row]:.6g}" for x in scores.values()]]
+            w.writerow([rank + 1, int(ids[row]), *values])
     top = order[:n_show]
     display = survey.manifest.flux_unit.startswith("display")
     caps = [f"#{i + 1} {c}" for i, c in enumerate(captions(survey, top))]
+    what = f"{rank_by[1]} on {rank_by[0]}"
     save_cutout_grid(
         survey.images(top),
         survey.bands,
         caps,
         out / "anomalies.png",
         ncols=8,
-        title=f"The {len(top)} most anomalous by knn score",
+        title=f"The {len(top)} most anomalous by {what}",
         display_values=display,
     )
-    section["figures"].append(("anomalies.png", "The most anomalous galaxies (knn score)."))
+    section["figures"].append(("anomalies.png", f"The most anomalous galaxies ({what})."))
     section["metrics"] = metrics
-    return section, scores["knn"]
+    return section, ranking
 
 
-def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int) -> dict | None:
-    """Distance to the labelled set, and photo-z error as that distance grows."""
+def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int):
+    """Distance to the labelled set, and photo-z error as that distance grows: (section,
+    every object's trust score), or (None, None) for a survey without redshifts."""
     if PHOTOZ not in tasks_of(survey):
-        return None
+        return None, None
     task = load_task(survey, PHOTOZ)
     split = splits(len(task.rows), 1, 0.3, seed)[0]
     train = split.pool
@@ -362,12 +431,22 @@ def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int) -> 
         "bins": binned["bins"],
         "judged": what,
     }
-    return section
+    return section, scores["trust"]
 
 
-def maps(vectors: np.ndarray, survey: Survey, out: Path, anomaly: np.ndarray, n: int, seed: int):
-    """A t-SNE map of the representations coloured by redshift, class, labels, anomaly."""
-    rows, coords = embedding_map(vectors, n, seed)
+def maps(
+    vectors: np.ndarray,
+    survey: Survey,
+    out: Path,
+    anomaly: np.ndarray,
+    n: int,
+    seed: int,
+    method: str = "umap",
+    trust: np.ndarray | None = None,
+):
+    """A UMAP (or t-SNE) map of the representations coloured by redshift, class, labels,
+    anomaly score and trust."""
+    rows, coords = embedding_map(vectors, n, seed, method)
     panels = []
     z = _truth(survey, "z_spec")
     if z is not None:
@@ -418,42 +497,125 @@ def maps(vectors: np.ndarray, survey: Survey, out: Path, anomaly: np.ndarray, n:
         )
     panels.append(
         {
-            "title": "anomaly score (knn)",
-            "values": np.log10(anomaly[rows]),
+            "title": "anomaly score (the report's ranking)",
+            "values": 100 * np.argsort(np.argsort(anomaly))[rows] / max(len(anomaly) - 1, 1),
             "kind": "continuous",
-            "label": "log10 score",
+            "label": "percentile",
             "cmap": "magma",
         }
     )
-    plot_maps(coords, panels, out / "maps.png", f"t-SNE of {len(rows)} representations")
+    if trust is not None:
+        panels.append(
+            {
+                "title": "trust (distance to the labelled set)",
+                "values": trust[rows],
+                "kind": "continuous",
+                "label": "trust",
+                "cmap": "cividis",
+            }
+        )
+    name = MAP_NAMES[method]
+    plot_maps(coords, panels, out / "maps.png", f"{name} of {len(rows)} representations")
+    how = (
+        "umap-learn, 15 neighbours, min_dist 0.1, cosine metric"
+        if method == "umap"
+        else "scikit-learn, perplexity 30"
+    )
     return _section(
         "maps",
         "Maps of the representation space",
         text=[
-            f"t-SNE (scikit-learn, perplexity 30, on 50 principal components of the unit "
-            f"vectors) of {len(rows)} randomly chosen galaxies; neighbours on the map are "
-            "neighbours in representation space, distances between clumps mean little."
+            f"{name} ({how}, on 50 principal components of the unit vectors) of {len(rows)} "
+            "randomly chosen galaxies; neighbours on the map are neighbours in "
+            "representation space, distances between clumps mean little."
         ],
-        figures=[("maps.png", "The same map, coloured four ways.")],
-        metrics={"points": len(rows)},
+        figures=[("maps.png", f"The same map, coloured {len(panels)} ways.")],
+        metrics={"points": len(rows), "method": method},
     )
 
 
-def invariance_section(result: dict, out: Path) -> dict:
-    """The invariance check's table and bar chart (see downstream.invariance)."""
-    rows = [
-        {
+#: the representation table's rows: key, what it is, and which way is better
+REPRESENTATION_ROWS = (
+    ("knn_morph_acc", "kNN morphology accuracy", "higher"),
+    ("knn_morph_bacc", "kNN morphology balanced accuracy", "higher"),
+    ("knn_sigma_mad", "kNN photo-z sigma_MAD", "lower"),
+    ("knn_eta", "kNN photo-z outliers eta (%)", "lower"),
+    ("pair_cosine_median", "median cosine of random galaxy pairs", "lower"),
+    ("invariance_ratio", "view-to-galaxy / galaxy-to-galaxy distance, all codes", "lower"),
+    ("reidentified", "views re-identified among the sample, all codes", "higher"),
+)
+
+
+def representation_section(result: dict, out: Path) -> dict:
+    """The trained encoder against its random initialisation (downstream.representation),
+    then the per-augmentation invariance of both."""
+    trained, untrained = result["trained"], result["random_init"]
+    rows = []
+    for key, name, better in REPRESENTATION_ROWS:
+        if trained.get(key) is None or untrained.get(key) is None:
+            continue
+        a, b = untrained[key], trained[key]
+        rows.append(
+            {
+                "measure": name,
+                "random init": a,
+                "trained": b,
+                "trained - random": b - a,
+                "trained / random": b / a if a else None,
+                "better": better,
+            }
+        )
+    section = _section(
+        "representation",
+        "Did the encoder learn? Trained against random initialisation",
+        text=[
+            "The same network with the weights it started from (pretraining seeds them) "
+            "against the trained weights, on the same galaxies: leave-one-out kNN (k=20, "
+            "cosine) morphology and photo-z on labelled galaxies, the median cosine "
+            "similarity of random galaxy pairs (near 1: every galaxy in about the same "
+            "direction, a collapsed representation), and the invariance check below for "
+            "all augmentations together."
+        ],
+        tables=[("", rows)],
+        metrics={
+            "trained": _without(trained, "invariance"),
+            "random_init": _without(untrained, "invariance"),
+        },
+    )
+    inv = invariance_section(trained["invariance"], out, untrained["invariance"])
+    return [section, inv]
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def invariance_section(result: dict, out: Path, random_init: dict | None = None) -> dict:
+    """The invariance check's table and bar chart (see downstream.invariance), with the
+    random initialisation's ratios beside the trained encoder's when given."""
+    rows = []
+    for code, r in result["codes"].items():
+        row = {
             "augmentation": code,
             "same-galaxy distance": r["same"],
             "ratio to different galaxies": r["ratio"],
             "re-identified": r["reidentified"],
         }
-        for code, r in result["codes"].items()
-    ]
+        if random_init and code in random_init["codes"]:
+            row["ratio, random init"] = random_init["codes"][code]["ratio"]
+            row["re-identified, random init"] = random_init["codes"][code]["reidentified"]
+        rows.append(row)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     names = list(result["codes"])
-    ax.bar(names, [result["codes"][c]["ratio"] for c in names], color="C0")
+    x = np.arange(len(names))
+    width = 0.4 if random_init else 0.8
+    ax.bar(x, [result["codes"][c]["ratio"] for c in names], width, color="C0", label="trained")
+    if random_init:
+        ratios = [random_init["codes"].get(c, {}).get("ratio", np.nan) for c in names]
+        ax.bar(x + width, ratios, width, color="0.7", label="random init")
+        x = x + width / 2
+    ax.set_xticks(x, names)
     ax.axhline(1.0, color="0.4", ls="--", lw=1, label="as far as another galaxy")
     ax.set_ylabel("view-to-own-galaxy / galaxy-to-galaxy")
     ax.legend(fontsize=8)

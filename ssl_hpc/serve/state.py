@@ -57,7 +57,9 @@ class ServeState:
             order = np.argsort(ids)
             pos = order[np.searchsorted(ids, table["object_id"].astype(np.int64), sorter=order)]
             self.anomaly = np.empty(self.n)
-            self.anomaly[pos] = table["score_knn"]
+            # the report's ranking score (older reports: the kNN distance)
+            names = table.dtype.names
+            self.anomaly[pos] = table["score" if "score" in names else "score_knn"]
 
     # -- images -----------------------------------------------------------------------------
     def png(self, row: int) -> bytes:

@@ -1,7 +1,10 @@
-"""Two-dimensional maps of the representation space (t-SNE), coloured by what is known.
+"""Two-dimensional maps of the representation space, coloured by what is known.
 
-Vectors are L2-normalised and reduced to 50 principal components before t-SNE (the usual
-recipe: faster, and less noise), on a seeded sample of at most `max_points`.
+UMAP (McInnes et al. 2018; the maps of the self-supervised survey papers) by default, or
+t-SNE. Vectors are L2-normalised and reduced to 50 principal components first (the usual
+recipe: faster, and less noise), on a seeded sample of at most `max_points`; UMAP uses the
+cosine metric, as the search does. Both are deterministic for a given seed (UMAP then runs
+single-threaded: its parallel layout is not reproducible).
 """
 
 from __future__ import annotations
@@ -13,26 +16,50 @@ import numpy as np
 from ..search.vectors import normalise
 from .figures import pyplot, save_figure
 
+MAP_METHODS = ("umap", "tsne")
+#: how each method is named in titles and captions
+MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE"}
+
 
 def embedding_map(
-    vectors: np.ndarray, max_points: int = 5000, seed: int = 0, perplexity: float = 30.0
+    vectors: np.ndarray,
+    max_points: int = 5000,
+    seed: int = 0,
+    method: str = "umap",
+    neighbours: int = 15,
+    perplexity: float = 30.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, (n, 2) coordinates): a t-SNE map of a seeded sample of `vectors`' rows."""
+    """(rows, (n, 2) coordinates): a 2-D map of a seeded sample of `vectors`' rows by
+    `method` ("umap": `neighbours` nearest, min_dist 0.1, cosine; "tsne": `perplexity`)."""
     from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
 
+    if method not in MAP_METHODS:
+        raise ValueError(f"map method {method!r}: expected one of {MAP_METHODS}")
     n = len(vectors)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, min(n, max_points), replace=False))
     x = normalise(vectors[rows])
     x = PCA(n_components=min(50, x.shape[1], len(x) - 1), random_state=seed).fit_transform(x)
-    tsne = TSNE(
-        n_components=2,
-        perplexity=min(perplexity, (len(x) - 1) / 3),
-        init="pca",
-        random_state=seed,
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        tsne = TSNE(
+            n_components=2,
+            perplexity=min(perplexity, (len(x) - 1) / 3),
+            init="pca",
+            random_state=seed,
+        )
+        return rows, tsne.fit_transform(x)
+    import umap  # lazy: pulls in numba, compiled on first use
+
+    reducer = umap.UMAP(
+        n_neighbors=min(neighbours, len(x) - 1),
+        min_dist=0.1,
+        metric="cosine",
+        random_state=seed,  # also makes it single-threaded: reproducible
+        n_jobs=1,
     )
-    return rows, tsne.fit_transform(x)
+    return rows, np.asarray(reducer.fit_transform(x), np.float64)
 
 
 def plot_maps(coords: np.ndarray, panels: list[dict], path: str | os.PathLike, title: str = ""):

@@ -1,0 +1,96 @@
+"""Did the encoder learn? Its representation against the same network at random weights.
+
+A trained encoder is only worth its compute if it beats its own random initialisation
+(random convolutional features already sort galaxies by colour and size). Both networks
+are measured the same way, on the same galaxies:
+
+- kNN morphology accuracy and balanced accuracy, photo-z sigma_MAD and outlier rate
+  (`train.evaluate`, leave-one-out on labelled galaxies);
+- the median cosine similarity of random galaxy pairs: near 1 when every galaxy maps to
+  about the same direction (a collapsed representation, where search cannot rank);
+- invariance: how far an augmented view moves from its galaxy, relative to the distance
+  between two galaxies, and how often the view's nearest galaxy is its own
+  (`downstream.invariance`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..augment import AugmentConfig, survey_stats
+from ..config import build
+from ..data.survey import Survey
+from ..models.checkpoint import EncoderCheckpoint
+from ..models.inference import centre_crops, embed
+from ..search.vectors import normalise
+from ..train.config import PretrainConfig
+from ..train.evaluate import knn_metrics, load_eval_set
+from ..train.pretrainer import build_model
+from .invariance import invariance
+
+
+def pair_cosine(vectors: np.ndarray, n_pairs: int = 20_000, seed: int = 0) -> float:
+    """Median cosine similarity of `n_pairs` random pairs of distinct rows of `vectors`."""
+    x = normalise(np.asarray(vectors, np.float64))
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(x), n_pairs)
+    j = (i + rng.integers(1, len(x), n_pairs)) % len(x)  # never a row with itself
+    return float(np.median(np.sum(x[i] * x[j], axis=1)))
+
+
+def untrained_encoder(checkpoint: EncoderCheckpoint, survey: Survey) -> torch.nn.Module:
+    """The network of `checkpoint` with the weights it started from (pretraining seeds its
+    initialisation), its input scaled as the trained one's; in eval mode."""
+    config = build(PretrainConfig, checkpoint.config, f"{checkpoint.path} config")
+    stats = survey_stats(survey, config.augment.psf_percentiles, config.augment.extinction)
+    encoder = build_model(config, stats).encoder_q
+    encoder.input.scale.copy_(checkpoint.payload["state_dict"]["input.scale"])
+    return encoder.eval()
+
+
+def measure(
+    encoder: torch.nn.Module,
+    survey: Survey,
+    augment: AugmentConfig,
+    n_eval: int = 2048,
+    n_invariance: int = 256,
+    seed: int = 0,
+    k: int = 20,
+) -> dict:
+    """kNN metrics, random-pair cosine and invariance of one encoder (module docstring)."""
+    out: dict = {}
+    eval_set = load_eval_set(survey, n_eval, augment.out_size, seed)
+    if eval_set is not None:
+        out.update(knn_metrics(embed(encoder, eval_set.images, "cpu"), eval_set, k))
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(survey), min(n_eval, len(survey)), replace=False))
+    vectors = embed(encoder, centre_crops(survey, rows, augment.out_size), "cpu").numpy()
+    out["pair_cosine_median"] = pair_cosine(vectors, seed=seed)
+    out["invariance"] = invariance(encoder, survey, augment, n_invariance, seed)
+    together = out["invariance"]["codes"].get("all") or next(
+        iter(out["invariance"]["codes"].values()), {}
+    )
+    out["invariance_ratio"] = together.get("ratio")
+    out["reidentified"] = together.get("reidentified")
+    return out
+
+
+def against_random_init(
+    checkpoint: EncoderCheckpoint,
+    survey: Survey,
+    n_eval: int = 2048,
+    n_invariance: int = 256,
+    seed: int = 0,
+) -> dict:
+    """`measure` of the trained encoder and of its random initialisation, on the same
+    galaxies and views: {"trained": ..., "random_init": ...}."""
+    augment = build(AugmentConfig, checkpoint.augment, f"{checkpoint.path} augment")
+    encoders = {
+        "trained": checkpoint.encoder(),
+        "random_init": untrained_encoder(checkpoint, survey),
+    }
+    return {
+        name: measure(enc, survey, augment, n_eval, n_invariance, seed)
+        for name, enc in encoders.items()
+    }
