@@ -75,8 +75,12 @@ class AugmentConfig:
     codes: tuple[str, ...] = DEFAULT_CODES
     out_size: int = 64
     max_shift: int = 7
-    ebv: tuple[float, float] = (0.0, 0.5)
-    noise_scale: tuple[float, float] = (1.0, 3.0)
+    # Amplitudes of the survey itself: extra noise up to its sky level (the depth a
+    # shallower pass would give), E(B-V) over SDSS's high-latitude range. The published
+    # (1, 3) and (0, 0.5) (Hayat et al. 2021; jobs/configs/pretrain.yaml) drown faint
+    # galaxies and shift colours as much as redshift does: docs/representation.md.
+    ebv: tuple[float, float] = (0.0, 0.1)
+    noise_scale: tuple[float, float] = (0.0, 1.0)
     #: Percentiles of the survey's PSF FWHM per band that bound the PS target seeing.
     psf_percentiles: tuple[float, float] = (5.0, 95.0)
     #: A_b / E(B-V) per band; bands not named here use the SDSS values when known.
