@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also fit a D-dim PCA on a sample, stored as pca.npz (default: none)",
     )
     p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32 (default auto)",
+    )
+    p.add_argument(
         "--no-field",
         action="store_true",
         help="skip the field vectors (the whole cutout at 1/f resolution; doubles the work)",
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.with_head,
         args.pca,
         field=not args.no_field,
+        precision=args.precision,
         fail_after_shards=int(fail) if fail else None,
     )
     manifest = embed_survey(args.checkpoint, args.data, args.out, opts)

@@ -14,7 +14,7 @@ example:
       --out runs/demo/efficiency --task photoz --fractions 0.05,0.2,1 --repeats 2 steps=200
 
 keys (key=value; see ssl_hpc/downstream/finetune.py): task arch stem input_stretch
-  input_softening test_fraction test_ids steps batch_size lr encoder_lr_scale weight_decay
+  input_softening neck test_fraction test_ids steps batch_size lr encoder_lr_scale weight_decay
   warmup_steps balance augment.<key> z_bins z_max eval_every checkpoint_every seed precision
   num_workers use_gpu cpus_per_worker max_failures
 """
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "arch": pretrained.arch,
         "stem": pretrained.stem,
         "input_stretch": pretrained.input_stretch,
+        "neck": pretrained.neck,
         "input_softening": pretrained.config.get("input_softening", 3.0),
         "checkpoint": str(pretrained.path),
     }

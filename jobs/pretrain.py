@@ -14,11 +14,11 @@ example:
       num_workers=16 use_gpu=true --address auto        # inside slurm/pretrain.sh
 
 keys (key=value; see ssl_hpc/train/config.py): method arch stem input_stretch
-  input_softening proj_dim proj_hidden queue_size momentum temperature shuffle_bn optimizer
-  lr_scaling base_lr weight_decay sgd_momentum
-  warmup_steps steps batch_size precision channels_last compile augment.<key> loader_workers
-  shuffle_window seed num_workers use_gpu cpus_per_worker max_failures checkpoint_every
-  keep_checkpoints log_every eval_every eval_objects eval_k
+  input_softening neck proj_dim proj_hidden queue_size momentum temperature shuffle_bn
+  optimizer base_lr weight_decay sgd_momentum warmup_steps steps batch_size precision
+  channels_last compile augment.<key> loader_workers shuffle_window seed num_workers
+  use_gpu cpus_per_worker max_failures checkpoint_every keep_checkpoints log_every
+  eval_every eval_objects eval_k
 """
 
 from __future__ import annotations

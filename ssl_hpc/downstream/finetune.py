@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
 from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import autocast, centre_crops, embed
-from ..models.resnet import STRETCHES
+from ..models.resnet import NECKS, STRETCHES
 from ..train.optim import lr_at
 from ..train.pretrainer import input_scale
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
@@ -56,6 +56,7 @@ class FinetuneConfig:
     stem: str = "survey"
     input_stretch: str = "asinh"  # init random, as pretraining (models.resnet.InputScaling)
     input_softening: float = 3.0
+    neck: str = "bn"
     fraction: float = 1.0
     repeat: int = 0
     test_fraction: float = 0.3
@@ -87,6 +88,8 @@ class FinetuneConfig:
             raise ConfigError("init=ssl needs checkpoint=<encoder.pt or pretraining run>")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.neck not in NECKS:
+            raise ConfigError(f"neck={self.neck!r}: expected one of {NECKS}")
         if self.input_stretch not in STRETCHES:
             raise ConfigError(f"input_stretch={self.input_stretch!r}: expected one of {STRETCHES}")
         if self.arch not in ARCHS:
@@ -134,7 +137,7 @@ def build_classifier(config: FinetuneConfig, stats: SurveyStats, n_out: int) -> 
         encoder = EncoderCheckpoint(config.checkpoint).encoder()
     else:
         bands = len(stats.bands)
-        encoder = build_encoder(config.arch, bands, config.stem, config.input_stretch)
+        encoder = build_encoder(config.arch, bands, config.stem, config.input_stretch, config.neck)
         encoder.input.set_scale(input_scale(config.input_softening, stats))
     return Classifier(encoder, n_out)
 

@@ -7,7 +7,8 @@ are measured the same way, on the same galaxies:
 - kNN morphology accuracy and balanced accuracy, photo-z sigma_MAD and outlier rate
   (`train.evaluate`, leave-one-out on labelled galaxies);
 - the median cosine similarity of random galaxy pairs: near 1 when every galaxy maps to
-  about the same direction (a collapsed representation, where search cannot rank);
+  about the same direction (a collapsed representation, where search cannot rank); of
+  the representation, and of the pooled features before the encoder's BatchNorm neck;
 - invariance: how far an augmented view moves from its galaxy, relative to the distance
   between two galaxies, and how often the view's nearest galaxy is its own
   (`downstream.invariance`).
@@ -39,6 +40,17 @@ def pair_cosine(vectors: np.ndarray, n_pairs: int = 20_000, seed: int = 0) -> fl
     return float(np.median(np.sum(x[i] * x[j], axis=1)))
 
 
+class _Pooled(torch.nn.Module):
+    """An encoder's features before its neck, as a module `embed` can run."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pooled(x)
+
+
 def untrained_encoder(checkpoint: EncoderCheckpoint, survey: Survey) -> torch.nn.Module:
     """The network of `checkpoint` with the weights it started from (pretraining seeds its
     initialisation), its input scaled as the trained one's; in eval mode."""
@@ -57,17 +69,27 @@ def measure(
     n_invariance: int = 256,
     seed: int = 0,
     k: int = 20,
+    precision: str = "fp32",
 ) -> dict:
-    """kNN metrics, random-pair cosine and invariance of one encoder (module docstring)."""
+    """kNN metrics, random-pair cosine and invariance of one encoder (module docstring),
+    the encoder run at `precision`."""
     out: dict = {}
     eval_set = load_eval_set(survey, n_eval, augment.out_size, seed)
     if eval_set is not None:
-        out.update(knn_metrics(embed(encoder, eval_set.images, "cpu"), eval_set, k))
+        features = embed(encoder, eval_set.images, "cpu", precision=precision)
+        out.update(knn_metrics(features, eval_set, k))
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(survey), min(n_eval, len(survey)), replace=False))
-    vectors = embed(encoder, centre_crops(survey, rows, augment.out_size), "cpu").numpy()
-    out["pair_cosine_median"] = pair_cosine(vectors, seed=seed)
-    out["invariance"] = invariance(encoder, survey, augment, n_invariance, seed)
+    crops = centre_crops(survey, rows, augment.out_size)
+    if hasattr(encoder, "pooled"):  # one pass for both: the neck is applied by hand
+        pooled = embed(_Pooled(encoder), crops, "cpu", precision=precision)
+        with torch.no_grad():
+            vectors = encoder.eval().neck(pooled)
+        out["pair_cosine_pooled"] = pair_cosine(pooled.numpy(), seed=seed)
+    else:
+        vectors = embed(encoder, crops, "cpu", precision=precision)
+    out["pair_cosine_median"] = pair_cosine(vectors.numpy(), seed=seed)
+    out["invariance"] = invariance(encoder, survey, augment, n_invariance, seed, precision)
     together = out["invariance"]["codes"].get("all") or next(
         iter(out["invariance"]["codes"].values()), {}
     )
@@ -82,6 +104,7 @@ def against_random_init(
     n_eval: int = 2048,
     n_invariance: int = 256,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> dict:
     """`measure` of the trained encoder and of its random initialisation, on the same
     galaxies and views: {"trained": ..., "random_init": ...}."""
@@ -91,6 +114,6 @@ def against_random_init(
         "random_init": untrained_encoder(checkpoint, survey),
     }
     return {
-        name: measure(enc, survey, augment, n_eval, n_invariance, seed)
+        name: measure(enc, survey, augment, n_eval, n_invariance, seed, precision=precision)
         for name, enc in encoders.items()
     }

@@ -24,8 +24,9 @@ from ..data.reader import assign_shards
 from ..data.survey import Survey, open_shard
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
-from ..models.inference import centre_crop, field_factor, field_view
+from ..models.inference import autocast, centre_crop, field_factor, field_view
 from ..utils.atomic import write_json_atomic
+from ..utils.hardware import resolve_precision
 from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from . import store
@@ -42,6 +43,7 @@ class EmbedOptions:
     pca_dims: int = 0
     pca_sample: int = 100_000
     field: bool = True  # also embed each cutout's whole field (models.inference.field_view)
+    precision: str = "auto"  # bf16 on GPUs and on CPUs with native bf16 (utils.hardware)
     fail_after_shards: int | None = None
 
 
@@ -70,10 +72,14 @@ class Comm:
 
 
 def run_identity(
-    checkpoint: EncoderCheckpoint, survey: Survey, with_head: bool, field: int = 0
+    checkpoint: EncoderCheckpoint,
+    survey: Survey,
+    with_head: bool,
+    field: int = 0,
+    precision: str = "fp32",
 ) -> dict:
     """What an embedding set is of: the exact checkpoint and survey, and what it holds
-    (`field`: the field views' binning factor, 0 for none)."""
+    (`field`: the field views' binning factor, 0 for none) and how it was computed."""
     return {
         "schema": store.SCHEMA,
         "checkpoint": str(checkpoint.path),
@@ -82,6 +88,7 @@ def run_identity(
         "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
         "with_head": with_head,
         "field": int(field),
+        "precision": precision,
     }
 
 
@@ -128,17 +135,23 @@ def _batches(path: Path, batch: int, crop: int, field: bool):
 
 @torch.no_grad()
 def embed_shard(
-    path: Path, encoder, head, device: torch.device, batch: int, crop: int, field: bool
+    path: Path,
+    encoder,
+    head,
+    device: torch.device,
+    batch: int,
+    crop: int,
+    field: bool,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray | None]:
     """One survey shard's id, ra, dec, emb (centre crops), proj (their projection, or
-    None) and field (the field views' representations, or None)."""
-    gpu = device.type == "cuda"
+    None) and field (the field views' representations, or None), computed at `precision`
+    ("bf16" or "fp32")."""
 
     def run(images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images).to(device, non_blocking=True)
-        if gpu:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
             return encoder(x)
 
     parts: dict[str, list] = {k: [] for k in ("id", "ra", "dec", "emb", "proj", "field")}
@@ -149,7 +162,7 @@ def embed_shard(
         parts["dec"].append(dec)
         parts["emb"].append(z.float().cpu().numpy())
         if head is not None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+            with autocast(device, precision):
                 parts["proj"].append(head(z).float().cpu().numpy())
         if fields is not None:
             parts["field"].append(run(fields).float().cpu().numpy())
@@ -188,8 +201,8 @@ def embed_survey(
     checkpoint = EncoderCheckpoint(ckpt)
     encoder = checkpoint.encoder(device)
     head = checkpoint.head(device) if opts.with_head else None
-    if device.type == "cuda":
-        encoder = encoder.to(memory_format=torch.channels_last)
+    encoder = encoder.to(memory_format=torch.channels_last)
+    precision = identity["precision"]
     records, error, done, embedded, t0 = {}, None, 0, 0, time.perf_counter()
     bar = progress(
         total=int(survey.shard_sizes[mine].sum()), desc=f"embed rank {comm.rank}", unit="gal"
@@ -200,7 +213,9 @@ def embed_survey(
             record = store.verified_record(target, identity)
             if record is None:
                 src = survey.shard_paths[index]
-                out_ = embed_shard(src, encoder, head, device, opts.batch_size, crop, field)
+                out_ = embed_shard(
+                    src, encoder, head, device, opts.batch_size, crop, field, precision
+                )
                 record = store.write_embedding_shard(
                     target,
                     identity,
@@ -249,7 +264,9 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     survey = Survey(data)
     crop = ckpt.crop
     factor = field_factor(survey.manifest.image_shape, crop) if opts.field else 0
-    identity = run_identity(ckpt, survey, opts.with_head, factor)
+    # rank 0's machine decides for every rank: one set, one arithmetic
+    precision = resolve_precision(opts.precision, pick_device(opts.device, 0))
+    identity = run_identity(ckpt, survey, opts.with_head, factor, precision)
     h, w = survey.manifest.image_shape[1:]
     if crop > min(h, w):
         raise SslHpcError(f"{ckpt.path}: trained on {crop} px views, larger than {data}'s {h}x{w}")

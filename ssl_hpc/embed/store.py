@@ -35,7 +35,14 @@ SHARD = "emb-{index:05d}.h5"
 
 #: What makes two runs the same: the exact checkpoint and survey contents (their paths are
 #: recorded too, but a moved directory is still the same run).
-IDENTITY_KEYS = ("schema", "checkpoint_sha256", "survey_sha256", "with_head", "field")
+IDENTITY_KEYS = (
+    "schema",
+    "checkpoint_sha256",
+    "survey_sha256",
+    "with_head",
+    "field",
+    "precision",
+)
 
 
 class EmbeddingError(SslHpcError):

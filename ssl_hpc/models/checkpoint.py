@@ -6,6 +6,7 @@ The file is a plain dict (``torch.load(weights_only=True)`` opens it):
 arch, stem         the ResNet (`build_encoder`)
 in_channels        bands the encoder takes
 input_stretch      how pixels enter it (`InputScaling`; the per-band scale is in state_dict)
+neck               what the pooled features leave through ("bn" or "none")
 step               pretraining steps behind the weights
 config             the whole pretraining config (its ``augment.out_size`` is the view size)
 state_dict         the query encoder's weights and buffers
@@ -37,6 +38,7 @@ def save_encoder(
     arch: str,
     stem: str,
     input_stretch: str,
+    neck: str,
     step: int,
     config: dict,
 ) -> Path:
@@ -46,6 +48,7 @@ def save_encoder(
         "stem": stem,
         "in_channels": int(encoder["stem.0.weight"].shape[1]),
         "input_stretch": input_stretch,
+        "neck": neck,
         "step": int(step),
         "config": config,
         "state_dict": encoder,
@@ -97,6 +100,10 @@ class EncoderCheckpoint:
         return str(self.payload.get("input_stretch", "none"))
 
     @property
+    def neck(self) -> str:
+        return str(self.payload.get("neck", "none"))
+
+    @property
     def step(self) -> int:
         return int(self.payload.get("step", 0))
 
@@ -127,7 +134,7 @@ class EncoderCheckpoint:
     # -- the networks ---------------------------------------------------------------------
     def encoder(self, device: str | torch.device = "cpu") -> ResNet:
         """The encoder, in eval mode on `device`."""
-        enc = build_encoder(self.arch, self.in_channels, self.stem, self.input_stretch)
+        enc = build_encoder(self.arch, self.in_channels, self.stem, self.input_stretch, self.neck)
         enc.load_state_dict(self.payload["state_dict"])
         return enc.to(device).eval()
 

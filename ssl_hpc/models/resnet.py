@@ -10,6 +10,12 @@ nmgy, galaxy cores and stars of 100), so each band is divided by its own scale (
 times the band's sky noise, set from the survey before training and saved with the
 weights) and, by default, compressed with asinh: linear in the noise, logarithmic on
 bright cores, as astronomers display images (Lupton et al. 1999).
+
+The pooled features leave through a BatchNorm "neck" (Luo et al. 2019's BNNeck) by
+default: after ReLU and average pooling every feature is positive and most of a faint
+galaxy's vector is the sky all galaxies share, so raw cosine similarities bunch near 1;
+standardising each feature by its running statistics makes cosine similarity, which the
+search, the kNN checks and the anomaly scores use, measure what differs between galaxies.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ ARCHS = {
 }
 STEMS = ("survey", "standard")
 STRETCHES = ("asinh", "linear", "none")
+NECKS = ("bn", "none")
 
 
 class InputScaling(nn.Module):
@@ -128,6 +135,7 @@ class ResNet(nn.Module):
         in_channels: int = 5,
         stem: str = "survey",
         input_stretch: str = "none",
+        neck: str = "none",
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -136,6 +144,8 @@ class ResNet(nn.Module):
             raise ConfigError(f"model stem {stem!r}: expected one of {STEMS}")
         if in_channels < 1:
             raise ConfigError(f"model in_channels={in_channels}: must be >= 1")
+        if neck not in NECKS:
+            raise ConfigError(f"model neck {neck!r}: expected one of {NECKS}")
         block, counts = ARCHS[arch]
         self.arch, self.stem_kind, self.in_channels = arch, stem, in_channels
         self.input = InputScaling(in_channels, input_stretch)
@@ -158,6 +168,8 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = cin
+        self.neck_kind = neck
+        self.neck = nn.BatchNorm1d(cin) if neck == "bn" else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -173,12 +185,20 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.last_bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.pooled(x))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The average-pooled features before the neck, (N, feature_dim)."""
         return torch.flatten(self.pool(self.stages(self.stem(self.input(x)))), 1)
 
 
 def build_encoder(
-    arch: str, in_channels: int, stem: str = "survey", input_stretch: str = "none"
+    arch: str,
+    in_channels: int,
+    stem: str = "survey",
+    input_stretch: str = "none",
+    neck: str = "none",
 ) -> ResNet:
     """The encoder trunk named by `arch` (resnet18, resnet34, resnet50); its input scale
     is 1 until `encoder.input.set_scale` sets it."""
-    return ResNet(arch, in_channels, stem, input_stretch)
+    return ResNet(arch, in_channels, stem, input_stretch, neck)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.survey import Survey
 from ..downstream.representation import against_random_init
@@ -16,6 +17,7 @@ from ..embed.store import RUN_FILE, EmbeddingSet
 from ..models.checkpoint import EncoderCheckpoint
 from ..search.searcher import Searcher
 from ..utils.atomic import write_json_atomic, write_text_atomic
+from ..utils.hardware import resolve_precision
 from . import sections
 from .html import render
 
@@ -31,6 +33,7 @@ class ReportOptions:
     map_method: str = "umap"  # or "tsne"
     invariance_objects: int = 256
     representation_objects: int = 2048  # kNN and pair cosine, trained vs random init
+    precision: str = "auto"  # the encoder runs (bf16 on CPUs with native bf16)
     probe_fractions: tuple[float, ...] = (0.05, 0.2, 1.0)
     probe_repeats: int = 2
     efficiency: list[str] = field(default_factory=list)  # ssl-hpc finetune output dirs
@@ -132,8 +135,9 @@ def build_report(
 def _representation(
     ckpt: EncoderCheckpoint, survey: Survey, out: Path, opts: ReportOptions
 ) -> list[dict]:
+    precision = resolve_precision(opts.precision, torch.device("cpu"))
     result = against_random_init(
-        ckpt, survey, opts.representation_objects, opts.invariance_objects, opts.seed
+        ckpt, survey, opts.representation_objects, opts.invariance_objects, opts.seed, precision
     )
     return sections.representation_section(result, out)
 

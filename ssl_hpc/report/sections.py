@@ -541,6 +541,7 @@ REPRESENTATION_ROWS = (
     ("knn_sigma_mad", "kNN photo-z sigma_MAD", "lower"),
     ("knn_eta", "kNN photo-z outliers eta (%)", "lower"),
     ("pair_cosine_median", "median cosine of random galaxy pairs", "lower"),
+    ("pair_cosine_pooled", "the same, pooled features before the neck", "lower"),
     ("invariance_ratio", "view-to-galaxy / galaxy-to-galaxy distance, all codes", "lower"),
     ("reidentified", "views re-identified among the sample, all codes", "higher"),
 )

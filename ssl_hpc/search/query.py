@@ -120,8 +120,9 @@ class CutoutEmbedder:
     """The set's encoder, loaded once, embedding new cutouts as the set was embedded (the
     central crop of the training view size)."""
 
-    def __init__(self, checkpoint: str | os.PathLike) -> None:
+    def __init__(self, checkpoint: str | os.PathLike, precision: str = "fp32") -> None:
         ckpt = EncoderCheckpoint(checkpoint)
+        self.precision = precision  # the set's: a query is embedded as the set was
         self.crop = ckpt.crop
         self.in_channels = ckpt.in_channels
         self.encoder = ckpt.encoder()
@@ -131,7 +132,7 @@ class CutoutEmbedder:
         import torch
 
         x = np.ascontiguousarray(centre_crop(image[None].astype(np.float32), self.crop))
-        return embed(self.encoder, torch.from_numpy(x), "cpu").numpy()[0]
+        return embed(self.encoder, torch.from_numpy(x), "cpu", precision=self.precision).numpy()[0]
 
 
 class ResultCatalogue:

@@ -101,11 +101,12 @@ class Searcher:
         """The set's encoder (its run.json checkpoint unless one was given), loaded once."""
         if self._embedder is None:
             ckpt = self._checkpoint
+            run = json.loads((self.set.root / RUN_FILE).read_text())
             if ckpt is None:
-                ckpt = json.loads((self.set.root / RUN_FILE).read_text()).get("checkpoint")
+                ckpt = run.get("checkpoint")
             if not ckpt:
                 raise SslHpcError(f"{self.set.root}: run.json names no checkpoint; give one")
-            self._embedder = CutoutEmbedder(ckpt)
+            self._embedder = CutoutEmbedder(ckpt, run.get("precision", "fp32"))
         return self._embedder
 
     # -- search -----------------------------------------------------------------------------

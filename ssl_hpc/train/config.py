@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..augment import AugmentConfig
 from ..errors import ConfigError
 from ..models import ARCHS, STEMS
-from ..models.resnet import STRETCHES
+from ..models.resnet import NECKS, STRETCHES
 from ..utils.hardware import PRECISIONS
 
 METHODS = ("moco", "simclr")
@@ -28,6 +28,8 @@ class PretrainConfig:
     # pixels in: asinh(flux / (input_softening x the band's sky noise)); see models.resnet
     input_stretch: str = "asinh"
     input_softening: float = 3.0
+    # features out through a BatchNorm neck, so cosine similarity compares what differs
+    neck: str = "bn"
     proj_dim: int = 128
     proj_hidden: int = 2048
     queue_size: int = 65536
@@ -71,6 +73,7 @@ class PretrainConfig:
             "optimizer": (self.optimizer, OPTIMIZERS),
             "precision": (self.precision, PRECISIONS),
             "input_stretch": (self.input_stretch, STRETCHES),
+            "neck": (self.neck, NECKS),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:

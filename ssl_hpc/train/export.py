@@ -45,6 +45,7 @@ def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
         config.arch,
         config.stem,
         config.input_stretch,
+        config.neck,
         int(state["step"]),
         to_dict(config),
     )

@@ -42,7 +42,9 @@ def build_model(config: PretrainConfig, stats: SurveyStats) -> torch.nn.Module:
     """MoCo or SimCLR around the configured encoder trunk, for the bands of a survey with
     `stats` and its input scaled to that survey's noise."""
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    encoder = build_encoder(config.arch, len(stats.bands), config.stem, config.input_stretch)
+    encoder = build_encoder(
+        config.arch, len(stats.bands), config.stem, config.input_stretch, config.neck
+    )
     encoder.input.set_scale(input_scale(config.input_softening, stats))
     if config.method == "moco":
         return MoCo(
