@@ -1,4 +1,5 @@
-"""MoCo v2 step throughput (pairs/s): ResNet-18/50 at 64x64, 5 bands, per layout and mode.
+"""MoCo v2 step throughput (pairs/s): ResNet-18/50 at 64x64 (--size), 5 bands, per layout
+and mode.
 
 Variants: precision (fp32 / bf16 autocast), memory format (NCHW / channels_last), eager or
 torch.compile'd encoders, each on views already on the device. Then the full input path:
@@ -12,7 +13,11 @@ does not depend on pixel values), so the benchmark needs no astropy or synth.
 
 usage: python bench/train_step.py [--device cuda] [--batch 256] [--archs resnet18,resnet50]
            [--variants fp32,bf16-cl,bf16-cl-compile] [--loader-variant bf16-cl-compile]
-           [--out bench/results/train_step-DEV.json]
+           [--size 64] [--codes RR,JC,GN,GR,PS] [--out bench/results/train_step-DEV.json]
+
+The demo's CPU setting, against its limit (the bare step on views already in memory):
+  python bench/train_step.py --device cpu --archs resnet18 --variants fp32,fp32-cl,bf16,bf16-cl \
+      --loader-variant bf16-cl --batch 64 --size 32 --codes RR,JC,GN,PS --workers 0
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ def main() -> None:
     p.add_argument("--variants", default="")
     p.add_argument("--loader-variant", default="", help="variant for the full input path")
     p.add_argument("--workers", type=int, default=6)
+    p.add_argument("--size", type=int, default=64, help="view size in px (default 64)")
+    p.add_argument("--codes", default="RR,JC,GN,GR,PS", help="augmentations of the input path")
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=None)
@@ -131,8 +138,8 @@ def main() -> None:
         write_results(results, out_path)
 
     g = torch.Generator().manual_seed(0)
-    x_q = torch.randn(batch, 5, 64, 64, generator=g).to(device)
-    x_k = torch.randn(batch, 5, 64, 64, generator=g).to(device)
+    x_q = torch.randn(batch, 5, args.size, args.size, generator=g).to(device)
+    x_k = torch.randn(batch, 5, args.size, args.size, generator=g).to(device)
     for arch in args.archs.split(","):
         for name in variants:
             v = parse_variant(name)
@@ -174,7 +181,7 @@ def main() -> None:
                 pin_memory=gpu,
                 persistent_workers=args.workers > 0,
             )
-            aug = Augmenter(AugmentConfig(), STATS, seed=0)
+            aug = Augmenter(AugmentConfig(codes=args.codes, out_size=args.size), STATS, seed=0)
             model, opt = build(arch, device, batch, v)
 
             def endless():

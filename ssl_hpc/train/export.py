@@ -65,7 +65,7 @@ KNN_PANELS = (
         "kNN morphology",
         (("knn_morph_acc", "accuracy"), ("knn_morph_bacc", "balanced accuracy")),
     ),
-    ("kNN photo-z sigma_MAD (lower is better)", (("knn_sigma_mad", "sigma_MAD"),)),
+    ("kNN photo-z (lower is better)", (("knn_sigma_mad", "sigma_MAD"),)),
 )
 
 
