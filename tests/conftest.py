@@ -29,12 +29,9 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data beside the repository (or $SSL_HPC_SHARED_DATA): real survey files."""
-    path = Path(os.environ.get("SSL_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
-    if not path.is_dir():
-        skip_or_fail(f"real data directory {path} not found")
-    return path
+def real_data() -> Path:
+    """tests/data: the few real survey files the tests read (provenance in its README)."""
+    return REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -87,12 +87,12 @@ def centre(a: np.ndarray, n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def gz1_sample(shared_data, tmp_path_factory):
-    """Every 50th row of the real Galaxy Zoo 1 labels (40 objects) as a catalogue."""
-    root = shared_data / "gz1_sdss_dev"
+def gz1_sample(real_data, tmp_path_factory):
+    """40 real Galaxy Zoo 1 galaxies (every 50th of the development sample) as a catalogue."""
+    root = real_data / "gz1_sdss"
     with open(root / "labels.csv", newline="") as f:
         rows = list(csv.reader(f))
-    header, rows = rows[0], rows[1:][::50]
+    header, rows = rows[0], rows[1:]
     cat = write_csv(tmp_path_factory.mktemp("gz1") / "labels.csv", header, rows)
     return cat, root / "images", [(int(r[0]), int(r[1])) for r in rows]
 
@@ -164,14 +164,14 @@ def test_real_jpeg_crop_without_resize_is_exact_in_float32(gz1_sample, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def hsc(shared_data, tmp_path_factory):
+def hsc(real_data, tmp_path_factory):
     """The two real HSC g,r,i,z,y scenes as FITS cubes and as one FITS file per band."""
     root = tmp_path_factory.mktemp("hsc")
     (root / "cubes").mkdir()
     (root / "bands").mkdir()
     arrays = {}
     for object_id, name in [(101, "hsc_cosmos"), (102, "hsc_cosmos_35")]:
-        data = np.load(shared_data / "hsc_scarlet" / f"{name}.npz")
+        data = np.load(real_data / "hsc_scarlet" / f"{name}.npz")
         arrays[object_id] = data
         fits.writeto(root / "cubes" / f"{object_id}.fits", data["images"])
         for band, plane in zip(data["filters"], data["images"]):
