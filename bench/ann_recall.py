@@ -22,7 +22,7 @@ from harness import machine_info, write_results
 from ssl_hpc.embed import load
 from ssl_hpc.search.ann import AnnConfig
 from ssl_hpc.search.searcher import Searcher, survey_of
-from ssl_hpc.search.vectors import normalise
+from ssl_hpc.utils.arrays import normalise
 
 K = 10
 

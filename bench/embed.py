@@ -67,7 +67,7 @@ def cpu_scaling(args) -> dict:
                     str(n),
                     sys.executable,
                     "-m",
-                    "ssl_hpc.cli",
+                    "jobs.cli",
                     "embed",
                     "--checkpoint",
                     str(ckpt),

@@ -27,9 +27,10 @@ from search import clumped
 from sklearn.mixture import GaussianMixture
 
 from ssl_hpc.data import format as fmt
+from ssl_hpc.data.sharded_job import ShardPlan, claim_dir, record
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.embed import load, store
-from ssl_hpc.search.vectors import normalise
+from ssl_hpc.utils.arrays import normalise
 from ssl_hpc.utils.atomic import write_json_atomic
 from ssl_hpc.utils.hashing import sha256_file
 
@@ -66,16 +67,16 @@ def main() -> None:
     t0 = time.perf_counter()
     survey = Survey(args.data)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     identity = {
         "schema": store.SCHEMA,
-        "checkpoint": "stand-in",
         "checkpoint_sha256": "stand-in",
-        "survey": str(survey.root.resolve()),
         "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
         "with_head": False,
+        "field": 0,
+        "precision": "fp32",
     }
-    write_json_atomic(out / store.RUN_FILE, identity)
+    info = {"checkpoint": "stand-in", "survey": str(survey.root.resolve())}
+    digest = claim_dir(out, "stand-in embeddings", identity, info, name=store.RUN_FILE)
     ra, dec, ids = survey.column("ra"), survey.column("dec"), survey.column("object_id")
     if args.like:
         vectors = like(load(args.like).load()[1], len(survey), seed=args.seed)
@@ -84,19 +85,22 @@ def main() -> None:
     records = []
     for i, (a, n) in enumerate(zip(survey.shard_offsets, survey.shard_sizes)):
         rows = slice(int(a), int(a + n))
-        path = store.shard_path(out, i)
-        records.append(
-            store.write_embedding_shard(
-                path, identity, ids[rows], ra[rows], dec[rows], vectors[rows]
-            )
+        plan = ShardPlan(i, str(store.shard_path(out, i)), int(n))
+        entry = store.write_embedding_shard(
+            Path(plan.path), identity, ids[rows], ra[rows], dec[rows], vectors[rows]
         )
+        records.append(record(plan, digest, entry, {}).entry)
     manifest = {
         **identity,
+        **info,
         "dim": vectors.shape[1],
         "projection_dim": None,
         "dtype": "float32",
         "n_objects": len(survey),
-        "shards": [{k: r[k] for k in ("file", "n_rows", "bytes", "sha256")} for r in records],
+        "shards": [
+            {"file": e.file, "n_rows": e.n_rows, "bytes": e.n_bytes, "sha256": e.sha256}
+            for e in records
+        ],
     }
     write_json_atomic(out / store.MANIFEST, manifest)
     took = time.perf_counter() - t0

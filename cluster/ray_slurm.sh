@@ -4,7 +4,7 @@
 #
 #   source "$SSL_HPC_ROOT/cluster/ray_slurm.sh"
 #   ray_slurm_start pretrain.sh
-#   python -m ssl_hpc.cli pretrain ... --address "$RAY_SLURM_ADDRESS"
+#   python -m jobs.cli pretrain ... --address "$RAY_SLURM_ADDRESS"
 #
 # It starts a Ray head on the first node and a Ray worker on each other node (srun
 # --overlap ... --block in the background), waits until every node has joined, and

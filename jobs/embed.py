@@ -16,7 +16,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,8 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ssl_hpc.embed import EmbedOptions, embed_survey
 
-    # SSL_HPC_EMBED_FAIL_AFTER=N: a rank dies after N shards (fault-tolerance tests only)
-    fail = os.environ.get("SSL_HPC_EMBED_FAIL_AFTER")
     opts = EmbedOptions(
         args.batch_size,
         args.device,
@@ -58,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         args.pca,
         field=not args.no_field,
         precision=args.precision,
-        fail_after_shards=int(fail) if fail else None,
     )
     manifest = embed_survey(args.checkpoint, args.data, args.out, opts)
     if manifest is not None:  # rank 0

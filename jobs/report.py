@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.embed import load
     from ssl_hpc.errors import SslHpcError
     from ssl_hpc.report.build import ReportOptions, build_report
-    from ssl_hpc.report.sections import REPRESENTATION_ROWS
+    from ssl_hpc.report.learning import REPRESENTATION_ROWS
     from ssl_hpc.search.searcher import survey_of
 
     if args.k < 1 or args.map_points < 10:

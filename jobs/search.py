@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ssl_hpc.embed import load
     from ssl_hpc.errors import SslHpcError
-    from ssl_hpc.search.batch import all_neighbours
     from ssl_hpc.search.query import save_result_grid, write_csv
     from ssl_hpc.search.searcher import Searcher, survey_of
 
@@ -82,21 +81,12 @@ def run(args: argparse.Namespace) -> int:
         raise SslHpcError(f"--k {args.k}: must be >= 1")
     embeddings = load(args.embeddings)
     ann = ann_config(args)
-    if args.all:
-        search = None
-        if ann is not None:
-            survey = survey_of(embeddings, args.data)
-            searcher = Searcher(embeddings, survey, args.index, ann)
-
-            def search(q, k, exclude):
-                s, r = searcher.ann.search(q, k + 1)
-                return _drop_self(s, r, exclude, k)
-
-        manifest = all_neighbours(embeddings, args.k, search)
-        print(f"{embeddings.root}/neighbours: top-{args.k} of {manifest['n_rows']} objects")
-        return 0
     survey = survey_of(embeddings, args.data)
     searcher = Searcher(embeddings, survey, args.index, ann, args.checkpoint)
+    if args.all:
+        manifest = searcher.all_neighbours(args.k)
+        print(f"{embeddings.root}/neighbours: top-{args.k} of {manifest['n_rows']} objects")
+        return 0
     if args.query is not None:
         query, name = searcher.by_id(args.query), f"object-{args.query}"
     elif args.ra is not None:
@@ -112,15 +102,6 @@ def run(args: argparse.Namespace) -> int:
     _print_table(query.label, table, searcher.index_info["kind"])
     print(f"{out / name}.csv\n{out / name}.png")
     return 0
-
-
-def _drop_self(sims, rows, exclude, k):
-    """Each query's top k with its own row taken out (or the last one, if absent)."""
-    import numpy as np
-
-    keep = rows != exclude[:, None]
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(sims, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def _print_table(label: str, table: list[dict], kind: str) -> None:

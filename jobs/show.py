@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssl_hpc.data.captions import captions, select_rows
     from ssl_hpc.data.survey import Survey
-    from ssl_hpc.viz.captions import captions, select_rows
     from ssl_hpc.viz.grid import save_cutout_grid
 
     survey = Survey(args.survey)
@@ -72,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _show_augment(survey, args: argparse.Namespace) -> int:
     from ssl_hpc.augment import AugmentConfig, parse_codes
+    from ssl_hpc.augment.gallery import views_by_code
     from ssl_hpc.config import load_config
+    from ssl_hpc.data.captions import select_rows
     from ssl_hpc.errors import SslHpcError
-    from ssl_hpc.viz.augment_grid import save_augment_grid
-    from ssl_hpc.viz.captions import select_rows
+    from ssl_hpc.viz.composite import composite_softening
+    from ssl_hpc.viz.grid import save_cutout_grid
 
     codes = parse_codes(args.augment)
     if not codes:
@@ -86,6 +88,15 @@ def _show_augment(survey, args: argparse.Namespace) -> int:
         else select_rows(survey, args.select, 1, args.seed)[0]
     )
     config = load_config(AugmentConfig, None, args.augment_set)
-    n = save_augment_grid(survey, row, codes, args.out, args.n, args.seed, config)
-    print(f"wrote {n} panels (original + {args.n} views per row) to {args.out}")
+    panels, captions = views_by_code(survey, row, codes, args.n, args.seed, config)
+    save_cutout_grid(
+        panels,
+        survey.bands,
+        captions,
+        args.out,
+        ncols=args.n + 1,
+        title=f"{survey.manifest.survey}: object {captions[0].split()[0]} under {'+'.join(codes)}",
+        softening=composite_softening(panels[0], survey.bands),  # one stretch for all
+    )
+    print(f"wrote {len(panels)} panels (original + {args.n} views per row) to {args.out}")
     return 0

@@ -39,6 +39,6 @@ read -r -a extra <<<"${EXTRA:-}"
 
 echo "embed.sh: job ${SLURM_JOB_ID:-none}: $ntasks rank(s) on ${SLURM_JOB_NUM_NODES:-1}" \
     "node(s), ${SLURM_CPUS_PER_TASK:-1} CPUs each; $(date -Is)"
-"${launcher[@]}" python -u -m ssl_hpc.cli embed --checkpoint "$CKPT" --data "$DATA" \
+"${launcher[@]}" python -u -m jobs.cli embed --checkpoint "$CKPT" --data "$DATA" \
     --out "$OUT" "${extra[@]}"
 echo "embed.sh: done $(date -Is)"

@@ -48,7 +48,7 @@ read -r -a extra <<<"${EXTRA:-}"
 use_gpu=$([[ $RAY_SLURM_GPUS -gt 0 ]] && echo true || echo false)
 cpw=$((RAY_SLURM_CPUS / per_node > 0 ? RAY_SLURM_CPUS / per_node : 1))
 echo "pretrain.sh: $((RAY_SLURM_NODES * per_node)) Ray Train worker(s), $cpw CPUs each"
-python -u -m ssl_hpc.cli pretrain --data "$DATA" --out "$OUT" --config "$CONFIG" \
+python -u -m jobs.cli pretrain --data "$DATA" --out "$OUT" --config "$CONFIG" \
     --address "$RAY_SLURM_ADDRESS" "num_workers=$((RAY_SLURM_NODES * per_node))" \
     "use_gpu=$use_gpu" \
     "cpus_per_worker=$cpw" "${extra[@]}"

@@ -57,6 +57,6 @@ if ((RAY_SLURM_GPUS > 0)); then
 elif [[ -n "${CPUS_PER_WORKER:-}" ]]; then
     settings+=("cpus_per_worker=$CPUS_PER_WORKER")
 fi
-python -u -m ssl_hpc.cli tune --data "$DATA" --out "$OUT" --config "$CONFIG" \
+python -u -m jobs.cli tune --data "$DATA" --out "$OUT" --config "$CONFIG" \
     --address "$RAY_SLURM_ADDRESS" "${settings[@]}" "${extra[@]}"
 echo "tune.sh: done $(date -Is)"

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .utils.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -147,8 +148,6 @@ def to_yaml(config: Any) -> str:
 def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None:
     """Write `text` to `path` (atomically), or, on a resume, check that the file there
     holds exactly it: a ConfigError names the file when it holds another `what`."""
-    from .utils.atomic import write_text_atomic
-
     path = Path(path)
     if path.exists():
         if path.read_text() != text:

@@ -353,7 +353,7 @@ def test_survey_stats_and_reader_batches_feed_the_augmenter(small_survey):
 
 def test_show_augment_draws_a_grid(small_survey, tmp_path):
     out = tmp_path / "views.png"
-    cmd = [sys.executable, "-m", "ssl_hpc.cli", "show", str(small_survey), "--out", str(out)]
+    cmd = [sys.executable, "-m", "jobs.cli", "show", str(small_survey), "--out", str(out)]
     bad = subprocess.run([*cmd, "--augment", "RR,XY"], capture_output=True, text=True)
     assert bad.returncode == 2 and "'XY' unknown" in bad.stderr and not out.exists()
     # the default 64 px window does not fit the 48 px test cutouts: a clear refusal

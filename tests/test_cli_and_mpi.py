@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO, skip_or_fail
 
-from ssl_hpc.cli import COMMANDS, build_parser, main
+from jobs.cli import COMMANDS, build_parser, main
 from ssl_hpc.data.survey import Survey
 
 
@@ -82,7 +82,7 @@ def test_synth_and_show_through_the_cli(tmp_path, capsys):
 
 def test_console_script_runs_as_a_process(small_survey):
     exe = Path(sys.executable).with_name("ssl-hpc")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ssl_hpc.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
     r = subprocess.run([*cmd, "info", str(small_survey), "--quick"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "synthetic-sdss" in r.stdout

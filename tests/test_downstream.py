@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import ray
 
-from ssl_hpc.cli import main
+from jobs.cli import main
 from ssl_hpc.config import build
+from ssl_hpc.data.labels import GZ2_QUESTIONS, _gz1_answer, questions, vote_fractions
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.downstream.efficiency import (
     LINEAR,
@@ -23,10 +24,9 @@ from ssl_hpc.downstream.efficiency import (
     labels_to_reach,
 )
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
-from ssl_hpc.downstream.labels import GZ2_QUESTIONS, _gz1_answer, questions, vote_fractions
-from ssl_hpc.downstream.metrics import morphology_metrics, photoz_metrics
 from ssl_hpc.downstream.tasks import check_fractions, load_task, splits, tasks_of
 from ssl_hpc.errors import ConfigError
+from ssl_hpc.metrics import morphology_metrics, photoz_metrics
 
 # -- metrics --------------------------------------------------------------------------------
 

@@ -56,15 +56,15 @@ def mpiexec():
     return exe
 
 
-def run_mpi(checkpoint, survey, out, n=2, env_extra=None):
-    env = {**os.environ, "SSL_HPC_PROGRESS": "0", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+def run_mpi(checkpoint, survey, out, n=2):
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     cmd = [
         mpiexec(),
         "-n",
         str(n),
         sys.executable,
         "-m",
-        "ssl_hpc.cli",
+        "jobs.cli",
         "embed",
         "--checkpoint",
         str(checkpoint),
@@ -111,7 +111,11 @@ def test_killed_rank_then_rerun_completes_only_the_missing_shards(
     single, checkpoint, small_survey, tmp_path
 ):
     out = tmp_path / "resume"
-    dead = run_mpi(checkpoint, small_survey, out, env_extra={"SSL_HPC_EMBED_FAIL_AFTER": "1"})
+    script = REPO / "tests" / "scripts" / "embed_killed_after.py"
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    cmd = [mpiexec(), "-n", "2", sys.executable, str(script), "1"]
+    cmd += [str(checkpoint), str(small_survey), str(out)]
+    dead = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert dead.returncode != 0
     assert not (out / "manifest.json").exists()
     # finished = renamed and recorded; a rank killed between the two leaves a shard to redo
@@ -138,7 +142,7 @@ def test_another_checkpoint_is_refused(single, small_survey, tmp_path):
         [
             sys.executable,
             "-m",
-            "ssl_hpc.cli",
+            "jobs.cli",
             "embed",
             "--checkpoint",
             str(other),
@@ -150,7 +154,7 @@ def test_another_checkpoint_is_refused(single, small_survey, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "another run" in r.stderr and str(single[0]) in r.stderr
+    assert r.returncode == 2 and "another ssl-hpc embed" in r.stderr and str(single[0]) in r.stderr
     with pytest.raises(SslHpcError, match="missing: no encoder checkpoint"):
         embed_survey(tmp_path / "missing", small_survey, single[0])
 

@@ -12,12 +12,13 @@ from astropy.io import fits
 from astropy.table import Table
 from PIL import Image
 
-from ssl_hpc.cli import main
+from jobs.cli import main
 from ssl_hpc.data import cutouts
+from ssl_hpc.data.captions import captions
 from ssl_hpc.data.ingest import IngestConfig, ingest
+from ssl_hpc.data.sharded_job import JobError
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import ConfigError, IngestError
-from ssl_hpc.viz.captions import captions
 
 BANDS3 = ("g", "r", "i")
 SIZE = 24  # px of the synthetic FITS cutouts
@@ -392,9 +393,11 @@ def test_failed_run_keeps_finished_shards_and_rerun_resumes(fits_set):
     with pytest.raises(IngestError, match="object 7"):
         ingest(fits_config(tmp_path))
     assert sorted(p.name for p in out.iterdir()) == [
-        ".ingest.json",
+        "job.json",
         "shard-00000.h5",
+        "shard-00000.h5.done",
         "shard-00001.h5",
+        "shard-00001.h5.done",
     ]
     before = shard_stats(out)
 
@@ -404,7 +407,7 @@ def test_failed_run_keeps_finished_shards_and_rerun_resumes(fits_set):
     assert {k: v for k, v in shard_stats(out).items() if k in before} == before
     assert len(Survey(out, verify="full")) == 8
 
-    with pytest.raises(IngestError, match="other options .*crop: 16 -> 12"):
+    with pytest.raises(JobError, match="another ssl-hpc ingest .*crop: 16 -> 12"):
         ingest(fits_config(tmp_path, crop=12))
 
     # a changed catalogue row redoes its shard only
@@ -425,7 +428,8 @@ def test_pool_failure_stops_cleanly_and_pool_rerun_matches_inline(fits_set):
     with pytest.raises(IngestError, match=r"object 5 \(.*5\.fits\): unreadable FITS"):
         ingest(fits_config(tmp_path, workers=2))
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert leftovers == [".ingest.json"] and not (out / "manifest.json").exists()
+    assert leftovers == [] and (out / "job.json").exists()
+    assert not (out / "manifest.json").exists()
     expected = {
         "shard-00000.h5": [1, 2, 3],
         "shard-00002.h5": [7, 8],
@@ -447,7 +451,7 @@ def test_out_dir_of_another_survey_is_refused(fits_set):
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    with pytest.raises(IngestError, match="survey not written by ingest"):
+    with pytest.raises(JobError, match="holds files no ssl-hpc ingest made"):
         ingest(fits_config(tmp_path))
 
 

@@ -114,7 +114,7 @@ def test_metrics_log_drops_rows_of_a_dead_attempt(tmp_path):
 
 
 def test_pretrain_cli_refuses_bad_input_before_starting_ray(small_survey, tmp_path):
-    cmd = [sys.executable, "-m", "ssl_hpc.cli", "pretrain", "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "jobs.cli", "pretrain", "--out", str(tmp_path / "run")]
     bad = subprocess.run([*cmd, "--data", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr
     bad = subprocess.run(

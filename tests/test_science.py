@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from ssl_hpc.cli import main
+from jobs.cli import main
 from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, detection_metrics
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.trust import error_by_trust, trust_scores

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ssl_hpc.cli import main
+from jobs.cli import main
 from ssl_hpc.embed import EmbedOptions, embed_survey, load
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.search.ann import AnnConfig, AnnIndex, build_or_load, recall_at_k

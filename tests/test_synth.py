@@ -14,11 +14,12 @@ from conftest import SMALL_SURVEY
 from ssl_hpc.config import load_config
 from ssl_hpc.data import format as fmt
 from ssl_hpc.data.manifest import load_manifest, verify_survey
+from ssl_hpc.data.sharded_job import JobError
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.data.synth import ANOMALY_KINDS, MORPH_CLASSES, SynthConfig, generate_survey
 from ssl_hpc.data.synth.catalogue import draw_catalogue
 from ssl_hpc.data.synth.render import render_rows
-from ssl_hpc.errors import ConfigError, SurveyError
+from ssl_hpc.errors import ConfigError
 
 N_CAT = 20000
 
@@ -141,12 +142,12 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
         assert (out / name).stat().st_mtime_ns == stats[name]
     assert verify_survey(out) == []
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
-    with pytest.raises(SurveyError, match="another config"):
+    with pytest.raises(JobError, match="another ssl-hpc synth"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     # an unfinished run (shards, no manifest yet) is protected too
     (out / "manifest.json").unlink()
     (out / ".shard-00003.h5.tmp-999").write_bytes(b"left by a killed run")
-    with pytest.raises(SurveyError, match="another config"):
+    with pytest.raises(JobError, match="another ssl-hpc synth"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     generate_survey(cfg, out)
     assert not list(out.glob(".shard-*")) and verify_survey(out) == []
@@ -159,7 +160,8 @@ def test_synth_never_writes_over_a_survey_it_did_not_build(small_survey, tmp_pat
     stripped = {**manifest.to_dict(), "generator": {"command": "ssl-hpc ingest"}}
     (foreign / "manifest.json").write_text(json.dumps(stripped))
     before = (foreign / "shard-00000.h5").read_bytes()
-    with pytest.raises(SurveyError, match="not built by synth"):
+    (foreign / "job.json").unlink()  # a survey ingest wrote, say
+    with pytest.raises(JobError, match="holds files no ssl-hpc synth made"):
         generate_survey(SynthConfig(n_objects=48, rows_per_shard=48, image_size=24), foreign)
     assert (foreign / "shard-00000.h5").read_bytes() == before
 

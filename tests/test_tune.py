@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_hpc.cli import main
+from jobs.cli import main
 from ssl_hpc.config import load_config
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.train.config import PretrainConfig
@@ -268,7 +268,7 @@ def resumed_sweep(tmp_path_factory, small_survey):
     cmd = [
         sys.executable,
         "-m",
-        "ssl_hpc.cli",
+        "jobs.cli",
         "tune",
         "--data",
         str(small_survey),

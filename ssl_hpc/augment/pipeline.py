@@ -29,7 +29,7 @@ BACKENDS = ("auto", "reference", "fused")
 
 def _fused_module():
     try:
-        from . import fused
+        from . import fused  # lazy: imports triton, optional and slow to load
     except ImportError as e:  # no triton in this environment
         raise ConfigError(f"augment backend 'fused' needs triton ({e})") from e
     return fused

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..search.exact import exact_search
-from ..search.vectors import ArrayVectors, normalise
+from ..search.vectors import ArrayVectors
+from ..utils.arrays import normalise
 
 METHODS = ("knn", "gmm", "iforest")
 
@@ -90,3 +91,55 @@ def detection_metrics(
         "precision_at": {str(k): float(truth[order[:k]].mean()) for k in ks if k <= len(truth)},
         "by_kind": by_kind,
     }
+
+
+#: the representations anomalies are scored on, and what each is
+VIEWS = {
+    "galaxy": "the centre crop the encoder was trained on",
+    "field": "the whole cutout binned to the view size (models.inference.field_view)",
+    "galaxy+field": "both unit vectors side by side",
+}
+
+
+def views_of(vectors: np.ndarray, field: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The galaxy's vectors, and where the set has them its field's and both together."""
+    views = {"galaxy": vectors}
+    if field is not None:
+        views["field"] = field
+        views["galaxy+field"] = np.concatenate([normalise(vectors), normalise(field)], axis=1)
+    return views
+
+
+def score_views(
+    vectors: np.ndarray, field: np.ndarray | None, k: int = 10, seed: int = 0
+) -> tuple[dict[tuple[str, str], np.ndarray], tuple[str, str]]:
+    """Every method's score on every view, {(view, method): (N,)}, and the (view, method)
+    galaxies are ranked by: the mixture on both vectors where the field is there (it found
+    every injected kind at AUC >= 0.94 on the demo), else kNN on the galaxy's."""
+    views = views_of(vectors, field)
+    scores = {
+        (view, m): anomaly_scores(x, m, k=k, seed=seed)
+        for view, x in views.items()
+        for m in METHODS
+    }
+    return scores, (("galaxy+field", "gmm") if field is not None else ("galaxy", "knn"))
+
+
+def detection_by_view(
+    scores: dict[tuple[str, str], np.ndarray], truth: np.ndarray, kinds: dict[str, np.ndarray]
+) -> dict:
+    """`detection_metrics` of every (view, method) score, keyed "view/method", and each
+    kind's best score ("best_by_kind": {kind: {"roc_auc", "score"}})."""
+    out: dict = {
+        f"{v}/{m}": detection_metrics(s, truth, kinds=kinds) for (v, m), s in scores.items()
+    }
+    best = {}
+    for kind in kinds:
+        found = [
+            (d["by_kind"][kind]["roc_auc"], key) for key, d in out.items() if kind in d["by_kind"]
+        ]
+        if found:
+            auc, key = max(found)
+            best[kind] = {"roc_auc": auc, "score": key}
+    out["best_by_kind"] = best
+    return out

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from ..metrics import OUTLIER_DZ, photoz_metrics
+from ..viz.figures import pyplot, save_figure
 from .heads import HeadConfig, fit_head, predict_proba
 from .tasks import Split, Task
 
@@ -157,8 +159,6 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
 
 def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
     """Score against labels (log axis), one line per method with repeat error bars."""
-    from ..viz.figures import pyplot, save_figure
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     styles = {LINEAR: "C0o-", FINETUNED: "C1o-", SUPERVISED: "C2o-"}
@@ -189,9 +189,6 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
 
 def plot_photoz(z_spec: np.ndarray, z_pred: np.ndarray, path, title: str = "") -> None:
     """Predicted against spectroscopic redshift, and dz/(1+z) against z_spec."""
-    from ..viz.figures import pyplot, save_figure
-    from .metrics import OUTLIER_DZ, photoz_metrics
-
     plt = pyplot()
     m = photoz_metrics(z_pred, z_spec)
     dz = (z_pred - z_spec) / (1 + z_spec)

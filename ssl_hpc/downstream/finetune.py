@@ -36,6 +36,7 @@ from ..models.inference import autocast, centre_crops, embed
 from ..models.resnet import NECKS, STRETCHES
 from ..train.optim import lr_at
 from ..train.pretrainer import input_scale
+from ..train.ray_run import torch_trainer
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from ..utils.hardware import PRECISIONS, cpu_threads, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
@@ -306,9 +307,7 @@ def fit(
     fault_at_step: int | None = None,
 ) -> dict:
     """Run (or resume) fine-tuning into `out`; returns the final test metrics."""
-    import ray
-
-    from ..train.ray_run import torch_trainer
+    import ray  # lazy: the library imports without a Ray installation's start-up cost
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

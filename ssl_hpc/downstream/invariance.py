@@ -20,7 +20,7 @@ import torch
 from ..augment import AugmentConfig, Augmenter, survey_stats, view_meta
 from ..data.survey import Survey
 from ..models.inference import centre_crops, embed
-from ..search.vectors import normalise
+from ..utils.arrays import normalise
 
 
 def invariance(

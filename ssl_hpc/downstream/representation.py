@@ -24,10 +24,10 @@ from ..config import build
 from ..data.survey import Survey
 from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import centre_crops, embed
-from ..search.vectors import normalise
 from ..train.config import PretrainConfig
 from ..train.evaluate import knn_metrics, load_eval_set
 from ..train.pretrainer import build_model
+from ..utils.arrays import normalise
 from .invariance import invariance
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import questions, redshifts, vote_fractions
 from ..data.survey import Survey
 from ..errors import ConfigError
+from ..metrics import morphology_metrics, photoz_metrics
 from ..utils.atomic import write_text_atomic
 from .heads import RedshiftBins
-from .labels import questions, redshifts, vote_fractions
-from .metrics import morphology_metrics, photoz_metrics
 
 PHOTOZ = "photoz"
 

@@ -13,14 +13,17 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from ..data import format as fmt
 from ..data.reader import assign_shards
+from ..data.sharded_job import ShardPlan, claim_dir, finished, read_claim, record
 from ..data.survey import Survey, open_shard
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
@@ -31,20 +34,24 @@ from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from . import store
 
+JOB = "ssl-hpc embed"
+
 
 @dataclass
 class EmbedOptions:
     """How to run: batch size, device ("auto": this rank's GPU if any), projection head,
-    PCA dims (0: none) and its sample size, and, for tests, a shard after which to die."""
+    PCA dims (0: none) and its sample size, field vectors, precision, and a hook."""
 
     batch_size: int = 512
     device: str = "auto"
     with_head: bool = False
     pca_dims: int = 0
     pca_sample: int = 100_000
+    #: called with each shard's index once it is written and recorded (fault-injection
+    #: tests kill the rank here); None in production
+    after_shard: Callable[[int], None] | None = None
     field: bool = True  # also embed each cutout's whole field (models.inference.field_view)
     precision: str = "auto"  # bf16 on GPUs and on CPUs with native bf16 (utils.hardware)
-    fail_after_shards: int | None = None
 
 
 class Comm:
@@ -78,13 +85,12 @@ def run_identity(
     field: int = 0,
     precision: str = "fp32",
 ) -> dict:
-    """What an embedding set is of: the exact checkpoint and survey, and what it holds
-    (`field`: the field views' binning factor, 0 for none) and how it was computed."""
+    """What an embedding set is of: the exact checkpoint and survey contents (a moved
+    directory is still the same run), what it holds (`field`: the field views' binning
+    factor, 0 for none) and how it was computed."""
     return {
         "schema": store.SCHEMA,
-        "checkpoint": str(checkpoint.path),
         "checkpoint_sha256": checkpoint.sha256,
-        "survey": str(survey.root.resolve()),
         "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
         "with_head": with_head,
         "field": int(field),
@@ -190,7 +196,7 @@ def embed_survey(
     setup = comm.bcast(setup)
     if isinstance(setup, Exception):
         raise setup
-    identity, ckpt, crop = setup
+    identity, digest, ckpt, crop = setup
     survey = Survey(data, verify="none")
     field = bool(identity["field"])
     mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
@@ -203,21 +209,29 @@ def embed_survey(
     head = checkpoint.head(device) if opts.with_head else None
     encoder = encoder.to(memory_format=torch.channels_last)
     precision = identity["precision"]
-    records, error, done, embedded, t0 = {}, None, 0, 0, time.perf_counter()
+    records, error, embedded, t0 = {}, None, 0, time.perf_counter()
     bar = progress(
         total=int(survey.shard_sizes[mine].sum()), desc=f"embed rank {comm.rank}", unit="gal"
     )
     for index in mine:
-        target = store.shard_path(out, index)
+        # the survey shard's sha256 is the input: a rewritten shard is embedded again
+        src = survey.manifest.shards[index]
+        plan = ShardPlan(index, str(store.shard_path(out, index)), src.n_rows, inputs=src.sha256)
         try:
-            record = store.verified_record(target, identity)
-            if record is None:
-                src = survey.shard_paths[index]
+            done = finished(plan, digest)
+            if done is None:
                 out_ = embed_shard(
-                    src, encoder, head, device, opts.batch_size, crop, field, precision
+                    survey.shard_paths[index],
+                    encoder,
+                    head,
+                    device,
+                    opts.batch_size,
+                    crop,
+                    field,
+                    precision,
                 )
-                record = store.write_embedding_shard(
-                    target,
+                entry = store.write_embedding_shard(
+                    Path(plan.path),
                     identity,
                     out_["id"],
                     out_["ra"],
@@ -226,12 +240,12 @@ def embed_survey(
                     out_["proj"],
                     out_["field"],
                 )
-                embedded += record["n_rows"]
-                done += 1
-                if opts.fail_after_shards is not None and done >= opts.fail_after_shards:
-                    os._exit(17)  # tests: die hard, as a killed rank would
-            records[index] = record
-            bar.update(record["n_rows"])
+                done = record(plan, digest, entry, {})
+                embedded += entry.n_rows
+                if opts.after_shard is not None:
+                    opts.after_shard(index)
+            records[index] = done
+            bar.update(done.entry.n_rows)
         except Exception as e:  # reported with rank and shard, then the job fails
             error = f"rank {comm.rank}, shard {survey.shard_paths[index].name}: {e}"
             break
@@ -255,7 +269,7 @@ def embed_survey(
         raise SslHpcError(f"embedding failed: {failure}")
     if comm.rank != 0:
         return None
-    return _finish(out, identity, survey, reports, opts)
+    return _finish(out, read_claim(out, store.RUN_FILE), survey, reports, opts)
 
 
 def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
@@ -277,46 +291,34 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         raise SslHpcError(
             f"{ckpt.path}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    run_file = out / store.RUN_FILE
-    if run_file.exists():
-        import json
-
-        there = json.loads(run_file.read_text())
-        if not store.same_run(there, identity):
-            theirs, ours = (
-                there.get("checkpoint_sha256", "?")[:12],
-                identity["checkpoint_sha256"][:12],
-            )
-            raise store.EmbeddingError(
-                f"{out}: holds embeddings of another run (checkpoint sha256 {theirs} vs "
-                f"{ours}, survey {there.get('survey', '?')}); use another --out"
-            )
-    else:
-        write_json_atomic(run_file, identity)
-    return identity, ckpt.path, crop
+    info = {"checkpoint": str(ckpt.path), "survey": str(survey.root.resolve())}
+    digest = claim_dir(out, JOB, identity, info, name=store.RUN_FILE)
+    return identity, digest, ckpt.path, crop
 
 
-def _finish(out: Path, identity: dict, survey: Survey, reports: list, opts: EmbedOptions):
+def _finish(out: Path, claim: dict, survey: Survey, reports: list, opts: EmbedOptions):
     """Rank 0, after every rank succeeded: the optional PCA, then the manifest."""
     records = {}
     for r in reports:
         records.update(r["records"])
-    shards = [records[i] for i in range(len(survey.shard_paths)) if i in records]
-    dims = None
-    with_proj = None
-    import h5py
-
+    entries = [records[i].entry for i in range(len(survey.shard_paths)) if i in records]
+    shards = [
+        {"file": e.file, "n_rows": e.n_rows, "bytes": e.n_bytes, "sha256": e.sha256}
+        for e in entries
+    ]
     with h5py.File(out / shards[0]["file"], "r") as f:
         dims = int(f["embeddings"].shape[1])
         with_proj = int(f["projection"].shape[1]) if "projection" in f else None
     manifest = {
-        **identity,
+        **claim["identity"],
+        "checkpoint": claim["checkpoint"],
+        "survey": claim["survey"],
+        "identity_sha256": claim["identity_sha256"],
         "dim": dims,
         "projection_dim": with_proj,
         "dtype": "float32",
         "n_objects": int(sum(s["n_rows"] for s in shards)),
-        "shards": [{k: s[k] for k in ("file", "n_rows", "bytes", "sha256")} for s in shards],
+        "shards": shards,
         "ranks": [
             {"rank": r["rank"], "embedded": r["embedded"], "seconds": r["seconds"]} for r in reports
         ],
@@ -336,8 +338,6 @@ def _finish(out: Path, identity: dict, survey: Survey, reports: list, opts: Embe
 
 def _sample(out: Path, shards: list[dict], n: int) -> np.ndarray:
     """Up to `n` embeddings spread evenly over the shards."""
-    import h5py
-
     total = sum(s["n_rows"] for s in shards)
     take = min(1.0, n / max(total, 1))
     parts = []

@@ -1,12 +1,15 @@
 """The embedding set on disk: one HDF5 shard per survey shard, a done-record per shard, and a
 manifest written when every shard is there.
 
-``EMB/run.json``            what the set is of: checkpoint and survey (their sha256), dims
+``EMB/run.json``            the job's claim (`data.sharded_job.claim_dir`): what the set is
+                            of (checkpoint and survey sha256, head, field, precision), and
+                            the checkpoint's and survey's paths
 ``EMB/emb-00000.h5``        ``embeddings`` (N, D) float32, contiguous (memory-mappable),
                             ``object_id``, ``ra``, ``dec``; optionally ``projection`` (N, P)
                             and ``field`` (N, D): the whole cutout seen at 1/f resolution
                             (`models.inference.field_view`), for anomalies anywhere in it
-``EMB/emb-00000.h5.done``   JSON: the shard's sha256 and rows, written after the rename
+``EMB/emb-00000.h5.done``   the sharded job's done-record: the run's identity checksum,
+                            the survey shard's sha256, the shard's rows, bytes and sha256
 ``EMB/manifest.json``       the run identity + every shard's rows, bytes, sha256
 ``EMB/pca.npz``             optional: mean, components, explained variance (fitted on a sample)
 """
@@ -22,8 +25,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..data.manifest import ShardEntry
 from ..errors import SslHpcError
-from ..utils.atomic import atomic_path, write_json_atomic
+from ..utils.atomic import atomic_path
 from ..utils.hashing import sha256_file
 
 SCHEMA = 1
@@ -33,33 +37,12 @@ PCA_FILE = "pca.npz"
 SHARD = "emb-{index:05d}.h5"
 
 
-#: What makes two runs the same: the exact checkpoint and survey contents (their paths are
-#: recorded too, but a moved directory is still the same run).
-IDENTITY_KEYS = (
-    "schema",
-    "checkpoint_sha256",
-    "survey_sha256",
-    "with_head",
-    "field",
-    "precision",
-)
-
-
 class EmbeddingError(SslHpcError):
     """An embedding set that is missing, mismatched or corrupt."""
 
 
-def same_run(a: dict, b: dict) -> bool:
-    """Whether two run identities describe the same embedding run."""
-    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
-
-
 def shard_path(root: Path, index: int) -> Path:
     return root / SHARD.format(index=index)
-
-
-def done_path(path: Path) -> Path:
-    return path.with_name(path.name + ".done")
 
 
 def write_embedding_shard(
@@ -71,52 +54,22 @@ def write_embedding_shard(
     embeddings: np.ndarray,
     projection: np.ndarray | None = None,
     field: np.ndarray | None = None,
-) -> dict:
-    """Write one shard atomically, then its done-record; returns the record."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("embeddings", data=embeddings.astype(np.float32))  # contiguous
-        f.create_dataset("object_id", data=object_id.astype(np.int64))
-        f.create_dataset("ra", data=ra.astype(np.float64))
-        f.create_dataset("dec", data=dec.astype(np.float64))
-        if projection is not None:
-            f.create_dataset("projection", data=projection.astype(np.float32))
-        if field is not None:
-            f.create_dataset("field", data=field.astype(np.float32))
-        f.attrs["identity"] = json.dumps(identity, sort_keys=True)
-    record = {
-        "file": path.name,
-        "n_rows": int(len(object_id)),
-        "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "identity": identity,
-    }
-    write_json_atomic(done_path(path), record)
-    return record
-
-
-def verified_record(path: Path, identity: dict) -> dict | None:
-    """The done-record of a finished, intact shard of this run; None if it must be (re)made.
-
-    Raises EmbeddingError if the shard is intact but belongs to another run (another
-    checkpoint or survey): never mixed, never silently overwritten.
-    """
-    done = done_path(path)
-    if not (path.exists() and done.exists()):
-        return None
-    try:
-        record = json.loads(done.read_text())
-    except (OSError, ValueError):
-        return None
-    theirs = record.get("identity") or {}
-    if not same_run(theirs, identity):
-        raise EmbeddingError(
-            f"{path}: made from another run (checkpoint sha256 "
-            f"{theirs.get('checkpoint_sha256', '?')[:12]}, survey {theirs.get('survey', '?')}); "
-            "use another --out"
-        )
-    if sha256_file(path) != record.get("sha256"):
-        return None  # corrupt or truncated: re-embed it
-    return record
+) -> ShardEntry:
+    """Write one shard atomically (its run `identity` in the attributes); returns its
+    entry (the done-record is the sharded job's: `data.sharded_job.record`)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embeddings", data=embeddings.astype(np.float32))  # contiguous
+            f.create_dataset("object_id", data=object_id.astype(np.int64))
+            f.create_dataset("ra", data=ra.astype(np.float64))
+            f.create_dataset("dec", data=dec.astype(np.float64))
+            if projection is not None:
+                f.create_dataset("projection", data=projection.astype(np.float32))
+            if field is not None:
+                f.create_dataset("field", data=field.astype(np.float32))
+            f.attrs["identity"] = json.dumps(identity, sort_keys=True)
+        entry = ShardEntry.of_file(tmp, len(object_id), name=path.name)
+    return entry
 
 
 @dataclass

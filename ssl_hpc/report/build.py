@@ -18,7 +18,7 @@ from ..models.checkpoint import EncoderCheckpoint
 from ..search.searcher import Searcher
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from ..utils.hardware import resolve_precision
-from . import sections
+from . import discovery, label_studies, learning
 from .html import render
 
 
@@ -67,13 +67,13 @@ def build_report(
         timings[name] = round(time.perf_counter() - t0, 2)
         return result
 
-    parts = [timed("overview", sections.overview, survey, searcher, run)]
-    parts.append(timed("pretraining", sections.pretraining, ckpt.path, out))
+    parts = [timed("overview", learning.overview, survey, searcher, run)]
+    parts.append(timed("pretraining", learning.pretraining, ckpt.path, out))
     parts += timed("representation", _representation, ckpt, survey, out, opts)
     parts.append(
         timed(
             "probes",
-            sections.probes,
+            label_studies.probes,
             vectors,
             survey,
             out,
@@ -81,13 +81,15 @@ def build_report(
             opts.probe_repeats,
         )
     )
-    parts.append(timed("efficiency", sections.efficiency, [Path(d) for d in opts.efficiency], out))
     parts.append(
-        timed("search", sections.search_examples, searcher, out, opts.k, opts.examples, opts.seed)
+        timed("efficiency", label_studies.efficiency, [Path(d) for d in opts.efficiency], out)
+    )
+    parts.append(
+        timed("search", discovery.search_examples, searcher, out, opts.k, opts.examples, opts.seed)
     )
     anomaly_section, anomaly_score = timed(
         "anomalies",
-        sections.anomalies,
+        discovery.anomalies,
         vectors,
         embeddings.field(),
         survey,
@@ -97,12 +99,12 @@ def build_report(
         opts.seed,
     )
     parts.append(anomaly_section)
-    trust_section, trust = timed("trust", sections.trust, vectors, survey, out, opts.k, opts.seed)
+    trust_section, trust = timed("trust", discovery.trust, vectors, survey, out, opts.k, opts.seed)
     parts.append(trust_section)
     parts.append(
         timed(
             "maps",
-            sections.maps,
+            discovery.maps,
             vectors,
             survey,
             out,
@@ -118,7 +120,7 @@ def build_report(
         "embeddings": str(embeddings.root),
         "survey": str(survey.root),
         "checkpoint": str(ckpt.path),
-        "sections": {p["id"]: p["metrics"] for p in present},
+        "sections": {p.id: p.metrics for p in present},
         "seconds": timings,
     }
     write_json_atomic(out / "metrics.json", _plain(metrics))
@@ -139,7 +141,7 @@ def _representation(
     result = against_random_init(
         ckpt, survey, opts.representation_objects, opts.invariance_objects, opts.seed, precision
     )
-    return sections.representation_section(result, out)
+    return learning.representation_section(result, out)
 
 
 def _plain(obj):

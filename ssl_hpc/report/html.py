@@ -6,6 +6,8 @@ import base64
 import html
 from pathlib import Path
 
+from .section import Section
+
 CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
        color: #1d2330; }
@@ -51,10 +53,10 @@ def figure_html(path: Path, caption: str) -> str:
     )
 
 
-def render(title: str, meta: list[str], sections: list[dict], out: Path) -> str:
+def render(title: str, meta: list[str], sections: list[Section], out: Path) -> str:
     """The page: title, a line of facts, a table of contents, then each section's text,
     tables and figures (files relative to `out`)."""
-    nav = " ".join(f'<a href="#{s["id"]}">{html.escape(s["title"])}</a>' for s in sections)
+    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
@@ -63,11 +65,11 @@ def render(title: str, meta: list[str], sections: list[dict], out: Path) -> str:
         f"<nav>{nav}</nav>",
     ]
     for s in sections:
-        parts.append(f"<section id='{s['id']}'><h2>{html.escape(s['title'])}</h2>")
-        parts.extend(f"<p>{html.escape(p)}</p>" for p in s.get("text", []))
-        for caption, rows in s.get("tables", []):
+        parts.append(f"<section id='{s.id}'><h2>{html.escape(s.title)}</h2>")
+        parts.extend(f"<p>{html.escape(p)}</p>" for p in s.text)
+        for caption, rows in s.tables:
             parts.append(table_html(rows, caption))
-        for name, caption in s.get("figures", []):
+        for name, caption in s.figures:
             parts.append(figure_html(out / name, caption))
         parts.append("</section>")
     parts.append("</body></html>")

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils.arrays import normalise
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.progress import progress
-from .vectors import normalise
 
 KINDS = ("ivfpq", "hnsw")
 #: Parameters of a search, not of the built index: changing them needs no rebuild.

@@ -1,20 +1,25 @@
-"""All-vs-all top-k for a whole embedding set, written beside it, chunk by chunk.
+"""All-vs-all top-k for a whole embedding set, written beside it, shard by shard.
 
 ``EMB/neighbours/nn-00000.h5`` holds, for the rows of embedding shard 0: ``object_id``,
 ``neighbour_id`` (N, k), ``neighbour_row`` (N, k) and ``similarity`` (N, k), the query
-itself left out. Each file is written under a temporary name, renamed, then recorded in a
-``.done`` JSON naming the embedding set and k; a rerun skips recorded files and computes
-the rest, and a table of another k or another embedding set is refused, never mixed.
+itself left out. It is a sharded job (`data.sharded_job`): the directory is claimed for
+one embedding set and k (``neighbours/job.json``), each file is written atomically and
+recorded, a rerun computes only the missing files, and a table of another k is refused,
+never mixed; if the embeddings were remade, their new identity is another job.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..data.manifest import ShardEntry
+from ..data.sharded_job import JOB_FILE, ShardPlan, claim_dir, finished, read_claim, record
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.hashing import sha256_file
@@ -24,6 +29,10 @@ from .vectors import ShardVectors
 
 NEIGHBOURS = "neighbours"
 QUERY_CHUNK = 2048
+JOB = "ssl-hpc search --all"
+
+#: search(queries (Q, D), k, exclude_rows (Q,)) -> (similarities, rows), each (Q, k)
+Search = Callable[[np.ndarray, int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def source_of(embeddings) -> dict:
@@ -33,50 +42,68 @@ def source_of(embeddings) -> dict:
 
 
 def all_neighbours(
-    embeddings, k: int, search=None, block_rows: int = BLOCK_ROWS, query_chunk: int = QUERY_CHUNK
+    embeddings,
+    k: int,
+    search: Search | None = None,
+    block_rows: int = BLOCK_ROWS,
+    query_chunk: int = QUERY_CHUNK,
 ) -> dict:
     """Top-`k` neighbours of every row, one output file per embedding shard (resumable).
 
-    `search(queries, k, exclude_rows)` -> (similarities, rows): exact blocked search by
-    default; an ANN index's search can be passed for very large sets. Returns the manifest.
+    `search`: exact blocked search by default (`Searcher.neighbours` brings an ANN index
+    for very large sets). Returns the manifest.
     """
     vectors = ShardVectors(embeddings)
     out = embeddings.root / NEIGHBOURS
-    out.mkdir(exist_ok=True)
-    request = {"k": int(k), "source": source_of(embeddings)}
+    source = source_of(embeddings)
+    identity = {"k": int(k), "embeddings_sha256": source["sha256"]}
+    old = read_claim(out)["identity"] if (out / JOB_FILE).exists() else identity
+    if old.get("k") != identity["k"]:
+        raise SslHpcError(
+            f"{out}: holds top-{old.get('k')} neighbours, asked for top-{k}; remove it to recompute"
+        )
+    if old != identity:  # the embeddings were remade: the old table is of nothing now
+        shutil.rmtree(out)
+    digest = claim_dir(out, JOB, identity)
     if search is None:
 
         def search(q, kk, exclude):
             return exact_search(vectors, q, kk, exclude, block_rows)
 
-    ids = vectors.object_id
     files = []
-    bar = progress(len(vectors), desc="all-vs-all top-k", unit="obj")
-    for shard, size in enumerate(vectors.sizes):
-        path = out / f"nn-{shard:05d}.h5"
-        files.append(path.name)
-        if _finished(path, request):
-            bar.update(int(size))
-            continue
-        first = int(vectors.offsets[shard])
-        sims = np.empty((size, k), np.float32)
-        rows = np.empty((size, k), np.int64)
-        for a in range(0, int(size), query_chunk):
-            b = min(a + query_chunk, int(size))
-            global_rows = np.arange(first + a, first + b)
-            s, r = search(vectors.take(global_rows), k, global_rows)
-            sims[a:b], rows[a:b] = s, r
-            bar.update(b - a)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with progress(len(vectors), desc="all-vs-all top-k", unit="obj") as bar:
+        for shard, size in enumerate(vectors.sizes):
+            plan = ShardPlan(shard, str(out / f"nn-{shard:05d}.h5"), int(size))
+            files.append(Path(plan.path).name)
+            if finished(plan, digest) is None:
+                entry = _write_table(plan, vectors, k, search, query_chunk, bar)
+                record(plan, digest, entry, {})
+            else:
+                bar.update(int(size))
+    manifest = {"k": int(k), "source": source, "files": files, "n_rows": len(vectors)}
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def _write_table(plan: ShardPlan, vectors, k: int, search: Search, chunk: int, bar) -> ShardEntry:
+    """One embedding shard's rows' top k, searched `chunk` queries at a time."""
+    size, first = plan.rows, int(vectors.offsets[plan.index])
+    ids = vectors.object_id
+    sims = np.empty((size, k), np.float32)
+    rows = np.empty((size, k), np.int64)
+    for a in range(0, size, chunk):
+        b = min(a + chunk, size)
+        global_rows = np.arange(first + a, first + b)
+        sims[a:b], rows[a:b] = search(vectors.take(global_rows), k, global_rows)
+        bar.update(b - a)
+    with atomic_path(plan.path) as tmp:
+        with h5py.File(tmp, "w") as f:
             f.create_dataset("object_id", data=ids[first : first + size])
             f.create_dataset("neighbour_row", data=rows)
             f.create_dataset("neighbour_id", data=np.where(rows >= 0, ids[rows], -1))
             f.create_dataset("similarity", data=sims)
-        write_json_atomic(_done(path), {**request, "rows": int(size)})
-    bar.close()
-    manifest = {**request, "files": files, "n_rows": len(vectors)}
-    write_json_atomic(out / "manifest.json", manifest)
-    return manifest
+        entry = ShardEntry.of_file(tmp, size, name=Path(plan.path).name)
+    return entry
 
 
 def load_neighbours(embeddings) -> dict[str, np.ndarray]:
@@ -94,23 +121,3 @@ def load_neighbours(embeddings) -> dict[str, np.ndarray]:
             for key in f:
                 parts.setdefault(key, []).append(f[key][()])
     return {key: np.concatenate(v) for key, v in parts.items()}
-
-
-def _done(path: Path) -> Path:
-    return path.with_name(path.name + ".done")
-
-
-def _finished(path: Path, request: dict) -> bool:
-    """Whether `path` is a finished table for `request`; refuses one made for another."""
-    done = _done(path)
-    if not (path.exists() and done.exists()):
-        return False
-    record = json.loads(done.read_text())
-    if record.get("source") != request["source"]:
-        return False  # the embeddings were remade: recompute
-    if record.get("k") != request["k"]:
-        raise SslHpcError(
-            f"{path}: holds top-{record.get('k')} neighbours, asked for top-{request['k']}; "
-            f"remove {path.parent} to recompute"
-        )
-    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .vectors import normalise
+from ..utils.arrays import normalise
 
 #: Database rows per block: 32768 x 2048 float32 = 256 MB.
 BLOCK_ROWS = 32768
@@ -65,9 +65,17 @@ def exact_search(
         s = np.where(r >= 0, s, -np.inf)
         best_s, best_r = merge_topk(best_s, best_r, s, r, kk)
     if exclude_rows is not None:
-        drop = best_r == np.asarray(exclude_rows)[:, None]
-        best_s = np.where(drop, -np.inf, best_s)
-        order = np.argsort(-best_s, axis=1, kind="stable")
-        best_s = np.take_along_axis(best_s, order, 1)[:, :k]
-        best_r = np.take_along_axis(best_r, order, 1)[:, :k]
+        return drop_excluded(best_s, best_r, exclude_rows, k)
     return best_s[:, :k], best_r[:, :k]
+
+
+def drop_excluded(
+    sims: np.ndarray, rows: np.ndarray, exclude_rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best `k` of (Q, >= k + 1) results in descending order, its own row
+    (`exclude_rows`, -1 for none) left out: the one way a query is kept out of its own
+    neighbours, for exact and approximate search alike."""
+    drop = rows == np.asarray(exclude_rows)[:, None]
+    sims = np.where(drop, -np.inf, sims)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, 1), np.take_along_axis(rows, order, 1)

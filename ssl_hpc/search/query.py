@@ -15,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.captions import captions
+from ..data.cutouts import CutoutError, read_fits_image
 from ..data.survey import Survey
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import centre_crop, embed
+from ..utils.atomic import atomic_path
+from ..viz.grid import save_cutout_grid
 
 #: Default largest separation for a position query, arcsec (a few SDSS PSF widths).
 MAX_SEP_ARCSEC = 3.0
@@ -75,8 +79,6 @@ def cutout_from_fits(path: str | os.PathLike, survey: Survey, crop: int) -> np.n
     at least `crop` px, finite inside the central crop, and at the survey's pixel scale when
     the header states one (CDELT2 / CD2_2 / PIXSCALE)."""
     from astropy.io import fits
-
-    from ..data.cutouts import CutoutError, read_fits_image
 
     path = Path(path)
     if not path.is_file():
@@ -182,8 +184,6 @@ class ResultCatalogue:
 
 def write_csv(table: list[dict], path: str | os.PathLike) -> None:
     """The result table as CSV (atomic)."""
-    from ..utils.atomic import atomic_path
-
     if not table:
         raise SslHpcError(f"{path}: no results to write")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -197,9 +197,6 @@ def save_result_grid(
 ) -> None:
     """The query then its neighbours, colour composites captioned with id, similarity and
     labels; all at the query's size (a new cutout is shown as uploaded)."""
-    from ..viz.captions import captions
-    from ..viz.grid import save_cutout_grid
-
     rows = np.array([t["row"] for t in table], np.int64)
     display = survey.manifest.flux_unit.startswith("display")
     images = list(survey.images(rows))

@@ -12,9 +12,10 @@ import numpy as np
 from ..data.survey import Survey
 from ..embed.store import RUN_FILE, EmbeddingSet
 from ..errors import SslHpcError
+from ..utils.arrays import normalise
 from .ann import AnnConfig, build_or_load
-from .batch import source_of
-from .exact import exact_search
+from .batch import all_neighbours, source_of
+from .exact import drop_excluded, exact_search
 from .query import (
     MAX_SEP_ARCSEC,
     CutoutEmbedder,
@@ -24,7 +25,7 @@ from .query import (
     row_of_id,
     row_of_position,
 )
-from .vectors import ArrayVectors, ShardVectors, normalise
+from .vectors import ArrayVectors, ShardVectors
 
 MAX_K = 1000
 #: Sets up to this size are held in RAM, normalised; larger ones are read from the shards.
@@ -106,7 +107,8 @@ class Searcher:
                 ckpt = run.get("checkpoint")
             if not ckpt:
                 raise SslHpcError(f"{self.set.root}: run.json names no checkpoint; give one")
-            self._embedder = CutoutEmbedder(ckpt, run.get("precision", "fp32"))
+            precision = run.get("identity", {}).get("precision", "fp32")
+            self._embedder = CutoutEmbedder(ckpt, precision)
         return self._embedder
 
     # -- search -----------------------------------------------------------------------------
@@ -114,14 +116,24 @@ class Searcher:
         """(similarities, rows) of the `k` nearest, the query itself left out."""
         if not 1 <= k <= min(MAX_K, len(self.vectors) - 1):
             raise SslHpcError(f"--k {k}: expected 1..{min(MAX_K, len(self.vectors) - 1)}")
-        q = query.vector[None]
         exclude = np.array([-1 if query.row is None else query.row])
-        if self.ann is not None:
-            s, r = self.ann.search(q, k + 1)
-            keep = r[0] != exclude[0]
-            return s[0][keep][:k], r[0][keep][:k]
-        s, r = exact_search(self.vectors, q, k, exclude)
+        s, r = self.neighbours(query.vector[None], k, exclude)
         return s[0], r[0]
+
+    def neighbours(
+        self, queries: np.ndarray, k: int, exclude_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows), each (Q, k), of `queries`' nearest by this searcher's index,
+        each query's own row (`exclude_rows`, -1 for none) left out."""
+        if self.ann is not None:
+            s, r = self.ann.search(queries, k + 1)
+            return drop_excluded(s, r, exclude_rows, k)
+        return exact_search(self.vectors, queries, k, exclude_rows)
+
+    def all_neighbours(self, k: int) -> dict:
+        """Every object's top `k` by this searcher's index, written beside the set
+        (`search.batch`); returns the table's manifest."""
+        return all_neighbours(self.set, k, self.neighbours)
 
     def table(self, query: Query, k: int = 10) -> list[dict]:
         """The result table of `query`'s `k` nearest (see ResultCatalogue.table)."""

@@ -12,13 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..embed.store import EmbeddingSet
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as float32 (all-zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+from ..utils.arrays import normalise
 
 
 class ArrayVectors:

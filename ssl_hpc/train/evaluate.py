@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.labels import GZ1_QUESTION, vote_fractions
 from ..data.survey import Survey
-from ..downstream.labels import GZ1_QUESTION, vote_fractions
-from ..downstream.metrics import class_scores, photoz_metrics
+from ..metrics import class_scores, photoz_metrics
 from ..models.inference import centre_crops
 
 

@@ -9,6 +9,7 @@ import torch
 from ..augment import SurveyStats
 from ..config import to_dict
 from ..models.checkpoint import ENCODER_FILE, save_encoder
+from ..viz.figures import pyplot, save_figure
 from .config import PretrainConfig
 from .metrics_log import read_metrics
 from .pretrainer import build_model
@@ -72,8 +73,6 @@ KNN_PANELS = (
 def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
     """Loss and lr against step, and the kNN metrics where they were measured, each with
     its value at step 0 (the same network at random initialisation) drawn dashed."""
-    from ..viz.figures import pyplot, save_figure
-
     plt = pyplot()
     rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
 

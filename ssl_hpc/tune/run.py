@@ -31,6 +31,7 @@ import yaml
 from ..config import claim_file
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
+from ..train.ray_run import fit
 from .space import SweepConfig
 
 DRIVER_CPUS = 0.1  # a trial driver only waits on its TorchTrainer
@@ -46,8 +47,6 @@ def run_trial(params: dict, survey: str, sweep_config: SweepConfig, experiment: 
     """The Tune function trainable: pretrain with `params`, reporting to Tune."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from ..train.ray_run import fit
 
     config = sweep_config.trial_config(params)
     # Not tune.get_context().get_trial_dir(): that is a staging directory in Ray's session

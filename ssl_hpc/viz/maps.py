@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..search.vectors import normalise
+from ..utils.arrays import normalise
 from .figures import pyplot, save_figure
 
 MAP_METHODS = ("umap", "tsne")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.survey import Survey
 from ..errors import ConfigError
+from .survey import Survey
 
 
 @dataclass(frozen=True)

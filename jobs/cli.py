@@ -1,4 +1,4 @@
-"""``ssl-hpc``: one command line over the jobs in ``jobs/``.
+"""``ssl-hpc``: one command line over the jobs in this package (the doors of the library).
 
 Each job module defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring's
 first line is the command's summary. Errors the user can fix (SslHpcError) print one line
@@ -11,8 +11,8 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import SslHpcError
+from ssl_hpc import __version__
+from ssl_hpc.errors import SslHpcError
 
 #: command name -> module; kept in data-flow order for ``--help``.
 COMMANDS = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.survey import Survey
-from ..downstream.labels import GZ1_CLASS_NAMES
 from ..errors import SslHpcError
+from .labels import GZ1_CLASS_NAMES
+from .survey import Survey
 
 
 def select_rows(survey: Survey, how: str, n: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,45 @@
+"""One galaxy and its augmented views, per augmentation code and combined: the panels of
+`ssl-hpc show --augment` (drawn by `viz.grid`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..data import format as fmt
+from ..data.survey import Survey
+from .config import AugmentConfig
+from .pipeline import Augmenter
+from .stats import survey_stats
+
+
+def views_by_code(
+    survey: Survey,
+    row: int,
+    codes: tuple[str, ...],
+    n_views: int = 6,
+    seed: int = 0,
+    config: AugmentConfig | None = None,
+) -> tuple[list[np.ndarray], list[str]]:
+    """(panels, captions): for each code in `codes` alone, then all of them together, the
+    cutout at survey `row` followed by `n_views` views of it (reference backend)."""
+    base = config or AugmentConfig()
+    stats = survey_stats(survey, base.psf_percentiles, base.extinction)
+    image = torch.from_numpy(survey.images(np.array([row]))).float()
+    meta = {"psf_fwhm": torch.from_numpy(survey.per_band(fmt.PSF_FWHM)[[row]])}
+    if "ebv" in survey.manifest.columns:
+        meta["ebv"] = torch.from_numpy(survey.column("ebv")[[row]])
+    original = image[0].numpy()
+    combos = [(c,) for c in codes] + ([tuple(codes)] if len(codes) > 1 else [])
+    panels, captions = [], []
+    oid = int(survey.column("object_id")[row])
+    for combo in combos:
+        aug = Augmenter(dataclasses.replace(base, codes=combo), stats, seed, "reference")
+        panels.append(original)
+        captions.append(f"{oid}\n{original.shape[-1]}px original")
+        for k, view in enumerate(aug.views(image, meta, views_per_image=n_views).numpy()):
+            panels.append(view)
+            captions.append(f"{'+'.join(combo)} #{k + 1}")
+    return panels, captions

@@ -1,0 +1,97 @@
+"""What ``ssl-hpc ingest`` reads and how it writes the survey: `IngestConfig`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+from .. import format as fmt
+from ..cutouts import IMAGE_FORMATS
+
+ON_ERROR = ("fail", "skip")
+
+#: Per-format image_dtype and flux_unit where the config says "auto" / None (else FITS's).
+DEFAULT_DTYPE = {"png": "float16", "jpeg": "float16"}  # 8 bits fit float16's 11-bit mantissa
+DEFAULT_FLUX_UNIT = {"png": "display (8-bit / 255)", "jpeg": "display (8-bit / 255)"}
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What ``ssl-hpc ingest`` reads and how it writes the survey.
+
+    Column options: None auto-detects a common spelling (see SPELLINGS), "" means the
+    catalogue has no such column. `crop` and `resize` are in pixels. `pixel_scale_arcsec`
+    is the input images' scale (default SDSS's); the survey's is larger by crop / resize.
+    `psf_fwhm` (arcsec) is one value for every band or one per band; empty means unknown
+    (NaN). `image_dtype` "auto" is float16 for 8-bit images and float32 for FITS;
+    `flux_unit` None is "display (8-bit / 255)" for 8-bit images and "unknown" for FITS.
+    """
+
+    catalog: str
+    images: str
+    out: str
+    id_column: str
+    bands: tuple[str, ...]
+    crop: int
+    resize: int | None = None
+    pixel_scale_arcsec: float = fmt.SDSS_PIXEL_SCALE
+    ra_column: str | None = None
+    dec_column: str | None = None
+    ebv_column: str | None = None
+    z_column: str | None = None
+    label_columns: tuple[str, ...] = ()
+    image_format: str = "auto"
+    pattern: str | None = None
+    psf_fwhm: tuple[float, ...] = ()
+    image_dtype: str = "auto"
+    flux_unit: str | None = None
+    rows_per_shard: int = 512
+    workers: int = 1
+    on_error: str = "fail"
+    survey: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("catalog", "images", "out"):
+            object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        for name in ("bands", "label_columns"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "psf_fwhm", tuple(float(x) for x in self.psf_fwhm))
+        self._validate()
+
+    def _validate(self) -> None:
+        bands = len(self.bands)
+        _require(
+            self.image_format in ("auto", *IMAGE_FORMATS),
+            f"image_format {self.image_format!r}: expected auto or one of {IMAGE_FORMATS}",
+        )
+        _require(
+            self.image_dtype in ("auto", *fmt.IMAGE_DTYPES),
+            f"image_dtype {self.image_dtype!r}: expected auto or one of {fmt.IMAGE_DTYPES}",
+        )
+        _require(
+            self.on_error in ON_ERROR, f"on_error {self.on_error!r}: expected one of {ON_ERROR}"
+        )
+        _require(self.id_column != "", "id_column: required")
+        _require(bands > 0, "bands: at least one band is required")
+        _require(len(set(self.bands)) == bands, f"bands {list(self.bands)}: a band is repeated")
+        _require(self.crop > 0, f"crop {self.crop}: must be a positive number of pixels")
+        _require(self.resize is None or self.resize > 0, f"resize {self.resize}: must be positive")
+        _require(
+            self.pixel_scale_arcsec > 0,
+            f"pixel_scale_arcsec {self.pixel_scale_arcsec}: must be > 0",
+        )
+        _require(
+            len(self.psf_fwhm) in (0, 1, bands),
+            f"psf_fwhm: {len(self.psf_fwhm)} values for {bands} bands; give 1 or one per band",
+        )
+        _require(self.rows_per_shard > 0, f"rows_per_shard {self.rows_per_shard}: must be positive")
+        _require(self.workers > 0, f"workers {self.workers}: must be positive")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
