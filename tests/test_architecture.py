@@ -56,6 +56,7 @@ LAZY_OK = {
     "threadpoolctl",
 }
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 80
 
 
 def modules() -> list[Path]:
@@ -166,3 +167,16 @@ def test_our_own_modules_are_imported_at_the_top():
 def test_files_stay_small(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(REPO)}: {lines} lines (split it)"
+
+
+def test_functions_stay_short_or_say_why():
+    """A function over 80 lines says in its docstring why it is one piece ("long: ...")."""
+    long_ones = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                doc = ast.get_docstring(node) or ""
+                if n > MAX_FUNCTION_LINES and "long:" not in doc:
+                    long_ones.append(f"{path.relative_to(REPO)}: {node.name} ({n} lines)")
+    assert not long_ones, "\n".join(long_ones)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import ray
+from faults import kill_once
 
 from jobs.cli import main
 from ssl_hpc.config import build
@@ -348,8 +349,9 @@ def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_surve
 
     config = build(FinetuneConfig, TINY_FINETUNE)
     out = tmp_path / "run"
-    test = fit(config, small_survey, out, fault_at_step=7)
-    assert (out / ".fault-injected-7").exists()  # the worker really was killed
+    marker = tmp_path / "killed-at-7"
+    test = fit(config, small_survey, out, hook=kill_once(7, 1, marker))
+    assert marker.exists()  # the worker really was killed
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     notes = [h for h in history if "note" in h]
     # from the step-6 checkpoint, or from step 3 where the controller had not yet taken

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
+from faults import kill_once
 
 from ssl_hpc.augment import survey_stats
 from ssl_hpc.config import build
@@ -64,7 +65,8 @@ def run(survey, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray-run") / "run"
     ray.init(num_cpus=4, include_dashboard=False)
     try:
-        result = fit(config, survey, out, fault_at_step=FAULT)
+        killed = out.parent / f"killed-at-{FAULT}"
+        result = fit(config, survey, out, hook=kill_once(FAULT, config.num_workers - 1, killed))
     finally:
         ray.shutdown()
     return config, out, result
@@ -74,7 +76,7 @@ def test_run_survives_a_killed_worker_and_loses_at_most_one_interval(run):
     config, out, result = run
     assert result.error is None
     assert result.metrics["step"] == STEPS
-    assert (out / f".fault-injected-{FAULT}").exists()  # the worker really was killed
+    assert (out.parent / f"killed-at-{FAULT}").exists()  # the worker really was killed
     rows = read_metrics(out / "metrics.csv")
     notes = [r for r in rows if r.get("note")]
     assert len(notes) == 1 and notes[0]["note"].startswith("restored from step ")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +34,9 @@ from ..models.inference import autocast, centre_crops, embed
 from ..models.resnet import NECKS, STRETCHES
 from ..train.optim import lr_at
 from ..train.pretrainer import input_scale
-from ..train.ray_run import torch_trainer
+from ..train.ray_loop import StepHook, ddp, report, restore, start, torch_trainer
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
-from ..utils.hardware import PRECISIONS, cpu_threads, resolve_precision
+from ..utils.hardware import PRECISIONS, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
 from .tasks import Split, Task, indices_of_ids, load_task, read_test_ids, splits
 
@@ -198,6 +196,17 @@ class Finetuner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
 
+    def save(self, directory: Path) -> None:
+        """This rank's part of a checkpoint: rank 0 the whole state (the others hold the
+        same weights under DDP and draw their batches from (seed, step, rank))."""
+        if self.rank == 0:
+            torch.save(self.state_dict(), directory / STATE_FILE)
+
+    def load(self, directory: Path) -> None:
+        """Continue from a checkpoint directory `save` wrote."""
+        path = directory / STATE_FILE
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
     def train_step(self) -> float:
         """One step on a batch drawn from (seed, repeat, step, rank): resumes exactly."""
         cfg = self.config
@@ -231,37 +240,24 @@ class Finetuner:
 
 
 def finetune_loop(loop: dict) -> None:
-    """The Ray Train worker function."""
-    import ray.train
-    import ray.train.torch
-    from torch.nn.parallel import DistributedDataParallel
-
+    """The Ray Train worker function (on the `train.ray_loop` skeleton): build, restore,
+    train, evaluate on rank 0, report with checkpoints from every rank."""
     config = build(FinetuneConfig, loop["config"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.set_num_threads(cpu_threads(config.cpus_per_worker))  # the CPUs Ray granted
-    t = Finetuner(config, loop["survey"], rank, world, device)
-    if world > 1:
-        ids = [device] if device.type == "cuda" else None
-        t.wrapped = DistributedDataParallel(t.model, device_ids=ids)
+    worker = start(config.cpus_per_worker)
+    t = Finetuner(config, loop["survey"], worker.rank, worker.world, worker.device)
+    t.wrapped = ddp(t.model, worker)
     out = Path(loop["out"])
     history = out / "history.jsonl"
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
-        t.load_state_dict(state)
-        if rank == 0:  # drop evaluations after the checkpoint, note the resume
-            kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
-            kept.append({"note": f"restored from step {t.step}", "step": t.step})
-            write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
-    fault_at = loop.get("fault_at_step")
+    if restore(t.load) and worker.rank == 0:  # drop evaluations after the checkpoint
+        kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
+        kept.append({"note": f"restored from step {t.step}", "step": t.step})
+        write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
+    hook: StepHook | None = loop.get("hook")
     while t.step < config.steps:
         loss = t.train_step()
         step, last = t.step, t.step == config.steps
         metrics: dict = {"step": step, "loss": loss}
-        if (step % config.eval_every == 0 or last) and rank == 0:
+        if (step % config.eval_every == 0 or last) and worker.rank == 0:
             test, probs = t.evaluate()
             metrics.update({f"test_{k}": v for k, v in test.items()})
             with open(history, "a") as f:
@@ -269,15 +265,9 @@ def finetune_loop(loop: dict) -> None:
             if last:
                 _write_predictions(out, t, probs)
         if step % config.checkpoint_every == 0 or last:
-            with tempfile.TemporaryDirectory() as d:
-                if rank == 0:
-                    torch.save(t.state_dict(), Path(d) / STATE_FILE)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        if fault_at and step == fault_at and rank == world - 1:
-            marker = out / f".fault-injected-{fault_at}"
-            if not marker.exists():
-                marker.touch()
-                os.kill(os.getpid(), signal.SIGKILL)
+            report(metrics, t.save)
+        if hook is not None:
+            hook(step, worker.rank)
 
 
 def _write_predictions(out: Path, t: Finetuner, probs: np.ndarray) -> None:
@@ -304,9 +294,10 @@ def fit(
     survey: str | os.PathLike,
     out: str | os.PathLike,
     address: str | None = None,
-    fault_at_step: int | None = None,
+    hook: StepHook | None = None,
 ) -> dict:
-    """Run (or resume) fine-tuning into `out`; returns the final test metrics."""
+    """Run (or resume) fine-tuning into `out`; returns the final test metrics.
+    `hook(step, rank)`: called in every worker after each step (fault-tolerance tests)."""
     import ray  # lazy: the library imports without a Ray installation's start-up cost
 
     out = Path(out).resolve()
@@ -321,7 +312,7 @@ def fit(
         "config": to_dict(config),
         "survey": str(Path(survey).resolve()),
         "out": str(out),
-        "fault_at_step": fault_at_step,
+        "hook": hook,
     }
     trainer = torch_trainer(finetune_loop, loop_config, config, out / "ray", "finetune", 2)
     result = trainer.fit()

@@ -196,68 +196,21 @@ def embed_survey(
     setup = comm.bcast(setup)
     if isinstance(setup, Exception):
         raise setup
-    identity, digest, ckpt, crop = setup
     survey = Survey(data, verify="none")
-    field = bool(identity["field"])
     mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
     device = pick_device(opts.device, comm.rank)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # ranks share the node's cores: one rank per core set, not every rank on all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
-    checkpoint = EncoderCheckpoint(ckpt)
-    encoder = checkpoint.encoder(device)
-    head = checkpoint.head(device) if opts.with_head else None
-    encoder = encoder.to(memory_format=torch.channels_last)
-    precision = identity["precision"]
-    records, error, embedded, t0 = {}, None, 0, time.perf_counter()
-    bar = progress(
-        total=int(survey.shard_sizes[mine].sum()), desc=f"embed rank {comm.rank}", unit="gal"
-    )
-    for index in mine:
-        # the survey shard's sha256 is the input: a rewritten shard is embedded again
-        src = survey.manifest.shards[index]
-        plan = ShardPlan(index, str(store.shard_path(out, index)), src.n_rows, inputs=src.sha256)
-        try:
-            done = finished(plan, digest)
-            if done is None:
-                out_ = embed_shard(
-                    survey.shard_paths[index],
-                    encoder,
-                    head,
-                    device,
-                    opts.batch_size,
-                    crop,
-                    field,
-                    precision,
-                )
-                entry = store.write_embedding_shard(
-                    Path(plan.path),
-                    identity,
-                    out_["id"],
-                    out_["ra"],
-                    out_["dec"],
-                    out_["emb"],
-                    out_["proj"],
-                    out_["field"],
-                )
-                done = record(plan, digest, entry, {})
-                embedded += entry.n_rows
-                if opts.after_shard is not None:
-                    opts.after_shard(index)
-            records[index] = done
-            bar.update(done.entry.n_rows)
-        except Exception as e:  # reported with rank and shard, then the job fails
-            error = f"rank {comm.rank}, shard {survey.shard_paths[index].name}: {e}"
-            break
-    bar.close()
-    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    records, embedded, error = _embed_shards(survey, mine, out, setup, opts, device, comm.rank)
     reports = comm.gather(
         {
             "rank": comm.rank,
             "records": records,
             "error": error,
             "embedded": embedded,
-            "seconds": seconds,
+            "seconds": time.perf_counter() - t0,
         }
     )
     failure = None
@@ -270,6 +223,47 @@ def embed_survey(
     if comm.rank != 0:
         return None
     return _finish(out, read_claim(out, store.RUN_FILE), survey, reports, opts)
+
+
+def _embed_shards(survey: Survey, mine, out: Path, setup, opts: EmbedOptions, device, rank: int):
+    """This rank's loop over its shards: (records by index, rows embedded now, the first
+    error as text naming rank and shard, or None). Finished shards are kept."""
+    identity, digest, ckpt, crop = setup
+    checkpoint = EncoderCheckpoint(ckpt)
+    encoder = checkpoint.encoder(device).to(memory_format=torch.channels_last)
+    head = checkpoint.head(device) if opts.with_head else None
+    run = (encoder, head, device, opts.batch_size, crop, bool(identity["field"]))
+    records, embedded = {}, 0
+    total = int(survey.shard_sizes[mine].sum())
+    with progress(total=total, desc=f"embed rank {rank}", unit="gal") as bar:
+        for index in mine:
+            # the survey shard's sha256 is the input: a rewritten shard is embedded again
+            src = survey.manifest.shards[index]
+            plan = ShardPlan(
+                index, str(store.shard_path(out, index)), src.n_rows, inputs=src.sha256
+            )
+            try:
+                done = finished(plan, digest)
+                if done is None:
+                    out_ = embed_shard(survey.shard_paths[index], *run, identity["precision"])
+                    entry = store.write_embedding_shard(
+                        Path(plan.path),
+                        identity,
+                        *(out_[k] for k in ("id", "ra", "dec", "emb", "proj", "field")),
+                    )
+                    done = record(plan, digest, entry, {})
+                    embedded += entry.n_rows
+                    if opts.after_shard is not None:
+                        opts.after_shard(index)
+                records[index] = done
+                bar.update(done.entry.n_rows)
+            except Exception as e:  # reported with rank and shard, then the job fails
+                return (
+                    records,
+                    embedded,
+                    f"rank {rank}, shard {survey.shard_paths[index].name}: {e}",
+                )
+    return records, embedded, None
 
 
 def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):

@@ -50,7 +50,10 @@ def build_report(
 ) -> dict:
     """Every section of the report for `embeddings` of `survey`, written to `out`; returns
     the metrics (also out/metrics.json). `checkpoint`: the encoder, for the invariance
-    check and the pretraining curve (default: the one named in the set's run.json)."""
+    check and the pretraining curve (default: the one named in the set's run.json).
+
+    long: the report's table of contents, one timed call per section, in page order.
+    """
     opts = options or ReportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

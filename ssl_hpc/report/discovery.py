@@ -194,10 +194,36 @@ def maps(
     seed: int,
     method: str = "umap",
     trust: np.ndarray | None = None,
-):
+) -> Section:
     """A UMAP (or t-SNE) map of the representations coloured by redshift, class, labels,
     anomaly score and trust."""
     rows, coords = embedding_map(vectors, n, seed, method)
+    panels = _map_panels(survey, rows, anomaly, trust)
+    name = MAP_NAMES[method]
+    plot_maps(coords, panels, out / "maps.png", f"{name} of {len(rows)} representations")
+    how = (
+        "umap-learn, 15 neighbours, min_dist 0.1, cosine metric"
+        if method == "umap"
+        else "scikit-learn, perplexity 30"
+    )
+    return Section(
+        "maps",
+        "Maps of the representation space",
+        text=[
+            f"{name} ({how}, on 50 principal components of the unit vectors) of {len(rows)} "
+            "randomly chosen galaxies; neighbours on the map are neighbours in "
+            "representation space, distances between clumps mean little."
+        ],
+        figures=[("maps.png", f"The same map, coloured {len(panels)} ways.")],
+        metrics={"points": len(rows), "method": method},
+    )
+
+
+def _map_panels(
+    survey: Survey, rows: np.ndarray, anomaly: np.ndarray, trust: np.ndarray | None
+) -> list[dict]:
+    """The map's colourings (`viz.maps.plot_maps` panels) that this survey's columns and
+    the scores allow, for the mapped `rows`."""
     panels = []
     z = truth(survey, "z_spec")
     if z is not None:
@@ -265,21 +291,4 @@ def maps(
                 "cmap": "cividis",
             }
         )
-    name = MAP_NAMES[method]
-    plot_maps(coords, panels, out / "maps.png", f"{name} of {len(rows)} representations")
-    how = (
-        "umap-learn, 15 neighbours, min_dist 0.1, cosine metric"
-        if method == "umap"
-        else "scikit-learn, perplexity 30"
-    )
-    return Section(
-        "maps",
-        "Maps of the representation space",
-        text=[
-            f"{name} ({how}, on 50 principal components of the unit vectors) of {len(rows)} "
-            "randomly chosen galaxies; neighbours on the map are neighbours in "
-            "representation space, distances between clumps mean little."
-        ],
-        figures=[("maps.png", f"The same map, coloured {len(panels)} ways.")],
-        metrics={"points": len(rows), "method": method},
-    )
+    return panels

@@ -43,7 +43,10 @@ class ApiError(Exception):
 
 
 def create_app(state: ServeState, max_upload_bytes: int = UPLOAD_MB << 20) -> FastAPI:
-    """The app over `state` (see the module docstring for the rules it keeps)."""
+    """The app over `state` (see the module docstring for the rules it keeps).
+
+    long: FastAPI routes are closures over the app's state; one route per endpoint below.
+    """
     survey = state.searcher.survey
     app = FastAPI(
         title="ssl-hpc similarity search",

@@ -10,11 +10,10 @@ from ..augment import SurveyStats
 from ..config import to_dict
 from ..models.checkpoint import ENCODER_FILE, save_encoder
 from ..viz.figures import pyplot, save_figure
+from .checkpoint import load_trainer_state
 from .config import PretrainConfig
 from .metrics_log import read_metrics
 from .pretrainer import build_model
-
-TRAINER_FILE = "trainer.pt"  # rank 0's whole state, in each Ray Train checkpoint
 
 
 def encoder_state(trainer_state: dict, part: str = "encoder_q") -> dict[str, torch.Tensor]:
@@ -29,7 +28,7 @@ def encoder_state(trainer_state: dict, part: str = "encoder_q") -> dict[str, tor
 def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
     """Write `out`/encoder.pt (weights + what rebuilds the net) and learning_curve.png."""
     with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / TRAINER_FILE, map_location="cpu", weights_only=True)
+        state = load_trainer_state(Path(d))
     path = write_encoder(out / ENCODER_FILE, state, config)
     metrics = out / "metrics.csv"
     if metrics.exists():

@@ -186,6 +186,9 @@ def draw_catalogue(cfg: SynthConfig) -> dict[str, np.ndarray]:
 
     Deterministic in ``cfg.seed``. Magnitudes are AB; ``mag_*`` are the observed
     (extinguished) model magnitudes with photometric noise; sizes are in arcsec.
+
+    long: one vectorised physical recipe, read top to bottom; every draw consumes the one
+    random stream in order, so splitting it would hide that order.
     """
     rng = np.random.default_rng([cfg.seed, 0xCA7])
     t = load_templates()

@@ -83,7 +83,11 @@ class Canvas:
 
 
 def _galaxy_bodies(cv: Canvas, cat: dict, rng: np.random.Generator, scale: float) -> None:
-    """Bulges, disks, bars, clumps, companions, tails, lens arcs and rings."""
+    """Bulges, disks, bars, clumps, companions, tails, lens arcs and rings.
+
+    long: each component draws from the shared random stream in a fixed order (changing
+    it changes every survey); the sections are marked with comments.
+    """
     n = len(cat["z_true"])
     size = cv.size
     bands = tuple(cat["bands"])

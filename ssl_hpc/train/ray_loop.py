@@ -1,0 +1,111 @@
+"""The skeleton both Ray Train loops (pretraining, fine-tuning) are written on.
+
+Every worker function does the same five things, here once:
+
+- `start(cpus)`: its rank, world size and device, with torch's threads set to the CPUs
+  Ray granted it (not every core of the node);
+- `ddp(model, worker)`: DistributedDataParallel when there is more than one worker;
+- `restore(load)`: the latest checkpoint, when Ray Train hands one back (a relaunch on the
+  same storage, or a restart after a worker died), loaded by the job's `load(directory)`;
+- `report(metrics, save)`: a report from every rank (Ray Train's barrier), with a
+  checkpoint when `save(directory)` writes this rank's part of one;
+- a `StepHook(step, rank)` after each step: None in production; fault-tolerance tests
+  pass one that kills the worker (`fit(..., hook=...)`), so no fault code lives here.
+
+`torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with the same
+storage and name, Ray Train restores the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..utils.hardware import cpu_threads
+
+#: called after every step with (step, rank): fault injection in tests, None in production
+StepHook = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This Ray Train worker: its rank, the world size and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+def start(cpus: float) -> Worker:
+    """This worker's place in the group; torch uses as many threads as CPUs Ray granted."""
+    import ray.train  # lazy: only Ray Train worker processes call this
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    torch.set_num_threads(cpu_threads(cpus))
+    return Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+
+
+def ddp(model: torch.nn.Module, worker: Worker, broadcast_buffers: bool = True):
+    """`model` under DistributedDataParallel for more than one worker, else itself."""
+    if worker.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [worker.device] if worker.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
+
+
+def restore(load: Callable[[Path], None]) -> bool:
+    """Load the checkpoint Ray Train hands back, if any, with `load(directory)`."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return False
+    with checkpoint.as_directory() as d:
+        load(Path(d))
+    return True
+
+
+def report(metrics: dict, save: Callable[[Path], None] | None = None) -> None:
+    """Report `metrics` from this rank, with a checkpoint `save(directory)` writes."""
+    import ray.train
+
+    if save is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        save(Path(d))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def torch_trainer(
+    loop, loop_config: dict, scaling, storage: Path, name: str, keep: int, callbacks=None
+):
+    """A TorchTrainer of `loop` with `scaling`'s num_workers, use_gpu, cpus_per_worker and
+    max_failures, checkpoints in `storage`/`name` (the latest `keep`): relaunched with the
+    same storage and name, Ray Train restores the latest checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
+        ),
+    )
