@@ -55,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssl-hpc`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse hands every positional its strings in one go, so key=value overrides after
+    # an option (`show SURVEY --n 3 seed=4`) come back unparsed: they are still overrides
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except SslHpcError as e:

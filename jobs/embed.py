@@ -17,45 +17,31 @@ from __future__ import annotations
 
 import argparse
 
+from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.embed import EmbedOptions
+
+#: the flags people type, onto EmbedOptions' keys
+FLAGS = {
+    "--batch-size": "batch_size",
+    "--device": "device",
+    "--pca": "pca_dims",
+    "--precision": "precision",
+    "--with-head": ("with_head", "true"),
+    "--no-field": ("field", "false"),
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="pretraining run dir or its encoder.pt")
     p.add_argument("--data", required=True, help="survey directory to embed")
     p.add_argument("--out", required=True, help="embedding directory (created; a rerun resumes)")
-    p.add_argument("--batch-size", type=int, default=512, help="images per forward (default 512)")
-    p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
-    p.add_argument("--with-head", action="store_true", help="also store the projection head output")
-    p.add_argument(
-        "--pca",
-        type=int,
-        default=0,
-        metavar="D",
-        help="also fit a D-dim PCA on a sample, stored as pca.npz (default: none)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32 (default auto)",
-    )
-    p.add_argument(
-        "--no-field",
-        action="store_true",
-        help="skip the field vectors (the whole cutout at 1/f resolution; doubles the work)",
-    )
+    add_config_arguments(p, EmbedOptions, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssl_hpc.embed import EmbedOptions, embed_survey
+    from ssl_hpc.embed import embed_survey
 
-    opts = EmbedOptions(
-        args.batch_size,
-        args.device,
-        args.with_head,
-        args.pca,
-        field=not args.no_field,
-        precision=args.precision,
-    )
+    opts = config_from_args(EmbedOptions, args)
     manifest = embed_survey(args.checkpoint, args.data, args.out, opts)
     if manifest is not None:  # rank 0
         made = sum(r["embedded"] for r in manifest["ranks"])

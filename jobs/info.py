@@ -8,24 +8,23 @@ from __future__ import annotations
 import argparse
 import json
 
+from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.data.info import InfoConfig
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("survey", help="survey directory (holds manifest.json and shard-*.h5)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="check sizes, row counts and shapes only; skip re-hashing every shard (sha256)",
-    )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_config_arguments(p, InfoConfig, {"--quick": ("quick", "true"), "--json": ("json", "true")})
 
 
 def run(args: argparse.Namespace) -> int:
     from ssl_hpc.data.info import format_summary, summarize
     from ssl_hpc.data.manifest import verify_survey
 
+    cfg = config_from_args(InfoConfig, args)
     summary = summarize(args.survey)
-    problems = verify_survey(args.survey, full=not args.quick)
-    summary["verified"] = "quick" if args.quick else "sha256"
+    problems = verify_survey(args.survey, full=not cfg.quick)
+    summary["verified"] = "quick" if cfg.quick else "sha256"
     summary["problems"] = problems
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    print(json.dumps(summary, indent=2) if cfg.json else format_summary(summary))
     return 1 if problems else 0

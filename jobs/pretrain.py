@@ -12,39 +12,32 @@ example:
       --config jobs/configs/pretrain-demo.yaml steps=300
   ssl-hpc pretrain --data /scratch/sdss --out /scratch/run1 --config jobs/configs/pretrain.yaml \\
       num_workers=16 use_gpu=true --address auto        # inside slurm/pretrain.sh
-
-keys (key=value; see ssl_hpc/train/config.py): method arch stem input_stretch
-  input_softening neck proj_dim proj_hidden queue_size momentum temperature shuffle_bn
-  optimizer base_lr weight_decay sgd_momentum warmup_steps steps batch_size precision
-  channels_last compile augment.<key> loader_workers shuffle_window seed num_workers
-  use_gpu cpus_per_worker max_failures checkpoint_every keep_checkpoints log_every
-  eval_every eval_objects eval_k
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.train.config import PretrainConfig
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="survey directory to train on")
     p.add_argument("--out", required=True, help="run directory (created; a rerun resumes)")
-    p.add_argument("--config", help="YAML file of PretrainConfig keys (before overrides)")
     p.add_argument(
         "--address",
         help="Ray cluster to join ('auto' inside slurm/pretrain.sh); default: a local one",
     )
     p.add_argument("--name", default="pretrain", help="Ray Train run name (default pretrain)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_arguments(p, PretrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssl_hpc.config import load_config
     from ssl_hpc.data.survey import Survey
-    from ssl_hpc.train.config import PretrainConfig
     from ssl_hpc.train.ray_run import fit
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    cfg = config_from_args(PretrainConfig, args)
     survey = Survey(args.data)  # fail here, naming the survey, before Ray starts
     cfg.augment.check_geometry(survey.manifest.image_shape[1:])
     result = fit(cfg, args.data, args.out, address=args.address, name=args.name)

@@ -19,44 +19,37 @@ from __future__ import annotations
 
 import argparse
 
+from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.report.build import ReportOptions
+
+FLAGS = {
+    "--efficiency": ("efficiency", list),
+    "--k": "k",
+    "--map-points": "map_points",
+    "--map": "map_method",
+    "--seed": "seed",
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
     p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
     p.add_argument("--out", required=True, help="report directory (index.html goes here)")
     p.add_argument("--checkpoint", help="the encoder (default: the one in EMB/run.json)")
-    p.add_argument("--efficiency", action="append", default=[], help="ssl-hpc finetune output")
-    p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    p.add_argument("--map-points", type=int, default=4000, help="galaxies on the map")
-    p.add_argument(
-        "--map",
-        choices=("umap", "tsne"),
-        default="umap",
-        help="2-D map of the representations: umap or tsne (default umap)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for the map, probes, sampling")
+    add_config_arguments(p, ReportOptions, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssl_hpc.embed import load
-    from ssl_hpc.errors import SslHpcError
-    from ssl_hpc.report.build import ReportOptions, build_report
+    from ssl_hpc.report.build import build_report
     from ssl_hpc.report.learning import REPRESENTATION_ROWS
     from ssl_hpc.search.searcher import survey_of
 
-    if args.k < 1 or args.map_points < 10:
-        raise SslHpcError(f"--k {args.k} / --map-points {args.map_points}: too small")
+    opts = config_from_args(ReportOptions, args)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
-    opts = ReportOptions(
-        k=args.k,
-        map_points=args.map_points,
-        map_method=args.map,
-        efficiency=args.efficiency,
-        seed=args.seed,
-    )
     metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
     learned = metrics["sections"].get("representation")
     if learned:  # the headline: did pretraining beat the same network's random weights?

@@ -21,6 +21,18 @@ from __future__ import annotations
 
 import argparse
 
+from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.search.searcher import SearchConfig
+
+#: the flags people type, onto SearchConfig's keys (`serve` takes the index ones too)
+INDEX_FLAGS = {
+    "--index": "index",
+    "--nprobe": "nprobe",
+    "--rerank": "rerank",
+    "--ef-search": "ef_search",
+}
+FLAGS = {"--k": "k", "--max-sep": "max_sep", **INDEX_FLAGS}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
@@ -31,40 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--fits", metavar="FILE", help="embed this FITS cutout and search from it")
     what.add_argument("--all", action="store_true", help="every object's top k (batch mode)")
     p.add_argument("--dec", type=float, help="with --ra (deg)")
-    p.add_argument("--max-sep", type=float, default=3.0, help="--ra/--dec tolerance (arcsec)")
-    p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    add_index_arguments(p)
     p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
     p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
-
-
-def add_index_arguments(p: argparse.ArgumentParser) -> None:
-    """--index and its search-time knobs, shared by `search` and `serve`."""
-    p.add_argument(
-        "--index",
-        choices=("exact", "ivfpq", "hnsw"),
-        default="exact",
-        help="exact (blocked inner product) or an approximate index cached in EMB/index",
-    )
-    p.add_argument("--nprobe", type=int, default=128, help="IVF cells searched (default 128)")
-    p.add_argument(
-        "--rerank",
-        type=int,
-        default=50,
-        help="IVF-PQ candidates re-scored exactly, as a multiple of k (default 50)",
-    )
-    p.add_argument("--ef-search", type=int, default=512, help="HNSW candidate list (default 512)")
-
-
-def ann_config(args: argparse.Namespace):
-    """The AnnConfig the --index options ask for, or None for exact search."""
-    from ssl_hpc.search.ann import AnnConfig
-
-    if args.index == "exact":
-        return None
-    return AnnConfig(
-        kind=args.index, nprobe=args.nprobe, rerank=args.rerank, ef_search=args.ef_search
-    )
+    add_config_arguments(p, SearchConfig, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,24 +58,22 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.ra is None) != (args.dec is None):
         raise SslHpcError("--ra and --dec go together")
-    if args.k < 1:
-        raise SslHpcError(f"--k {args.k}: must be >= 1")
+    cfg = config_from_args(SearchConfig, args)
     embeddings = load(args.embeddings)
-    ann = ann_config(args)
     survey = survey_of(embeddings, args.data)
-    searcher = Searcher(embeddings, survey, args.index, ann, args.checkpoint)
+    searcher = Searcher(embeddings, survey, cfg.index, cfg.ann(), args.checkpoint)
     if args.all:
-        manifest = searcher.all_neighbours(args.k)
-        print(f"{embeddings.root}/neighbours: top-{args.k} of {manifest['n_rows']} objects")
+        manifest = searcher.all_neighbours(cfg.k)
+        print(f"{embeddings.root}/neighbours: top-{cfg.k} of {manifest['n_rows']} objects")
         return 0
     if args.query is not None:
         query, name = searcher.by_id(args.query), f"object-{args.query}"
     elif args.ra is not None:
-        query = searcher.by_position(args.ra, args.dec, args.max_sep)
+        query = searcher.by_position(args.ra, args.dec, cfg.max_sep)
         name = f"radec-{args.ra:.5f}{args.dec:+.5f}"
     else:
         query, name = searcher.by_fits(args.fits), f"fits-{Path(args.fits).stem}"
-    table = searcher.table(query, args.k)
+    table = searcher.table(query, cfg.k)
     out = Path(args.out) if args.out else embeddings.root / "queries"
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / f"{name}.csv")

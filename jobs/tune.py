@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 
+from ssl_hpc.config import keys_help
+from ssl_hpc.train.config import PretrainConfig
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="survey directory to train on")
@@ -35,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="base pretraining config overrides"
     )
+    # the overrides are PretrainConfig's keys: list them as every command does
+    p.epilog = (p.epilog + "\n\n" if p.epilog else "") + keys_help(PretrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:

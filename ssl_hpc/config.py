@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -157,3 +158,124 @@ def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None
             )
         return
     write_text_atomic(path, text)
+
+
+# -- configs as command lines ---------------------------------------------------------------
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's documentation, read from the class source (and its dataclass bases'):
+    the attribute docstring below it, else the ``#:`` comment above it, else the comment at
+    the end of its line."""
+    import ast  # lazy: only --help and the CLI tests read the docs
+    import inspect
+
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            docs.update(field_docs(base))
+    source = inspect.getsource(cls)
+    lines = source.splitlines()
+    body = ast.parse(textwrap.dedent(source)).body[0].body
+    for i, node in enumerate(body):
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            continue
+        name, doc = node.target.id, ""
+        after = body[i + 1] if i + 1 < len(body) else None
+        if isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant):
+            doc = str(after.value.value)
+        if not doc:
+            above = []
+            for line in reversed(lines[: node.lineno - 1]):
+                if line.strip().startswith("#:"):
+                    above.insert(0, line.strip()[2:].strip())
+                else:
+                    break
+            doc = " ".join(above)
+        if not doc and "#" in lines[node.lineno - 1]:
+            doc = lines[node.lineno - 1].split("#", 1)[1].strip()
+        docs[name] = " ".join(doc.split())
+    return docs
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, doc) for every field of `cls`, nested dataclass fields as
+    ``parent.key`` (the spelling `key=value` overrides take)."""
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += describe_fields(hints[f.name], key + ".")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        out.append((key, default, docs.get(f.name, "")))
+    return out
+
+
+def keys_help(cls: type) -> str:
+    """The epilog every command's --help ends with: each config key, its default, its doc."""
+    lines = [f"keys of {cls.__name__} (key=value, or in the --config YAML file):"]
+    for key, default, doc in describe_fields(cls):
+        shown = list(default) if isinstance(default, tuple) else default
+        lines.append(f"  {key} = {shown!r}" + (f"\n      {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
+def add_config_arguments(
+    parser, cls: type, flags: dict[str, str | tuple[str, str]] | None = None, group=None
+) -> None:
+    """The one way a command takes its config: ``--config FILE.yaml``, then the `flags`
+    (what people type often: {"--out": key}, a switch {"--with-head": (key, "true")}, a
+    repeatable one {"--efficiency": (key, list)}), then positional ``key=value``
+    overrides; each field with the default and doc its dataclass gives it (--help lists
+    every key). A flag of a field without a default is required unless the YAML gives it."""
+    docs = {k: (d, doc) for k, d, doc in describe_fields(cls)}
+    parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
+    target = parser.add_argument_group(group) if group else parser
+    keys = {}
+    for flag, spec in (flags or {}).items():
+        key, const = (spec, None) if isinstance(spec, str) else spec
+        keys[key] = flag
+        default, doc = docs[key]
+        shown = "required" if default == "required" else f"default {default!r}"
+        text = f"{doc} ({shown}; key {key}" + (f"={const})" if isinstance(const, str) else ")")
+        if const is None:
+            target.add_argument(flag, dest=f"flag:{key}", metavar=key.upper(), help=text)
+        elif const is list:
+            kw = {"action": "append", "metavar": key.upper()}
+            target.add_argument(
+                flag, dest=f"flag:{key}", help=f"{doc} (repeatable; key {key})", **kw
+            )
+        else:
+            target.add_argument(
+                flag, dest=f"flag:{key}", action="store_const", const=const, help=text
+            )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.epilog = (parser.epilog + "\n\n" if parser.epilog else "") + keys_help(cls)
+    parser.set_defaults(_config_flags=keys)
+
+
+def config_from_args(cls: type[T], args, base: dict[str, Any] | None = None) -> T:
+    """The config a command line asks for: defaults < `base` < --config file < flags <
+    key=value; a required field nobody gave is named by its flag."""
+    values: dict[str, Any] = dict(base or {})
+    if args.config:
+        values.update(read_yaml_mapping(args.config))
+    for dest, value in vars(args).items():
+        if dest.startswith("flag:") and value is not None:
+            values[dest.removeprefix("flag:")] = value
+    values.update(parse_overrides(args.overrides))
+    flags = getattr(args, "_config_flags", {})
+    missing = [
+        flags.get(key, f"{key}=...")
+        for key, default, _ in describe_fields(cls)
+        if default == "required" and key not in values
+    ]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}")
+    return build(cls, values, source=str(args.config) if args.config else "command line")

@@ -360,7 +360,7 @@ def test_show_augment_draws_a_grid(small_survey, tmp_path):
     bad = subprocess.run([*cmd, "--augment", "RR"], capture_output=True, text=True)
     assert bad.returncode == 2 and "48x48 cutout" in bad.stderr
     good = subprocess.run(
-        [*cmd, "--augment", "RR,GN,GR", "--n", "3", "--augment-set", "out_size=24", "max_shift=4"],
+        [*cmd, "--augment", "RR,GN,GR", "--n", "3", "augment.out_size=24", "augment.max_shift=4"],
         capture_output=True,
         text=True,
     )

@@ -110,3 +110,68 @@ def test_reader_shards_across_two_mpi_ranks(small_survey, tmp_path):
     a, b = (set(x["ids"]) for x in ranks)
     assert a and b and not (a & b)
     assert sorted(a | b) == sorted(Survey(small_survey).column("object_id").tolist())
+
+
+# every command's config: where its keys come from, and the arguments it cannot go without
+CONFIGS = {
+    "synth": ("ssl_hpc.data.synth:SynthConfig", ["--out", "o"]),
+    "ingest": (
+        "ssl_hpc.data.ingest:IngestConfig",
+        ["--catalog", "c", "--images", "i", "--out", "o", "--id-column", "id"]
+        + ["--bands", "g,r", "--crop", "8"],
+    ),
+    "info": ("ssl_hpc.data.info:InfoConfig", ["s"]),
+    "show": ("ssl_hpc.augment.gallery:ShowConfig", ["s", "--out", "o"]),
+    "pretrain": ("ssl_hpc.train.config:PretrainConfig", ["--data", "d", "--out", "o"]),
+    "embed": ("ssl_hpc.embed:EmbedOptions", ["--checkpoint", "c", "--data", "d", "--out", "o"]),
+    "search": ("ssl_hpc.search.searcher:SearchConfig", ["--embeddings", "e", "--all"]),
+    "probe": (
+        "ssl_hpc.downstream.study:ProbeConfig",
+        ["--embeddings", "e", "--data", "d", "--out", "o"],
+    ),
+    "finetune": (
+        "ssl_hpc.downstream.study:StudyConfig",
+        ["--checkpoint", "c", "--data", "d", "--out", "o", "checkpoint=c"],
+    ),
+    "report": ("ssl_hpc.report.build:ReportOptions", ["--embeddings", "e", "--out", "o"]),
+    "serve": ("ssl_hpc.serve.config:ServeConfig", ["--embeddings", "e"]),
+}
+
+
+#: keys the command fills in itself (finetune: the encoder.pt its --checkpoint names)
+SET_BY_THE_COMMAND = {("finetune", "checkpoint")}
+
+
+def test_every_config_key_is_documented_and_reachable_from_the_command_line(capsys):
+    import importlib
+
+    from ssl_hpc.config import config_from_args, describe_fields
+
+    assert set(CONFIGS) | {"tune"} == set(COMMANDS)  # tune's keys: PretrainConfig's
+    parser = build_parser()
+    for name, (where, required) in CONFIGS.items():
+        module, cls_name = where.split(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+
+        def parse(*argv, name=name, required=required):
+            args, extra = parser.parse_known_args([name, *required, *argv])
+            args.overrides = [*args.overrides, *extra]  # as jobs.cli.main does
+            return args
+
+        baseline = config_from_args(cls, parse())
+        for key, default, doc in describe_fields(cls):
+            assert doc, f"{cls_name}.{key}: no documentation"
+            shown = list(default) if isinstance(default, tuple) else default
+            assert f"  {key} = {shown!r}" in text, f"ssl-hpc {name} --help lacks {key}"
+            if default == "required" or (name, key) in SET_BY_THE_COMMAND:
+                continue
+            # every key can be set from the command line, as key=value
+            value = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            value = "none" if value is None else value
+            got, want = config_from_args(cls, parse(f"{key}={value}")), baseline
+            for part in key.split("."):
+                got, want = getattr(got, part), getattr(want, part)
+            assert got == want, (name, key, got, want)

@@ -424,7 +424,14 @@ def test_finetune_command_compares_three_methods(
     for init in ("ssl", "random"):
         for fraction in ("0.5", "1"):
             assert (out / f"{init}-f{fraction}-r0" / "metrics.json").exists()
-    assert (out / "efficiency.png").stat().st_size > 10_000
+    # efficiency.png draws the curves metrics.json holds, each with its repeats' spread
+    from ssl_hpc.downstream.efficiency import NAMES, plot_curves
+    from ssl_hpc.downstream.tasks import load_task
+
+    task = load_task(Survey(small_survey), "photoz")
+    drawn = plot_curves(summary["rows"], task, tmp_path / "again.png")
+    for method, points in summary["curves"].items():
+        assert drawn[NAMES[method]] == [(p["n_train"], p["mean"], p["std"]) for p in points]
     assert (out / "photoz.png").stat().st_size > 10_000
     assert "labels supervised needs to match linear_ssl" in capsys.readouterr().out
     # a rerun finds every run finished

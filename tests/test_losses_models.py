@@ -81,18 +81,23 @@ def tiny_moco(queue=32, momentum=0.9):
 
 def test_moco_enqueues_keys_and_moves_the_key_encoder_by_ema():
     m = tiny_moco()
-    before_q = [p.detach().clone() for p in m.encoder_q.parameters()]
     before_k = [p.detach().clone() for p in m.encoder_k.parameters()]
+    queue = m.queue.clone()
     x = torch.randn(8, 5, 24, 24)
     loss, stats = m(x, x)
-    assert torch.isfinite(loss) and 0 <= float(stats["top1"]) <= 1
-    # the key encoder starts equal to the query encoder, so after one update it still is
-    for pk, pq in zip(m.encoder_k.parameters(), before_q):
-        assert torch.allclose(pk, pq)
+    # the same views through equal encoders: each key equals its query, so the positive
+    # logit is 1/T, no random unit vector of the queue beats it, and the loss is InfoNCE
+    # against the queue as it was before this step's keys went in
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(m.head_q(m.encoder_q(x)), dim=1)
+    assert float(stats["top1"]) == 1.0
+    by_hand = numpy_info_nce(q.numpy(), q.numpy(), queue.numpy(), m.temperature)
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-4)
     # keys went into slots 0..7, normalised; the pointer moved on
     assert int(m.queue_ptr) == 8
     assert torch.allclose(m.queue[:8].norm(dim=1), torch.ones(8), atol=1e-5)
-    # after an SGD step the key encoder follows by k <- m k + (1 - m) q
+    # the key encoder started as a copy, so the first update left it equal to the query
+    # encoder; after an SGD step it follows by k <- m k + (1 - m) q
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
     loss.backward()
     opt.step()

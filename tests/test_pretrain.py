@@ -71,7 +71,7 @@ def test_interrupted_runs_end_bitwise_equal_to_an_uninterrupted_one(small_survey
         for i in opt_a["state"]
     )
     # the state loads with weights_only=True (checked by restore) and holds no pickled code
-    assert losses[0] > 0 and len(losses) == 16
+    assert len(losses) == 16
 
 
 def test_simclr_trains_on_the_same_pretrainer(small_survey):

@@ -73,21 +73,29 @@ class AugmentConfig:
     """Parameters of the augmentation pipeline (see the module docstring for the codes)."""
 
     codes: tuple[str, ...] = DEFAULT_CODES
+    """augmentation codes to apply (RR JC GN GR PS; generic RF SC PN MK), or none"""
     out_size: int = 64
+    """side of every view, px"""
     max_shift: int = 7
+    """JC: the view centre moves by up to this many px"""
     # Amplitudes of the survey itself: extra noise up to its sky level (the depth a
     # shallower pass would give), E(B-V) over SDSS's high-latitude range. The published
     # (1, 3) and (0, 0.5) (Hayat et al. 2021; jobs/configs/pretrain.yaml) drown faint
     # galaxies and shift colours as much as redshift does: docs/representation.md.
     ebv: tuple[float, float] = (0.0, 0.1)
+    """GR: the new E(B-V) is drawn uniformly in this range (published: 0, 0.5)"""
     noise_scale: tuple[float, float] = (0.0, 1.0)
+    """GN: added noise sigma = U(this range) x the band's sky noise (published: 1, 3)"""
     #: Percentiles of the survey's PSF FWHM per band that bound the PS target seeing.
     psf_percentiles: tuple[float, float] = (5.0, 95.0)
     #: A_b / E(B-V) per band; bands not named here use the SDSS values when known.
     extinction: dict[str, float] = field(default_factory=dict)
     scale_range: tuple[float, float] = (0.8, 1.25)
+    """SC: one flux factor for all bands, log-uniform in this range"""
     shot_noise_max: float = 0.02
+    """PN: variance += k x flux, k uniform up to this"""
     mask_fraction: tuple[float, float] = (0.1, 0.3)
+    """MK: the masked box's side as a fraction of the view, uniform in this range"""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", parse_codes(self.codes))

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..data import format as fmt
 from ..data.survey import Survey
-from .config import AugmentConfig
+from ..errors import ConfigError
+from .config import AugmentConfig, parse_codes
 from .pipeline import Augmenter
 from .stats import survey_stats
 
@@ -43,3 +45,32 @@ def views_by_code(
             panels.append(view)
             captions.append(f"{'+'.join(combo)} #{k + 1}")
     return panels, captions
+
+
+SELECTIONS = ("random", "labelled", "unlabelled", "anomalies", "first")
+
+
+@dataclass(frozen=True)
+class ShowConfig:
+    """What `ssl-hpc show` draws: a grid of cutouts, or one galaxy under augmentations."""
+
+    n: int = 24
+    """cutouts in the grid; with views, views per code"""
+    select: str = "random"
+    """which objects: random, labelled (has z_spec), unlabelled, anomalies (synthetic
+    truth), first (survey order)"""
+    ids: tuple[int, ...] = ()
+    """show these object ids instead"""
+    ncols: int = 8
+    """grid columns"""
+    seed: int = 0
+    """seed of the random selection"""
+    views: tuple[str, ...] = ()
+    """instead: one galaxy (the first selected, or ids) and n views per code given here
+    (e.g. RR,JC,GN,GR,PS), one row per code and one with all combined"""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"select {self.select!r}: expected one of {SELECTIONS}")
+        object.__setattr__(self, "views", parse_codes(self.views))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,13 @@ def format_summary(s: dict[str, Any]) -> str:
         else:
             lines.append(f"verified     every shard matches the manifest ({s['verified']})")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class InfoConfig:
+    """How `ssl-hpc info` checks a survey and prints it."""
+
+    quick: bool = False
+    """check sizes, row counts and shapes only; skip re-hashing every shard (sha256)"""
+    json: bool = False
+    """print the summary as JSON"""

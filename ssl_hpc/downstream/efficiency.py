@@ -157,16 +157,19 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
     return out
 
 
-def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
-    """Score against labels (log axis), one line per method with repeat error bars."""
+def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> dict[str, list]:
+    """Score against labels (log axis), one line per method with repeat error bars;
+    returns what it drew: {legend name: [(labels, mean, std), ...]}."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     styles = {LINEAR: "C0o-", FINETUNED: "C1o-", SUPERVISED: "C2o-"}
     styles.update({LINEAR_RANDOM: "C7s--", PIXEL_PCA: "C5^:"})
+    drawn = {}
     for method, style in styles.items():
         pts = curve(rows, method, task.score_name)
         if not pts:
             continue
+        drawn[NAMES[method]] = [(p["n_train"], p["mean"], p["std"]) for p in pts]
         ax.errorbar(
             [p["n_train"] for p in pts],
             [p["mean"] for p in pts],
@@ -185,6 +188,7 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> None:
     )
     ax.legend(fontsize=8)
     save_figure(fig, path)
+    return drawn
 
 
 def plot_photoz(z_spec: np.ndarray, z_pred: np.ndarray, path, title: str = "") -> None:

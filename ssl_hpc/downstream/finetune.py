@@ -49,36 +49,57 @@ class FinetuneConfig:
     """One fine-tuning (init ssl) or supervised (init random) run on one label fraction."""
 
     task: str = "photoz"
+    """photoz or a Galaxy Zoo question the survey's labels answer"""
     init: str = "ssl"
+    """ssl: start from the pretrained encoder; random: train the same network from
+    scratch"""
     checkpoint: str | None = None  # encoder.pt or its run directory (init ssl)
     arch: str = "resnet18"  # init random (ssl takes the checkpoint's)
     stem: str = "survey"
+    """init random: survey or standard, as pretraining (ssl takes the checkpoint's)"""
     input_stretch: str = "asinh"  # init random, as pretraining (models.resnet.InputScaling)
     input_softening: float = 3.0
+    """init random: the per-band input scale in sky-noise units, as pretraining"""
     neck: str = "bn"
+    """init random: bn or none, as pretraining"""
     fraction: float = 1.0
+    """the fraction of the training pool this run trains on"""
     repeat: int = 0
+    """which of the study's random splits"""
     test_fraction: float = 0.3
+    """labelled objects held out for testing"""
     test_ids: str | None = None  # a published test set (CSV of object_id); else drawn
     steps: int = 300
+    """optimisation steps"""
     batch_size: int = 64  # per worker
     lr: float = 0.05  # the head's; the encoder's is lr x encoder_lr_scale
     encoder_lr_scale: float | None = None  # default 0.1 (ssl) or 1.0 (random)
     weight_decay: float = 1e-4
+    """SGD weight decay"""
     warmup_steps: int = 20
+    """linear warm-up steps before the cosine decay"""
     #: weight the loss so every class counts equally (morphology; never photo-z's bins)
     balance: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     z_bins: int = 180
+    """photo-z: redshift bins of the classifier (Hayat et al.: 180)"""
     z_max: float = 0.4
+    """photo-z: the bins cover 0 < z < z_max"""
     eval_every: int = 100
+    """steps between test evaluations (rank 0)"""
     checkpoint_every: int = 100
+    """steps between checkpoints"""
     seed: int = 0
+    """splits, weights, batches and views follow from it"""
     precision: str = "auto"  # training steps: bf16 on GPUs and CPUs with native bf16
     num_workers: int = 1
+    """Ray Train workers"""
     use_gpu: bool = False
+    """train on GPUs"""
     cpus_per_worker: float = 1.0
+    """CPUs Ray grants each worker"""
     max_failures: int = 3
+    """worker deaths Ray Train restarts from the latest checkpoint"""
 
     def __post_init__(self) -> None:
         if self.init not in INITS:

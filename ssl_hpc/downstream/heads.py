@@ -20,11 +20,17 @@ class HeadConfig:
     """How to train a head: `hidden` 0 is linear, else one hidden ReLU layer that wide."""
 
     hidden: int = 0
+    """0: a linear head; else one hidden ReLU layer this wide"""
     epochs: int = 100
+    """passes over the training labels"""
     lr: float = 0.05
+    """AdamW learning rate (cosine decay)"""
     weight_decay: float = 1e-4
+    """AdamW weight decay"""
     batch_size: int = 512
+    """rows per step"""
     seed: int = 0
+    """splits and head training follow from it"""
     #: weight the loss so every class counts equally (morphology; never photo-z's bins)
     balance: bool = True
 

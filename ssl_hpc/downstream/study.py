@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,23 @@ from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from .representation import untrained_encoder
 from .tasks import PHOTOZ, indices_of_ids, load_task, splits, tasks_of
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What `ssl-hpc probe` fits: linear (or MLP) heads at label fractions over repeats."""
+
+    tasks: tuple[str, ...] = ()
+    """photoz or Galaxy Zoo questions; empty: every task the survey's labels support"""
+    fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    """label fractions of the training pool"""
+    repeats: int = 3
+    """random splits (each with its own test set, unless test_ids fixes one)"""
+    test_fraction: float = 0.3
+    """the labelled objects held out for testing"""
+    test_ids: str | None = None
+    """a published test set (CSV with an object_id column), kept in every repeat"""
+    head: HeadConfig = field(default_factory=HeadConfig)
 
 
 def probe_study(
@@ -184,3 +201,22 @@ PIXEL_PCA_DIMS = 64
 def run_name(init: str, fraction: float, repeat: int) -> str:
     """The directory of one fine-tuning / supervised run of a study."""
     return f"{init}-f{fraction:g}-r{repeat}"
+
+
+@dataclass(frozen=True)
+class StudyConfig(FinetuneConfig):
+    """A label-efficiency study (`ssl-hpc finetune`): the fine-tuning settings every run
+    shares (FinetuneConfig's keys) and what the study varies."""
+
+    fractions: tuple[float, ...] = ProbeConfig.fractions
+    """label fractions of the training pool"""
+    repeats: int = 3
+    """random splits"""
+    methods: tuple[str, ...] = (FINETUNED, SUPERVISED)
+    """the trained methods to run: finetuned_ssl and/or supervised (the linear heads on
+    SSL, random-init and pixel-PCA features always run)"""
+
+    def run_config(self) -> FinetuneConfig:
+        """The settings of each run (the study's own keys left out)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(FinetuneConfig)}
+        return FinetuneConfig(**shared)

@@ -39,19 +39,23 @@ JOB = "ssl-hpc embed"
 
 @dataclass
 class EmbedOptions:
-    """How to run: batch size, device ("auto": this rank's GPU if any), projection head,
-    PCA dims (0: none) and its sample size, field vectors, precision, and a hook."""
+    """How `ssl-hpc embed` runs (the checkpoint, survey and output are its arguments)."""
 
     batch_size: int = 512
+    """images per forward pass"""
     device: str = "auto"
+    """auto (this rank's GPU if any, else the CPU), cpu or cuda:N"""
     with_head: bool = False
+    """also store the projection head's output"""
     pca_dims: int = 0
+    """also fit a PCA of this many dimensions on a sample, stored as pca.npz (0: none)"""
     pca_sample: int = 100_000
-    #: called with each shard's index once it is written and recorded (fault-injection
-    #: tests kill the rank here); None in production
-    after_shard: Callable[[int], None] | None = None
-    field: bool = True  # also embed each cutout's whole field (models.inference.field_view)
-    precision: str = "auto"  # bf16 on GPUs and on CPUs with native bf16 (utils.hardware)
+    """embeddings the PCA is fitted on"""
+    field: bool = True
+    """also embed each cutout's whole field binned to the view size (the vectors anomaly
+    detection uses; doubles the work)"""
+    precision: str = "auto"
+    """auto: bf16 on GPUs and on CPUs with native bf16, else fp32; or bf16, fp32"""
 
 
 class Comm:
@@ -181,9 +185,12 @@ def embed_survey(
     out: str | os.PathLike,
     options: EmbedOptions | None = None,
     comm: Comm | None = None,
+    after_shard: Callable[[int], None] | None = None,
 ) -> dict | None:
     """Embed survey `data` with `checkpoint` into `out` on this rank's shards; rank 0
-    returns the manifest (None on other ranks). Raises SslHpcError on any rank's failure."""
+    returns the manifest (None on other ranks). Raises SslHpcError on any rank's failure.
+    `after_shard(index)` runs once each shard is written and recorded (fault-injection
+    tests kill the rank there); None in production."""
     opts = options or EmbedOptions()
     comm = comm or Comm()
     out = Path(out)
@@ -203,7 +210,9 @@ def embed_survey(
         # ranks share the node's cores: one rank per core set, not every rank on all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
     t0 = time.perf_counter()
-    records, embedded, error = _embed_shards(survey, mine, out, setup, opts, device, comm.rank)
+    records, embedded, error = _embed_shards(
+        survey, mine, out, setup, opts, device, comm.rank, after_shard
+    )
     reports = comm.gather(
         {
             "rank": comm.rank,
@@ -225,7 +234,9 @@ def embed_survey(
     return _finish(out, read_claim(out, store.RUN_FILE), survey, reports, opts)
 
 
-def _embed_shards(survey: Survey, mine, out: Path, setup, opts: EmbedOptions, device, rank: int):
+def _embed_shards(
+    survey: Survey, mine, out: Path, setup, opts: EmbedOptions, device, rank: int, after_shard
+):
     """This rank's loop over its shards: (records by index, rows embedded now, the first
     error as text naming rank and shard, or None). Finished shards are kept."""
     identity, digest, ckpt, crop = setup
@@ -253,8 +264,8 @@ def _embed_shards(survey: Survey, mine, out: Path, setup, opts: EmbedOptions, de
                     )
                     done = record(plan, digest, entry, {})
                     embedded += entry.n_rows
-                    if opts.after_shard is not None:
-                        opts.after_shard(index)
+                    if after_shard is not None:
+                        after_shard(index)
                 records[index] = done
                 bar.update(done.entry.n_rows)
             except Exception as e:  # reported with rank and shard, then the job fails

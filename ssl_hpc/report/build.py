@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,30 +14,47 @@ import torch
 from ..data.survey import Survey
 from ..downstream.representation import against_random_init
 from ..embed.store import RUN_FILE, EmbeddingSet
+from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
 from ..search.searcher import Searcher
 from ..utils.atomic import write_json_atomic, write_text_atomic
 from ..utils.hardware import resolve_precision
+from ..viz.maps import MAP_METHODS
 from . import discovery, label_studies, learning
 from .html import render
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReportOptions:
     """What the report computes, and how much of it."""
 
     k: int = 10  # neighbours: search examples, anomaly knn score, trust
     examples: int = 4  # similarity-search queries shown
     anomalies_shown: int = 24
+    """the most anomalous galaxies drawn"""
     map_points: int = 4000
-    map_method: str = "umap"  # or "tsne"
+    """galaxies on the map"""
+    map_method: str = "umap"
+    """umap or tsne"""
     invariance_objects: int = 256
+    """galaxies in the invariance check"""
     representation_objects: int = 2048  # kNN and pair cosine, trained vs random init
     precision: str = "auto"  # the encoder runs (bf16 on CPUs with native bf16)
     probe_fractions: tuple[float, ...] = (0.05, 0.2, 1.0)
+    """label fractions of the linear probes"""
     probe_repeats: int = 2
-    efficiency: list[str] = field(default_factory=list)  # ssl-hpc finetune output dirs
+    """random splits of the linear probes"""
+    efficiency: tuple[str, ...] = ()  # ssl-hpc finetune output dirs
     seed: int = 0
+    """the map, the probes and every sample follow from it"""
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.map_points < 10 or self.examples < 1:
+            raise SslHpcError(
+                f"k {self.k}, map_points {self.map_points}, examples {self.examples}: too small"
+            )
+        if self.map_method not in MAP_METHODS:
+            raise SslHpcError(f"map_method {self.map_method!r}: expected one of {MAP_METHODS}")
 
 
 def build_report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..data.survey import Survey
 from ..embed.store import RUN_FILE, EmbeddingSet
 from ..errors import SslHpcError
 from ..utils.arrays import normalise
-from .ann import AnnConfig, build_or_load
+from .ann import KINDS, AnnConfig, build_or_load
 from .batch import all_neighbours, source_of
 from .exact import drop_excluded, exact_search
 from .query import (
@@ -43,6 +44,42 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
             f"{embeddings.root}: {len(embeddings)} vectors, but {path} has {len(survey)} objects"
         )
     return survey
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a search is made (`ssl-hpc search`, `ssl-hpc serve`); the ANN defaults are
+    AnnConfig's."""
+
+    k: int = 10
+    """neighbours returned"""
+    index: str = "exact"
+    """exact (blocked inner products) or an approximate index cached in EMB/index: ivfpq
+    or hnsw"""
+    nprobe: int = AnnConfig.nprobe
+    """IVF cells searched"""
+    rerank: int = AnnConfig.rerank
+    """IVF-PQ candidates re-scored exactly, as a multiple of k"""
+    ef_search: int = AnnConfig.ef_search
+    """HNSW candidate list"""
+    max_sep: float = MAX_SEP_ARCSEC
+    """a position query's largest separation from its object, arcsec"""
+
+    def __post_init__(self) -> None:
+        if self.index not in ("exact", *KINDS):
+            raise SslHpcError(f"index {self.index!r}: expected exact or one of {KINDS}")
+        if not 1 <= self.k <= MAX_K:
+            raise SslHpcError(f"k {self.k}: expected 1..{MAX_K}")
+        if self.max_sep <= 0:
+            raise SslHpcError(f"max_sep {self.max_sep}: must be > 0 arcsec")
+
+    def ann(self) -> AnnConfig | None:
+        """The index these settings ask for; None for exact search."""
+        if self.index == "exact":
+            return None
+        return AnnConfig(
+            self.index, nprobe=self.nprobe, rerank=self.rerank, ef_search=self.ef_search
+        )
 
 
 class Searcher:

@@ -23,47 +23,81 @@ class PretrainConfig:
 
     # model and method (Hayat et al. 2021: MoCo v2, ResNet-50, survey stem)
     method: str = "moco"
+    """moco (MoCo v2) or simclr"""
     arch: str = "resnet50"
+    """resnet18, resnet34 or resnet50"""
     stem: str = "survey"
+    """survey (7x7 stride 1, no max-pool: Hayat et al.) or standard (ImageNet's)"""
     # pixels in: asinh(flux / (input_softening x the band's sky noise)); see models.resnet
     input_stretch: str = "asinh"
+    """how pixels enter: asinh(flux / scale), flux / scale (linear) or none"""
     input_softening: float = 3.0
+    """the per-band scale, in units of the band's typical sky noise"""
     # features out through a BatchNorm neck, so cosine similarity compares what differs
     neck: str = "bn"
+    """bn: a BatchNorm on the pooled features (cosine similarity then compares what
+    differs); none"""
     proj_dim: int = 128
+    """projection head output dimension"""
     proj_hidden: int = 2048
+    """projection head hidden width"""
     queue_size: int = 65536
+    """MoCo: negatives kept (a multiple of the global batch)"""
     momentum: float = 0.999
+    """MoCo: key encoder <- momentum x key + (1 - momentum) x query"""
     temperature: float = 0.2
+    """InfoNCE / NT-Xent temperature"""
     shuffle_bn: bool = True
+    """MoCo: shuffle the key batch across ranks for BatchNorm"""
     # optimisation: lr = base_lr x global batch / 256, linear warm-up then cosine to 0
     optimizer: str = "sgd"
+    """sgd or lars"""
     base_lr: float = 0.03
+    """peak learning rate per 256 of global batch (peak = base_lr x global batch / 256)"""
     weight_decay: float = 1e-4
+    """weight decay"""
     sgd_momentum: float = 0.9
+    """optimiser momentum"""
     warmup_steps: int = 500
+    """linear warm-up steps before the cosine decay"""
     steps: int = 100000
+    """optimisation steps in all"""
     batch_size: int = 256  # per worker
     precision: str = "auto"  # bf16 on GPUs and on CPUs with native bf16, else fp32
     channels_last: bool = True
+    """channels_last memory format"""
     compile: bool = False
+    """torch.compile the encoders (GPU)"""
     # data
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader_workers: int = 4
+    """DataLoader worker processes per training worker (0: read in the training process)"""
     shuffle_window: int = 8192
+    """objects shuffled together by the reader"""
     seed: int = 0
+    """weights, data order and views follow from it"""
     # Ray Train
     num_workers: int = 1
+    """Ray Train workers (one per GPU on GPU nodes)"""
     use_gpu: bool = False
+    """train on GPUs"""
     cpus_per_worker: float = 1.0
+    """CPUs Ray grants each worker (its torch threads)"""
     max_failures: int = 3
+    """worker deaths Ray Train restarts from the latest checkpoint"""
     # checkpoints and monitoring
     checkpoint_every: int = 1000
+    """steps between checkpoints"""
     keep_checkpoints: int = 2
+    """checkpoints kept on disk"""
     log_every: int = 50
+    """steps between metrics.csv rows"""
     eval_every: int = 1000
+    """steps between kNN evaluations on labelled objects"""
     eval_objects: int = 2048
+    """labelled objects in the kNN evaluation"""
     eval_k: int = 20
+    """neighbours in the kNN evaluation"""
 
     def __post_init__(self) -> None:
         choices = {

@@ -69,9 +69,10 @@ KNN_PANELS = (
 )
 
 
-def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
+def plot_learning_curve(metrics_csv: Path, out_png: Path) -> dict[str, list]:
     """Loss and lr against step, and the kNN metrics where they were measured, each with
-    its value at step 0 (the same network at random initialisation) drawn dashed."""
+    its value at step 0 (the same network at random initialisation) drawn dashed; returns
+    what it drew: {line: [(step, value), ...]} (loss, lr and every kNN line)."""
     plt = pyplot()
     rows = [r for r in read_metrics(metrics_csv) if r.get("note") is None]
 
@@ -86,6 +87,7 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
     )
     axes = axes[0]
     loss = points("loss")
+    drawn = {"loss": loss, "lr": points("lr")}
     if loss:
         axes[0].plot(*zip(*loss), color="C0")
         axes[0].set(xlabel="step", ylabel="InfoNCE loss", title="loss")
@@ -94,10 +96,11 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
         ax2.set_ylabel("learning rate", color="C1")
     for ax, (title, lines) in zip(axes[1:], panels):
         for i, (key, name) in enumerate(lines):
-            pts = points(key)
+            pts = drawn[key] = points(key)
             ax.plot(*zip(*pts), "o-", color=f"C{2 + i}", label=name)
             if pts[0][0] == 0:  # the random-initialisation baseline of the same run
                 ax.axhline(pts[0][1], color=f"C{2 + i}", ls="--", lw=0.8)
         ax.set(xlabel="step", title=title)
         ax.legend(fontsize=7, title="dashed: random init", title_fontsize=7)
     save_figure(fig, out_png, dpi=100)
+    return drawn

@@ -19,4 +19,4 @@ def die_after_n(index: int) -> None:
         os._exit(17)
 
 
-embed_survey(checkpoint, survey, out, EmbedOptions(batch_size=32, after_shard=die_after_n))
+embed_survey(checkpoint, survey, out, EmbedOptions(batch_size=32), after_shard=die_after_n)

@@ -29,27 +29,61 @@ class IngestConfig:
     """
 
     catalog: str
+    """catalogue: CSV or FITS table, a row per object"""
     images: str
+    """directory holding the image files"""
     out: str
+    """survey directory to create (or resume)"""
     id_column: str
+    """column of unique integer object ids"""
     bands: tuple[str, ...]
+    """comma-separated band names in the order of the cube's planes or the image's R,G,B
+    channels (e.g. i,r,g for SDSS composites)"""
     crop: int
+    """side of the centre crop, input px"""
     resize: int | None = None
+    """resample the crop to this many px by area averaging (FITS flux is summed, so
+    conserved); none: keep the crop"""
     pixel_scale_arcsec: float = fmt.SDSS_PIXEL_SCALE
+    """input pixel scale in arcsec/px (SDSS 0.396, HSC 0.168); the survey's is larger by
+    crop/resize"""
     ra_column: str | None = None
+    """right ascension in degrees (J2000); none: found by common spellings; '': there is
+    none"""
     dec_column: str | None = None
+    """declination in degrees (J2000); none: found by common spellings; '': there is none"""
     ebv_column: str | None = None
+    """Galactic reddening E(B-V) in mag; none: found by common spellings; '': none"""
     z_column: str | None = None
+    """spectroscopic redshift, stored as z_spec (a label); none: found by spelling; '':
+    none"""
     label_columns: tuple[str, ...] = ()
+    """comma-separated columns to mark as labels (targets of downstream tasks); z_spec
+    and gz2_* columns are labels anyway"""
     image_format: str = "auto"
+    """auto (from the extension of the <id>.* files), fits (a band cube per object),
+    fits-per-band (a FITS file per object and band), png or jpeg (8-bit colour
+    composites)"""
     pattern: str | None = None
+    """file name under images with {id} and, for fits-per-band, {band}; none: {id}.<ext>
+    as found ({id}-{band}.fits for fits-per-band)"""
     psf_fwhm: tuple[float, ...] = ()
+    """PSF FWHM in arcsec: one value for all bands or one per band; empty: unknown (NaN)"""
     image_dtype: str = "auto"
+    """stored pixel type: auto (float16 for 8-bit images, float32 for FITS), float16
+    (overflows above 65504) or float32"""
     flux_unit: str | None = None
+    """unit of the pixel values; none: 'display (8-bit / 255)' for PNG/JPEG, 'unknown'
+    for FITS"""
     rows_per_shard: int = 512
+    """catalogue rows per shard"""
     workers: int = 1
+    """processes reading images in parallel, a shard each (1: in this process)"""
     on_error: str = "fail"
+    """fail: stop at the first bad object; skip: leave bad objects out and list them in
+    OUT/rejects.csv"""
     survey: str | None = None
+    """the survey's name in the manifest; none: the out directory's name"""
 
     def __post_init__(self) -> None:
         for name in ("catalog", "images", "out"):

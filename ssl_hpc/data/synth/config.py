@@ -29,34 +29,52 @@ class SynthConfig:
     """What ``ssl-hpc synth`` builds. Defaults follow SDSS DR7-era imaging and targeting."""
 
     survey: str = "synthetic-sdss"
+    """the survey's name in its manifest"""
     n_objects: int = 4096
+    """galaxies to draw"""
     rows_per_shard: int = 512
-    image_size: int = 107  # px; Hayat et al. cutouts
+    """galaxies per HDF5 shard"""
+    image_size: int = 107
+    """cutout side, px (Hayat et al.: 107)"""
     pixel_scale_arcsec: float = fmt.SDSS_PIXEL_SCALE
+    """arcsec per pixel (SDSS: 0.396)"""
     bands: tuple[str, ...] = TEMPLATE_BANDS
+    """bands to render, from u g r i z (r is required)"""
     seed: int = 0
+    """everything drawn follows from it"""
     id_start: int = 1
+    """the first object_id"""
     # photometry: apparent r = template's luminosity at the drawn z, made fainter by
     # U(0, faint_range) mag, which extends the survey ~2.8 mag below the spectroscopic limit
     faint_range: float = 2.8
+    """galaxies are made fainter than their template by U(0, this) mag: the survey
+    reaches ~2.8 mag below the spectroscopic limit"""
     # selection of labels (SDSS main galaxy sample and Galaxy Zoo 2)
     spec_mag_limit: float = 17.77  # extinction-corrected r, Strauss et al. 2002
     spec_completeness: float = 0.94  # fibre collisions lose ~6%
     gz_mag_limit: float = 17.0  # GZ2 took the brightest part of the main sample
     gz_completeness: float = 0.9
+    """fraction of galaxies brighter than gz_mag_limit with Galaxy Zoo votes"""
     gz_volunteers: int = 40  # mean classifications per galaxy
     # observing conditions
     seeing_r_median: float = 1.3  # arcsec FWHM
     seeing_scatter_dex: float = 0.08
+    """per-object seeing scatter around the median"""
     depth_scatter_dex: float = 0.04
+    """per-object, per-band sky-noise scatter"""
     ebv_csc_scale: float = 0.018  # E(B-V) ~ scale / sin|b| (cosecant law), times scatter
     neighbours_mean: float = 1.5  # stars + background galaxies per cutout (Poisson mean)
     # rare objects with a ground-truth flag
     anomaly_fraction: float = 0.005
+    """fraction of objects made anomalous (lens arcs, rings, satellite trails, bright
+    stars), with a truth flag"""
     # storage
     image_dtype: str = "float16"
+    """stored pixel type (float16 or float32)"""
     compression: str | None = None
+    """HDF5 compression of the images (none, gzip, lzf)"""
     workers: int = 2
+    """processes rendering shards at once"""
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bands if b not in TEMPLATE_BANDS]
