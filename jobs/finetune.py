@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.config import add_config_arguments, config_from_args, save_config
 from ssl_hpc.downstream.study import StudyConfig
 
 FLAGS = {
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         score = "sigma_mad" if "sigma_mad" in test else "balanced_accuracy"
         print(f"{method} fraction {fraction:g} repeat {repeat}: {score}={test[score]:.4g}")
 
+    save_config(cfg, Path(args.out) / "study.yaml")
     summary = efficiency_study(
         cfg.run_config(), args.data, Path(args.out), fractions, cfg.repeats, progress, cfg.methods
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.config import add_config_arguments, config_from_args, save_config
 from ssl_hpc.downstream.study import ProbeConfig
 
 FLAGS = {
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         seed = cfg.head.seed
         test_ids = write_test_ids(args.write_test_ids, task, survey, cfg.test_fraction, seed)
         print(f"{args.write_test_ids}: {len(test_ids)} test objects of {cfg.tasks[0]}")
+    save_config(cfg, Path(args.out) / "config.yaml")
     summary = probe_study(
         vectors,
         survey,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.config import add_config_arguments, config_from_args, save_config
 from ssl_hpc.report.build import ReportOptions
 
 FLAGS = {
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     opts = config_from_args(ReportOptions, args)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
+    save_config(opts, Path(args.out) / "config.yaml")
     metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
     learned = metrics["sections"].get("representation")
     if learned:  # the headline: did pretraining beat the same network's random weights?

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.config import add_config_arguments, config_from_args, save_config
 from ssl_hpc.search.searcher import SearchConfig
 
 #: the flags people type, onto SearchConfig's keys (`serve` takes the index ones too)
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     table = searcher.table(query, cfg.k)
     out = Path(args.out) if args.out else embeddings.root / "queries"
     out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / f"{name}.yaml")
     write_csv(table, out / f"{name}.csv")
     save_result_grid(survey, query, table, out / f"{name}.png")
     _print_table(query.label, table, searcher.index_info["kind"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from ssl_hpc.augment.gallery import ShowConfig
-from ssl_hpc.config import add_config_arguments, config_from_args
+from ssl_hpc.config import add_config_arguments, config_from_args, save_config
 
 FLAGS = {
     "--n": "n",
@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ssl_hpc.augment.gallery import views_by_code
     from ssl_hpc.data.captions import captions, select_rows
     from ssl_hpc.data.survey import Survey
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.viz.grid import save_cutout_grid
 
     cfg = config_from_args(ShowConfig, args)
+    save_config(cfg, Path(args.out).with_suffix(".yaml"))
     survey = Survey(args.survey)
     pick = 1 if cfg.views else cfg.n
     rows = survey.locate(cfg.ids) if cfg.ids else select_rows(survey, cfg.select, pick, cfg.seed)

@@ -146,6 +146,15 @@ def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
+def save_config(config: Any, path: str | os.PathLike) -> Path:
+    """Write the merged `config` beside a command's outputs as YAML (atomically), so that
+    what made them can be read, and rerun with ``--config``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, to_yaml(config))
+    return path
+
+
 def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None:
     """Write `text` to `path` (atomically), or, on a resume, check that the file there
     holds exactly it: a ConfigError names the file when it holds another `what`."""

@@ -14,6 +14,8 @@ import pytest
 from conftest import REPO, skip_or_fail
 
 from jobs.cli import COMMANDS, build_parser, main
+from ssl_hpc.augment.gallery import ShowConfig
+from ssl_hpc.config import load_config
 from ssl_hpc.data.survey import Survey
 
 
@@ -76,6 +78,8 @@ def test_synth_and_show_through_the_cli(tmp_path, capsys):
     png = tmp_path / "grid.png"
     assert main(["show", str(out), "--out", str(png), "--n", "6", "--select", "anomalies"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = load_config(ShowConfig, tmp_path / "grid.yaml", [])
+    assert (shown.n, shown.select) == (6, "anomalies")
     assert main(["synth", "--out", str(out), "n_objects=oops"]) == 2
     assert "n_objects: expected int" in capsys.readouterr().err
 

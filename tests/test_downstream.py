@@ -15,7 +15,7 @@ import ray
 from faults import kill_once
 
 from jobs.cli import main
-from ssl_hpc.config import build
+from ssl_hpc.config import build, load_config
 from ssl_hpc.data.labels import GZ2_QUESTIONS, _gz1_answer, questions, vote_fractions
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.downstream.efficiency import (
@@ -25,6 +25,7 @@ from ssl_hpc.downstream.efficiency import (
     labels_to_reach,
 )
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
+from ssl_hpc.downstream.study import ProbeConfig
 from ssl_hpc.downstream.tasks import check_fractions, load_task, splits, tasks_of
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
@@ -271,6 +272,9 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["tasks"]) == set(tasks_of(Survey(small_survey)))
+    # the merged config beside the outputs reloads to the settings the flags gave
+    saved = load_config(ProbeConfig, out / "config.yaml", [])
+    assert (saved.fractions, saved.repeats, saved.head.epochs) == ((0.2, 1.0), 2, 20)
     photoz = summary["tasks"]["photoz"]
     assert [p["repeats"] for p in photoz["curve"]] == [2, 2]
     assert all(0 < r["sigma_mad"] < 0.2 and r["n"] > 10 for r in photoz["rows"])

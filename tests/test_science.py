@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
+from ssl_hpc.config import load_config
 from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, detection_metrics
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.trust import error_by_trust, trust_scores
 from ssl_hpc.errors import ConfigError
+from ssl_hpc.report.build import ReportOptions
 
 
 def test_detection_metrics_by_hand():
@@ -173,6 +175,7 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
         "maps",
     ]
     assert list(metrics["sections"]) == expected
+    assert load_config(ReportOptions, out / "config.yaml", []).map_points == 300
     for section in expected:
         assert f"id='{section}'" in page
     assert page.count("data:image/png;base64,") >= 10  # self-contained: figures inlined

@@ -12,13 +12,14 @@ import pytest
 from astropy.io import fits
 
 from jobs.cli import main
+from ssl_hpc.config import load_config
 from ssl_hpc.embed import EmbedOptions, embed_survey, load
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.search.ann import AnnConfig, AnnIndex, build_or_load, recall_at_k
 from ssl_hpc.search.batch import all_neighbours, load_neighbours, source_of
 from ssl_hpc.search.exact import exact_search
 from ssl_hpc.search.query import QueryError, angular_sep_arcsec
-from ssl_hpc.search.searcher import Searcher, survey_of
+from ssl_hpc.search.searcher import SearchConfig, Searcher, survey_of
 from ssl_hpc.search.vectors import ArrayVectors, ShardVectors, normalise
 
 
@@ -195,6 +196,7 @@ def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):
     table = (res / f"object-{ids[3]}.csv").read_text().splitlines()
     assert len(table) == 7 and table[0].startswith("rank,object_id,similarity,ra,dec")
     assert (res / f"object-{ids[3]}.png").stat().st_size > 10_000
+    assert load_config(SearchConfig, res / f"object-{ids[3]}.yaml", []).k == 6
     printed = capsys.readouterr().out
     assert "6 most similar to object" in printed and "exact search" in printed
     # the same neighbours through the IVF-PQ index (384 vectors: exact after re-ranking)
