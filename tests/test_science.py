@@ -210,3 +210,16 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     # an efficiency directory that is not a finished study is named
     assert main([*args, "--efficiency", str(tmp_path / "nope")]) == 2
     assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err
+
+
+def test_gmm_scores_survive_a_component_with_a_singular_covariance():
+    # real field-view vectors where sklearn's default mixture raises "ill-defined empirical
+    # covariance" (a component caught a handful of near-identical rows)
+    from conftest import REPO
+
+    with np.load(REPO / "tests" / "data" / "field_vectors_singular_gmm.npz") as z:
+        vectors = z["vectors"].astype(np.float32)
+    scores = anomaly_scores(vectors, "gmm")
+    assert scores.shape == (600,) and np.isfinite(scores).all()
+    assert np.unique(scores).size > 500  # a density, not a constant
+

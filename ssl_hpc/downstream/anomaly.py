@@ -57,7 +57,12 @@ def anomaly_scores(
         from sklearn.mixture import GaussianMixture
 
         gmm = GaussianMixture(n_components=8, covariance_type="full", random_state=seed)
-        return -gmm.fit(x).score_samples(x)
+        try:
+            return -gmm.fit(x).score_samples(x)
+        except ValueError:
+            # a component that caught a few near-identical rows (small sets, field views of
+            # empty sky) has a singular covariance: regularise it (x is whitened, unit scale)
+            return -gmm.set_params(reg_covar=1e-3).fit(x.astype(np.float64)).score_samples(x)
     from sklearn.ensemble import IsolationForest
 
     forest = IsolationForest(n_estimators=200, random_state=seed).fit(x)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..augment import AugmentConfig, Augmenter, SurveyStats, survey_stats
-from ..config import build, claim_file, to_dict, to_yaml
+from ..config import build, to_dict
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
@@ -34,7 +34,16 @@ from ..models.inference import autocast, centre_crops, embed
 from ..models.resnet import NECKS, STRETCHES
 from ..train.optim import lr_at
 from ..train.pretrainer import input_scale
-from ..train.ray_loop import StepHook, ddp, report, restore, start, torch_trainer
+from ..train.ray_loop import (
+    StepHook,
+    claim_run,
+    connect,
+    ddp,
+    report,
+    restore,
+    start,
+    torch_trainer,
+)
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from ..utils.hardware import PRECISIONS, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
@@ -319,16 +328,11 @@ def fit(
 ) -> dict:
     """Run (or resume) fine-tuning into `out`; returns the final test metrics.
     `hook(step, rank)`: called in every worker after each step (fault-tolerance tests)."""
-    import ray  # lazy: the library imports without a Ray installation's start-up cost
-
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    claim_file(out / "config.yaml", to_yaml(config), "fine-tuning config")
+    out = claim_run(out, config, "fine-tuning config")
     done = out / "metrics.json"
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]
-    if not ray.is_initialized():
-        ray.init(address=address)
+    connect(address)
     loop_config = {
         "config": to_dict(config),
         "survey": str(Path(survey).resolve()),

@@ -12,8 +12,9 @@ Every worker function does the same five things, here once:
 - a `StepHook(step, rank)` after each step: None in production; fault-tolerance tests
   pass one that kills the worker (`fit(..., hook=...)`), so no fault code lives here.
 
-`torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with the same
-storage and name, Ray Train restores the latest checkpoint.
+On the driver, `claim_run` claims the run directory for one config, `connect` joins or
+starts Ray, and `torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with
+the same storage and name, Ray Train restores the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import claim_file, to_yaml
 from ..utils.hardware import cpu_threads
 
 #: called after every step with (step, rank): fault injection in tests, None in production
@@ -82,6 +84,24 @@ def report(metrics: dict, save: Callable[[Path], None] | None = None) -> None:
     with tempfile.TemporaryDirectory() as d:
         save(Path(d))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def claim_run(out: str | Path, config, what: str) -> Path:
+    """The run directory `out` (absolute, created), claimed for `config`: its config.yaml
+    is written, or on a rerun checked to be the same (a ConfigError names it otherwise)."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    claim_file(out / "config.yaml", to_yaml(config), what)
+    return out
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at `address` ("auto", "ray://..."), or start a local one for
+    None; a no-op when this process is already connected."""
+    import ray  # lazy: the library imports without a Ray installation's start-up cost
+
+    if not ray.is_initialized():
+        ray.init(address=address)
 
 
 def torch_trainer(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import build, claim_file, to_dict, to_yaml
+from ..config import build, to_dict
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import describe
 from ..utils.progress import progress
@@ -28,7 +28,17 @@ from .config import PretrainConfig
 from .export import export_run
 from .metrics_log import MetricsLog
 from .pretrainer import Pretrainer, Throughput
-from .ray_loop import StepHook, Worker, ddp, report, restore, start, torch_trainer
+from .ray_loop import (
+    StepHook,
+    Worker,
+    claim_run,
+    connect,
+    ddp,
+    report,
+    restore,
+    start,
+    torch_trainer,
+)
 
 ENVIRONMENT_FILE = "environment.json"  # device, precision, threads of the latest start
 
@@ -132,13 +142,8 @@ def fit(
     `hook(step, rank)`: called in every worker after each step (fault-tolerance tests).
     `callbacks`: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a sweep trial.
     """
-    import ray  # lazy: the library imports without a Ray installation's start-up cost
-
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    claim_file(out / "config.yaml", to_yaml(config), "pretraining config")
-    if not ray.is_initialized():
-        ray.init(address=address)
+    out = claim_run(out, config, "pretraining config")
+    connect(address)
     loop = {
         "config": to_dict(config),
         "survey": str(Path(survey).resolve()),
