@@ -222,4 +222,3 @@ def test_gmm_scores_survive_a_component_with_a_singular_covariance():
     scores = anomaly_scores(vectors, "gmm")
     assert scores.shape == (600,) and np.isfinite(scores).all()
     assert np.unique(scores).size > 500  # a density, not a constant
-
