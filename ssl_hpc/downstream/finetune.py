@@ -101,6 +101,8 @@ class FinetuneConfig:
     seed: int = 0
     """splits, weights, batches and views follow from it"""
     precision: str = "auto"  # training steps: bf16 on GPUs and CPUs with native bf16
+    channels_last: bool = True
+    """channels_last memory format, as pretraining (faster convolutions on CPU and GPU)"""
     num_workers: int = 1
     """Ray Train workers"""
     use_gpu: bool = False
@@ -194,7 +196,9 @@ class Finetuner:
         stats = survey_stats(self.survey, config.augment.psf_percentiles, config.augment.extinction)
         self.augmenter = Augmenter(config.augment, stats, seed=config.seed * 7919 + rank)
         self.model = build_classifier(config, stats, self.task.targets.shape[1])
-        self.model.to(self.device)
+        memory = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=memory)
+        self.memory_format = memory
         self.precision = resolve_precision(config.precision, self.device)
         self.wrapped: nn.Module = self.model
         self.optimizer = torch.optim.SGD(
@@ -245,6 +249,7 @@ class Finetuner:
         self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
         meta = {k: v[idx] for k, v in self.meta.items()}
         views = self.augmenter(self.images[idx].to(self.device), meta)
+        views = views.contiguous(memory_format=self.memory_format)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, group["scale"], cfg.warmup_steps, cfg.steps)
         self.wrapped.train()
