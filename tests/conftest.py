@@ -40,3 +40,17 @@ def small_survey(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("survey") / "small"
     generate_survey(SynthConfig(**SMALL_SURVEY), out)
     return out
+
+
+def drawn_png(path: Path, min_colours: int = 64):
+    """The pixels of the PNG at `path` (H, W, channels) after checking that it decodes and is
+    a drawn figure: many distinct colours, not a blank or single-colour canvas."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path}: {image.format}, not a PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) >= min_colours, f"{path}: {len(colours)} colours, a blank figure?"
+    return pixels

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import drawn_png
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
@@ -195,7 +196,7 @@ def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):
     assert main([*args, "--out", str(res)]) == 0
     table = (res / f"object-{ids[3]}.csv").read_text().splitlines()
     assert len(table) == 7 and table[0].startswith("rank,object_id,similarity,ra,dec")
-    assert (res / f"object-{ids[3]}.png").stat().st_size > 10_000
+    drawn_png(res / f"object-{ids[3]}.png")
     assert load_config(SearchConfig, res / f"object-{ids[3]}.yaml", []).k == 6
     printed = capsys.readouterr().out
     assert "6 most similar to object" in printed and "exact search" in printed

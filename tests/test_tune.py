@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import drawn_png
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
@@ -221,8 +222,8 @@ def test_ablation_table_and_report_files(tmp_path):
     assert [r["trial"] for r in table_rows] == [f"t{i}" for i in range(6)]
     best = load_config(PretrainConfig, tmp_path / "best_config.yaml", [])
     assert best.temperature == 0.1 and best.augment.codes == ("RR", "GN")
-    assert (tmp_path / "ablation.png").stat().st_size > 10_000
-    assert (tmp_path / "params.png").stat().st_size > 10_000
+    drawn_png(tmp_path / "ablation.png")
+    drawn_png(tmp_path / "params.png")
     assert "| all | RR,GN | 2 | 0.032 |" in (tmp_path / "trials.md").read_text()
 
 
@@ -364,6 +365,6 @@ def test_sweep_writes_a_ranked_table_best_config_and_plots(resumed_sweep):
     assert best.steps == TINY["steps"] and best.queue_size == TINY["queue_size"]
     summary = json.loads((out / "summary.json").read_text())
     assert [(a["subset"], a["n"]) for a in summary["ablation"]] == [("all", 2), ("RR only", 2)]
-    assert (out / "ablation.png").stat().st_size > 10_000
-    assert (out / "params.png").stat().st_size > 10_000
+    drawn_png(out / "ablation.png")
+    drawn_png(out / "params.png")
     assert f"best: trial {rows[0]['trial']}" in stdout
