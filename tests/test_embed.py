@@ -98,6 +98,8 @@ def test_two_mpi_ranks_equal_one_process(single, checkpoint, small_survey, tmp_p
     r = run_mpi(checkpoint, small_survey, out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "on 2 rank(s)" in r.stdout
+    # the merged options the command ran with are recorded beside the vectors
+    assert json.loads((out / "run.json").read_text())["options"]["batch_size"] == 32
     ids1, x1 = load(single[0]).load()
     ids2, x2 = load(out, verify="full").load()
     assert np.array_equal(ids1, ids2)

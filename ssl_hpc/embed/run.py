@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..config import to_dict
 from ..data import format as fmt
 from ..data.reader import assign_shards
 from ..data.sharded_job import ShardPlan, claim_dir, finished, read_claim, record
@@ -296,7 +297,11 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         raise SslHpcError(
             f"{ckpt.path}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}"
         )
-    info = {"checkpoint": str(ckpt.path), "survey": str(survey.root.resolve())}
+    info = {
+        "checkpoint": str(ckpt.path),
+        "survey": str(survey.root.resolve()),
+        "options": to_dict(opts),
+    }
     digest = claim_dir(out, JOB, identity, info, name=store.RUN_FILE)
     return identity, digest, ckpt.path, crop
 
