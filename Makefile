@@ -27,7 +27,7 @@ help:
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
 	@echo "make demo           synthetic survey -> pretrain (Ray) -> embed (MPI) -> report, in $(DEMO_DIR)"
 	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~40 min)"
-	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised photo-z) on the demo run"
+	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised; photo-z and morphology) on the demo run"
 	@echo "make lint           ruff check + ruff format --check"
 	@echo "make clean          remove runs/"
 
@@ -80,10 +80,14 @@ ablation: venv
 	$(VENV)/bin/ssl-hpc tune --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/ablation" \
 	    --config jobs/configs/tune-ablation.yaml
 
+# 4 label fractions x 3 repeats x (fine-tuned, supervised) per task: 48 Ray Train runs of
+# 300 steps; a rerun resumes. The report takes both: --efficiency DIR/photoz --efficiency ...
 efficiency: venv
-	$(VENV)/bin/ssl-hpc finetune --checkpoint "$(DEMO_DIR)/pretrain" --data "$(DEMO_DIR)/survey" \
-	    --out "$(DEMO_DIR)/efficiency" --config jobs/configs/finetune-demo.yaml \
-	    --fractions 0.05,0.2,1 --repeats 2
+	for task in photoz smooth_or_featured; do \
+	    $(VENV)/bin/ssl-hpc finetune --checkpoint "$(DEMO_DIR)/pretrain" --data "$(DEMO_DIR)/survey" \
+	        --out "$(DEMO_DIR)/efficiency/$$task" --config jobs/configs/finetune-demo.yaml \
+	        --task $$task --fractions 0.05,0.1,0.2,1 --repeats 3 || exit 1; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
