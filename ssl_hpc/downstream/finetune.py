@@ -338,13 +338,7 @@ def fit(
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]
     connect(address)
-    loop_config = {
-        "config": to_dict(config),
-        "survey": str(Path(survey).resolve()),
-        "out": str(out),
-        "hook": hook,
-    }
-    trainer = torch_trainer(finetune_loop, loop_config, config, out / "ray", "finetune", 2)
+    trainer = torch_trainer(finetune_loop, config, survey, out, hook, "finetune", 2)
     result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import claim_file, to_yaml
+from ..config import claim_file, to_dict, to_yaml
 from ..utils.hardware import cpu_threads
 
 #: called after every step with (step, rank): fault injection in tests, None in production
@@ -105,27 +105,41 @@ def connect(address: str | None) -> None:
 
 
 def torch_trainer(
-    loop, loop_config: dict, scaling, storage: Path, name: str, keep: int, callbacks=None
+    loop,
+    config,
+    survey: str | Path,
+    out: Path,
+    hook: StepHook | None,
+    name: str,
+    keep: int,
+    callbacks=None,
 ):
-    """A TorchTrainer of `loop` with `scaling`'s num_workers, use_gpu, cpus_per_worker and
-    max_failures, checkpoints in `storage`/`name` (the latest `keep`): relaunched with the
-    same storage and name, Ray Train restores the latest checkpoint."""
+    """A TorchTrainer of worker function `loop`, which gets {"config": `config` as a dict,
+    "survey", "out", "hook"}; `config`'s num_workers, use_gpu, cpus_per_worker and
+    max_failures; checkpoints in `out`/ray/`name` (the latest `keep`): relaunched with the
+    same directory and name, Ray Train restores the latest checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    loop_config = {
+        "config": to_dict(config),
+        "survey": str(Path(survey).resolve()),
+        "out": str(out),
+        "hook": hook,
+    }
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker},
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=str(out / "ray"),
             callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=keep),
         ),
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import build, to_dict
+from ..config import build
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import describe
 from ..utils.progress import progress
@@ -63,7 +63,7 @@ def train_loop_per_worker(loop: dict) -> None:
         metrics = {"step": trainer.step, "epoch": trainer.epoch, **latest_eval}
         report(metrics, lambda d: save_checkpoint(d, trainer))
         return
-    steps = StepReporter(config, worker, trainer, Path(loop["run_dir"]), latest_eval, restored)
+    steps = StepReporter(config, worker, trainer, Path(loop["out"]), latest_eval, restored)
     steps.hook = loop.get("hook")
     trainer.train(config.steps, steps)
     steps.close()
@@ -144,14 +144,8 @@ def fit(
     """
     out = claim_run(out, config, "pretraining config")
     connect(address)
-    loop = {
-        "config": to_dict(config),
-        "survey": str(Path(survey).resolve()),
-        "run_dir": str(out),
-        "hook": hook,
-    }
     trainer = torch_trainer(
-        train_loop_per_worker, loop, config, out / "ray", name, config.keep_checkpoints, callbacks
+        train_loop_per_worker, config, survey, out, hook, name, config.keep_checkpoints, callbacks
     )
     result = trainer.fit()
     if result.checkpoint is not None:
