@@ -343,6 +343,31 @@ def test_class_weights_reach_the_fine_tuning_loss(small_survey, monkeypatch):
     assert seen[-1] is None
 
 
+def test_fine_tuning_head_starts_at_the_label_prior_with_its_own_rate(small_survey):
+    """A default-initialised head starts near a uniform PDF over the 180 bins (mean
+    z = 0.2); it must start at the training labels' prior and learn at head_lr."""
+    import torch
+
+    from ssl_hpc.downstream.finetune import FinetuneConfig, Finetuner
+
+    values = {**TINY_FINETUNE, "num_workers": 1, "lr": 0.3, "head_lr": 0.02}
+    t = Finetuner(build(FinetuneConfig, values), str(small_survey))
+    metrics, probs = t.evaluate()
+    prior = t.targets.mean(0).numpy()
+    assert np.allclose(probs, 0.99 * prior + 0.01 / prior.size, atol=1e-6)  # any image
+    z_mean_train = float(t.task.z[t.train_index].mean())
+    assert abs(t.task.bins.point(probs[:1])[0] - z_mean_train) < 0.01 * z_mean_train + 0.002
+    rates = [g["scale"] for g in t.optimizer.param_groups]
+    assert rates == [0.3, 0.02]  # random init: encoder at lr, head at head_lr
+    weights = {**values, "task": "smooth_or_featured"}
+    t = Finetuner(build(FinetuneConfig, weights), str(small_survey))
+    w = torch.as_tensor(t.task.class_weights(t.train_index)).float()
+    balanced = (t.targets * w).sum(0) / (t.targets * w).sum()
+    assert torch.allclose(t.model.head.bias.exp(), 0.99 * balanced + 0.01 / len(w), atol=1e-6)
+    ssl = FinetuneConfig(init="ssl", checkpoint="x.pt", lr=0.3)
+    assert ssl.encoder_rate == pytest.approx(0.03)  # fine-tuning at 0.1x
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(num_cpus=2, include_dashboard=False)
