@@ -13,6 +13,7 @@ usage: python bench/serve_load.py [--embeddings runs/demo/embeddings] [--index e
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import threading
 import time
@@ -35,13 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hammer(base: str, paths: list[str], clients: int) -> dict:
-    """GET every path (split over `clients` threads); requests/s and latency (ms)."""
+def hammer(base: str, paths: list[str], clients: int, token: str) -> dict:
+    """GET every path (split over `clients` threads, `token` in the Authorization header,
+    as the server asks by default); requests/s and latency (ms)."""
     local = threading.local()
 
     def one(path: str) -> tuple[float, int]:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base, timeout=60)
+            auth = {"Authorization": f"token {token}"}
+            local.client = httpx.Client(base_url=base, timeout=60, headers=auth)
         t0 = time.perf_counter()
         code = local.client.get(path).status_code
         return 1000 * (time.perf_counter() - t0), code
@@ -73,9 +76,9 @@ def main() -> None:
     es = load(args.embeddings)
     state = ServeState(Searcher(es, survey_of(es, None), args.index))
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning")
-    )
+    token = secrets.token_urlsafe(24)
+    app = create_app(state, token=token)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.1)
@@ -90,14 +93,13 @@ def main() -> None:
         "dim": es.dim,
         "index": args.index,
         "endpoints": {
-            "search_k12": hammer(
-                base, [f"/api/search?object_id={i}&k=12" for i in pick], args.clients
-            ),
-            "image_first": hammer(base, [f"/api/image/{i}.png" for i in pick], args.clients),
-            "image_cached": hammer(base, [f"/api/image/{i}.png" for i in pick], args.clients),
-            "csv_k12": hammer(
-                base, [f"/api/search.csv?object_id={i}&k=12" for i in pick], args.clients
-            ),
+            name: hammer(base, [path.format(i) for i in pick], args.clients, token)
+            for name, path in (
+                ("search_k12", "/api/search?object_id={}&k=12"),
+                ("image_first", "/api/image/{}.png"),
+                ("image_cached", "/api/image/{}.png"),
+                ("csv_k12", "/api/search.csv?object_id={}&k=12"),
+            )
         },
     }
     server.should_exit = True

@@ -4,7 +4,10 @@ Type an object id or ra/dec, or pick a random or anomalous galaxy, or upload a F
 cutout; see the query and its most similar galaxies with similarity, labels and trust
 (distance to the labelled set); click any result to search from it; page through results;
 download them as CSV. The JSON API behind the page is documented at /docs
-(OpenAPI: /openapi.json). Binds 127.0.0.1 unless told otherwise.
+(OpenAPI: /openapi.json). Binds 127.0.0.1 unless told otherwise and asks for a token
+(printed in the URL; --token sets it, --no-token must be asked for): on a shared login
+node every other user can reach 127.0.0.1. From a laptop:
+  ssh -L 8000:127.0.0.1:8000 login.cluster   # then open the printed URL locally
 
 example:
   ssl-hpc serve --embeddings runs/demo/embeddings --data runs/demo/survey
@@ -25,6 +28,8 @@ FLAGS = {
     "--port": "port",
     "--report": "report",
     "--max-upload-mb": "max_upload_mb",
+    "--token": "token",
+    "--no-token": ("no_token", "true"),
     **{flag: f"search.{key}" for flag, key in INDEX_FLAGS.items()},
 }
 
@@ -51,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
     searcher = Searcher(embeddings, survey, search.index, search.ann(), args.checkpoint)
     state = ServeState(searcher, cfg.report)
     searcher.embedder()  # load the encoder now: the first upload should not wait for it
-    app = create_app(state, int(cfg.max_upload_mb * (1 << 20)))
+    token = cfg.access_token()
+    app = create_app(state, token=token, max_upload_bytes=int(cfg.max_upload_mb * (1 << 20)))
     port = cfg.port or _free_port(cfg.host)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port, log_level="warning"))
-    print(f"serving {len(survey)} galaxies on http://{cfg.host}:{port}/", flush=True)
+    url = f"http://{cfg.host}:{port}/" + (f"?token={token}" if token else "")
+    print(f"serving {len(survey)} galaxies on {url}", flush=True)
+    if token is None:
+        print("no token: every user who can reach this port can use the page", flush=True)
     server.run()
     return 0
 

@@ -36,17 +36,78 @@ def served(small_survey, tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def client(served):
-    from fastapi.testclient import TestClient
+TOKEN = "a-test-token-of-32-characters-00"
 
+
+@pytest.fixture(scope="module")
+def app(served):
     from ssl_hpc.serve.app import create_app
     from ssl_hpc.serve.state import ServeState
 
     es = load(served / "emb")
     state = ServeState(Searcher(es, survey_of(es, None)), log=lambda *_: None)
-    with TestClient(create_app(state, max_upload_bytes=200_000)) as c:
+    return create_app(state, token=TOKEN, max_upload_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"token {TOKEN}"}) as c:
         yield c
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--token", "short"], "token: at least 16 characters"),
+        (["--token", "a" * 20, "--no-token"], "token and no_token: give one or the other"),
+    ],
+)
+def test_serve_token_options_are_checked(served, capsys, options, message):
+    from jobs.cli import main
+
+    assert main(["serve", "--embeddings", str(served / "emb"), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_endpoint_refuses_requests_without_the_token(app, served):
+    """A shared login node: 127.0.0.1 is reachable by every user, so the token guards the
+    page, the API, images, CSV and the docs; ?token= once sets the cookie for the rest."""
+    from fastapi.testclient import TestClient
+
+    from ssl_hpc.serve.app import token_cookie
+
+    upload = {"file": ("c.fits", (served / "cutout.fits").read_bytes())}
+    gets = [
+        "/",
+        "/api/info",
+        "/api/search?object_id=5",
+        "/api/search.csv?object_id=5",
+        "/api/image/5.png",
+        "/api/random",
+        "/api/anomalous",
+        "/docs",
+        "/openapi.json",
+    ]
+    with TestClient(app) as stranger:
+        for path in gets:
+            r = stranger.get(path)
+            assert r.status_code == 403 and "needs its token" in r.json()["detail"], path
+            assert stranger.get(path, headers={"Authorization": "token wrong"}).status_code == 403
+        assert stranger.post("/api/upload", files=upload).status_code == 403
+        assert stranger.get("/api/info", params={"token": TOKEN[:-1]}).status_code == 403
+        assert not stranger.cookies
+    with TestClient(app) as browser:
+        first = browser.get("/", params={"token": TOKEN})
+        assert first.status_code == 200 and "<html" in first.text.lower()
+        set_cookie = first.headers["set-cookie"]
+        assert set_cookie.startswith(token_cookie(TOKEN) + "=")
+        assert "httponly" in set_cookie.lower() and "samesite=strict" in set_cookie.lower()
+        for path in gets:  # the page's own requests carry only the cookie
+            assert browser.get(path).status_code == 200, path
+        assert browser.post("/api/upload", files=upload).status_code == 200
+    assert token_cookie(TOKEN) != token_cookie(TOKEN + "x")  # one cookie per server
 
 
 def test_search_pages_and_csv(client):
@@ -185,12 +246,20 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(served):
+    """`ssl-hpc serve` as a user starts it: the URL it prints carries its random token."""
     port = _free_port()
     exe = Path(sys.executable).with_name("ssl-hpc")
     cmd = [str(exe), "serve", "--embeddings", str(served / "emb"), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    url = f"http://127.0.0.1:{port}"
+    printed = []
+    while not (printed and printed[-1].startswith("serving")):  # after the start-up log
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"ssl-hpc serve exited: {''.join(printed)}")
+        printed.append(line)
+    url = printed[-1].split(" on ")[-1].strip()  # "serving N galaxies on http://...?token=..."
+    assert url.startswith(f"http://127.0.0.1:{port}/?token="), printed
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -217,7 +286,7 @@ def test_page_in_headless_chromium(server, served, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(server + "/")
+        page.goto(server)  # the printed URL, token and all; then its cookie
         expect(page.locator("#info")).to_contain_text("384 galaxies")
         # search by id
         page.fill("#q", "5")
@@ -251,6 +320,8 @@ def test_page_in_headless_chromium(server, served, tmp_path):
         expect(page.locator("#error")).to_be_visible()
         expect(page.locator("#error")).to_contain_text("object_id 424242 not in the embedding set")
         page.screenshot(path=str(shots / "serve-error.png"), full_page=True)
+        stranger = browser.new_context().new_page()  # another user: no token, no cookie
+        assert stranger.goto(server.split("?")[0]).status == 403
         browser.close()
     drawn_png(shots / "serve-search.png")  # the page with its image grid, not a blank tab
     print(f"screenshots: {shots}")

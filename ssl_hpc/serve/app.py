@@ -1,18 +1,24 @@
 """The web server: a FastAPI app with a JSON API (OpenAPI at /openapi.json, browsable at
 /docs) and one HTML page that uses it.
 
-Safe by default: every parameter is typed and bounded (k, page, ra/dec ranges), object ids
-are integers looked up in the survey (never paths), uploads are capped before they are
-parsed, and errors reach the client as one JSON line ({"detail": ...}), never a stack
-trace.
+Safe by default: with a token (the CLI's default) every request, the page, images, CSV
+and the API docs included, must carry it, as a ``?token=`` parameter (the page's first
+visit: the answer sets a cookie for the rest), the cookie, or an ``Authorization: token
+...`` header; binding 127.0.0.1 keeps other machines out, the token keeps out the other
+users of a shared login node. Every parameter is typed and bounded (k, page, ra/dec
+ranges), object ids are integers looked up in the survey (never paths), uploads are capped
+before they are parsed, and errors reach the client as one JSON line ({"detail": ...}),
+never a stack trace.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import logging
+import secrets
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -42,8 +48,11 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-def create_app(state: ServeState, max_upload_bytes: int = UPLOAD_MB << 20) -> FastAPI:
-    """The app over `state` (see the module docstring for the rules it keeps).
+def create_app(
+    state: ServeState, *, token: str | None, max_upload_bytes: int = UPLOAD_MB << 20
+) -> FastAPI:
+    """The app over `state`, requiring `token` on every request unless it is None (see
+    the module docstring for the rules it keeps).
 
     long: FastAPI routes are closures over the app's state; one route per endpoint below.
     """
@@ -55,6 +64,25 @@ def create_app(state: ServeState, max_upload_bytes: int = UPLOAD_MB << 20) -> Fa
         version="1",
     )
     page = resources.files("ssl_hpc.serve").joinpath("page.html").read_text()
+    cookie = token_cookie(token) if token is not None else ""
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if token is None:
+            return await call_next(request)
+        from_url = request.query_params.get("token")
+        header = request.headers.get("authorization", "")
+        offered = [from_url, request.cookies.get(cookie), header.partition(" ")[2]]
+        if not any(t and secrets.compare_digest(t.encode(), token.encode()) for t in offered):
+            return _error(
+                403,
+                "this server needs its token: open the URL that ssl-hpc serve "
+                "printed (http://HOST:PORT/?token=...)",
+            )
+        response = await call_next(request)
+        if from_url:  # the first visit: the browser keeps it for the page's own requests
+            response.set_cookie(cookie, token, httponly=True, samesite="strict")
+        return response
 
     @app.middleware("http")
     async def cap_uploads(request: Request, call_next):
@@ -220,6 +248,12 @@ def create_app(state: ServeState, max_upload_bytes: int = UPLOAD_MB << 20) -> Fa
         return results(query, k, page)
 
     return app
+
+
+def token_cookie(token: str) -> str:
+    """The cookie that carries `token`: named after it, so servers on other ports of the
+    same host (cookies ignore ports) do not overwrite each other's."""
+    return "ssl_hpc_token_" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def _error(status: int, message: str) -> JSONResponse:
