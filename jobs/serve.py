@@ -54,12 +54,20 @@ def run(args: argparse.Namespace) -> int:
     survey = survey_of(embeddings, args.data)
     search = cfg.search
     searcher = Searcher(embeddings, survey, search.index, search.ann(), args.checkpoint)
-    state = ServeState(searcher, cfg.report)
+    state = ServeState(searcher, cfg.report, image_cache_bytes=int(cfg.image_cache_mb * (1 << 20)))
     searcher.embedder()  # load the encoder now: the first upload should not wait for it
     token = cfg.access_token()
-    app = create_app(state, token=token, max_upload_bytes=int(cfg.max_upload_mb * (1 << 20)))
+    app = create_app(state, token=token, **cfg.limits())
     port = cfg.port or _free_port(cfg.host)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=port,
+        log_level="warning",
+        limit_concurrency=cfg.max_connections,
+        timeout_keep_alive=5,
+    )
+    server = uvicorn.Server(config)
     url = f"http://{cfg.host}:{port}/" + (f"?token={token}" if token else "")
     print(f"serving {len(survey)} galaxies on {url}", flush=True)
     if token is None:

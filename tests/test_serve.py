@@ -235,6 +235,75 @@ def test_bounded_load_on_loopback(client):
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n")
 
 
+def test_uploads_and_slow_requests_stay_bounded(served):
+    """A shared login node: uploads beyond the cap get 503 while one is embedding (and
+    other requests are still answered), and a request that hangs gets 504."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from ssl_hpc.serve.app import create_app
+    from ssl_hpc.serve.state import ServeState
+
+    es = load(served / "emb")
+    searcher = Searcher(es, survey_of(es, None))
+    state = ServeState(searcher, log=lambda *_: None)
+    entered, release = threading.Event(), threading.Event()
+    embed_fits = searcher.by_fits
+
+    def held_by_fits(*args, **kwargs):
+        entered.set()
+        release.wait(60)
+        return embed_fits(*args, **kwargs)
+
+    searcher.by_fits = held_by_fits
+    upload = {"file": ("c.fits", (served / "cutout.fits").read_bytes())}
+    auth = {"Authorization": f"token {TOKEN}"}
+    app = create_app(state, token=TOKEN, max_uploads=1)
+    with TestClient(app, headers=auth) as c, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(c.post, "/api/upload", files=upload)
+        assert entered.wait(60)
+        second = c.post("/api/upload", files=upload)
+        assert second.status_code == 503 and "at most 1 at once" in second.json()["detail"]
+        assert c.get("/api/search", params={"object_id": 5}).status_code == 200  # not blocked
+        release.set()
+        assert first.result(60).status_code == 200
+        assert c.post("/api/upload", files=upload).status_code == 200  # the slot is free again
+    table = searcher.table
+
+    def hung_table(*args, **kwargs):
+        release.clear()
+        release.wait(5)
+        return table(*args, **kwargs)
+
+    searcher.table = hung_table
+    with TestClient(create_app(state, token=TOKEN, request_timeout_s=0.5), headers=auth) as c:
+        slow = c.get("/api/search", params={"object_id": 5})
+        assert slow.status_code == 504 and "no answer within 0.5 s" in slow.json()["detail"]
+        release.set()
+
+
+def test_image_cache_is_bounded_in_bytes():
+    from ssl_hpc.utils.byte_cache import ByteLRU
+
+    cache = ByteLRU(100)
+    made = []
+
+    def make(key, size):
+        return lambda: made.append(key) or bytes(size)
+
+    for key in range(5):
+        assert cache.get(key, make(key, 30)) == bytes(30)
+    assert len(cache) == 3 and cache.bytes == 90  # the two oldest went
+    cache.get(2, make(2, 30))  # a hit: nothing made, 2 becomes the newest
+    assert made == [0, 1, 2, 3, 4]
+    cache.get(5, make(5, 30))  # evicts 3, the least recently used
+    cache.get(3, make(3, 30))
+    assert made[-2:] == [5, 3] and cache.bytes <= 100
+    assert cache.get(9, make(9, 500)) == bytes(500) and 9 not in cache._entries  # too big
+
+
 # -- the page in a real browser ----------------------------------------------------------------
 
 

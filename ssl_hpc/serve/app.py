@@ -13,6 +13,7 @@ never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import hashlib
@@ -28,6 +29,7 @@ import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import SslHpcError
 from ..search.query import QueryError
@@ -49,10 +51,16 @@ class ApiError(Exception):
 
 
 def create_app(
-    state: ServeState, *, token: str | None, max_upload_bytes: int = UPLOAD_MB << 20
+    state: ServeState,
+    *,
+    token: str | None,
+    max_upload_bytes: int = UPLOAD_MB << 20,
+    max_uploads: int = 2,
+    request_timeout_s: float = 60.0,
 ) -> FastAPI:
-    """The app over `state`, requiring `token` on every request unless it is None (see
-    the module docstring for the rules it keeps).
+    """The app over `state`, requiring `token` on every request unless it is None, with
+    at most `max_uploads` uploads embedded at once and a 504 for any request unanswered
+    after `request_timeout_s` (see the module docstring for the rules it keeps).
 
     long: FastAPI routes are closures over the app's state; one route per endpoint below.
     """
@@ -90,6 +98,16 @@ def create_app(
         if request.method == "POST" and length and int(length) > max_upload_bytes + 65536:
             return _error(413, f"upload of {int(length)} bytes: the limit is {max_upload_bytes}")
         return await call_next(request)
+
+    @app.middleware("http")
+    async def time_limit(request: Request, call_next):
+        try:
+            return await asyncio.wait_for(call_next(request), request_timeout_s)
+        except TimeoutError:
+            path = request.url.path
+            return _error(504, f"{path}: no answer within {request_timeout_s:g} s")
+
+    uploading = 0  # uploads being embedded now (the event loop's thread counts them)
 
     @app.exception_handler(ApiError)
     async def api_error(_, exc: ApiError):
@@ -220,7 +238,7 @@ def create_app(
         return Response(
             state.png(q.row),
             media_type="image/png",
-            headers={"Cache-Control": "public, max-age=86400"},
+            headers={"Cache-Control": "private, max-age=86400"},
         )
 
     @app.post("/api/upload")
@@ -230,6 +248,21 @@ def create_app(
         page: int = Query(1, ge=1, le=MAX_RANK),
     ) -> dict:
         """Embed an uploaded FITS cutout and search from it."""
+        nonlocal uploading
+        if uploading >= max_uploads:
+            raise ApiError(
+                503,
+                f"{uploading} uploads are being embedded (at most "
+                f"{max_uploads} at once): try again in a moment",
+            )
+        uploading += 1
+        try:
+            query = await _embed_upload(file)
+        finally:
+            uploading -= 1
+        return results(query, k, page)
+
+    async def _embed_upload(file: UploadFile):
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise ApiError(413, f"upload larger than the limit of {max_upload_bytes} bytes")
@@ -239,13 +272,14 @@ def create_app(
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload.fits"
             path.write_bytes(data)
-            try:
-                query = state.searcher.by_fits(path, label=f"uploaded {name}")
+            try:  # the encoder runs in a worker thread: other requests go on meanwhile
+                return await run_in_threadpool(
+                    state.searcher.by_fits, path, label=f"uploaded {name}"
+                )
             except QueryError as e:
                 raise ApiError(400, str(e).split(": ", 1)[-1].replace(str(path), name)) from None
             except SslHpcError as e:
                 raise ApiError(400, str(e).replace(str(path), name)) from None
-        return results(query, k, page)
 
     return app
 

@@ -1,11 +1,10 @@
 """What the server holds in memory: the searcher, per-object trust and anomaly scores, and
-a cache of rendered cutout PNGs."""
+a cache of rendered cutout PNGs bounded in bytes."""
 
 from __future__ import annotations
 
 import io
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from ..downstream.anomaly import knn_distance
 from ..downstream.trust import trust_scores
 from ..search.searcher import Searcher
+from ..utils.byte_cache import ByteLRU
 from ..viz.composite import rgb_composite
 
 #: Above this many objects, trust and anomaly scores are not computed at start-up (they
@@ -24,7 +24,13 @@ class ServeState:
     """The searcher plus what result cards show: trust (distance to the labelled set,
     calibrated) and the kNN anomaly score, each (N,) or None."""
 
-    def __init__(self, searcher: Searcher, report: str | os.PathLike | None = None, log=print):
+    def __init__(
+        self,
+        searcher: Searcher,
+        report: str | os.PathLike | None = None,
+        log=print,
+        image_cache_bytes: int = 64 << 20,
+    ):
         self.searcher = searcher
         survey = searcher.survey
         self.n = len(survey)
@@ -43,7 +49,7 @@ class ServeState:
                     self.trust = trust_scores(vectors, labelled)["trust"]
             self.anomaly = knn_distance(vectors)
         self.anomalous = np.argsort(-self.anomaly)[:100] if self.anomaly is not None else None
-        self._png = lru_cache(maxsize=8192)(self._render)
+        self.images = ByteLRU(image_cache_bytes)
 
     def _load_report(self, root: Path) -> None:
         """trust.npz and anomalies.csv of `ssl-hpc report` for this survey."""
@@ -64,7 +70,8 @@ class ServeState:
     # -- images -----------------------------------------------------------------------------
     def png(self, row: int) -> bytes:
         """The colour composite of survey row `row` as PNG bytes (cached)."""
-        return self._png(int(row))
+        row = int(row)
+        return self.images.get(row, lambda: self._render(row))
 
     def _render(self, row: int) -> bytes:
         image = self.searcher.survey.images(np.array([row]))[0]
