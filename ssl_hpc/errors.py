@@ -15,3 +15,7 @@ class SurveyError(SslHpcError):
 
 class IngestError(SslHpcError):
     """A catalogue row or cutout file that cannot be ingested."""
+
+
+class CheckpointError(SslHpcError):
+    """No checkpoint of a run can be trusted (every one kept is truncated or damaged)."""

@@ -4,9 +4,11 @@ import this test module by name)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -23,9 +25,46 @@ class KillOnce:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_once(step: int, rank: int, marker: str | os.PathLike) -> KillOnce:
-    """A KillOnce hook, picklable into Ray workers."""
+class DamageThenKill(KillOnce):
+    """At `step`: wait until Ray Train has recorded the checkpoint of `checkpointed` as its
+    latest (so that is the one it hands back), flip bytes in the middle of its files, then
+    SIGKILL the worker as KillOnce does."""
+
+    def __init__(self, step, rank, marker, storage: str | os.PathLike, checkpointed: int):
+        super().__init__(step, rank, marker)
+        self.storage, self.checkpointed = Path(storage), checkpointed
+
+    def __call__(self, step: int, rank: int) -> None:
+        if step != self.step or rank != self.rank or Path(self.marker).exists():
+            return
+        snapshot = self.storage / "checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            if latest["metrics"]["step"] == self.checkpointed:
+                break
+            time.sleep(0.2)
+        for path in (self.storage / latest["checkpoint_dir_name"]).glob("*.pt"):
+            data = bytearray(path.read_bytes())
+            middle = len(data) // 2
+            data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+            path.write_bytes(bytes(data))
+        super().__call__(step, rank)
+
+
+def _by_value() -> None:
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def kill_once(step: int, rank: int, marker: str | os.PathLike) -> KillOnce:
+    """A KillOnce hook, picklable into Ray workers."""
+    _by_value()
     return KillOnce(step, rank, marker)
+
+
+def damage_then_kill(step, rank, marker, storage, checkpointed) -> DamageThenKill:
+    """A DamageThenKill hook, picklable into Ray workers."""
+    _by_value()
+    return DamageThenKill(step, rank, marker, storage, checkpointed)

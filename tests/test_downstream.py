@@ -410,6 +410,28 @@ def test_finetune_on_two_workers_survives_a_killed_worker(ray_local, small_surve
         fit(build(FinetuneConfig, {**TINY_FINETUNE, "steps": 13}), small_survey, out)
 
 
+def test_finetune_passes_over_a_damaged_checkpoint(ray_local, small_survey, tmp_path):
+    """The checkpoint Ray Train hands back has bytes flipped inside a tensor (torch.load
+    would read it without complaint): the run resumes from the one before and says so."""
+    from faults import damage_then_kill
+
+    from ssl_hpc.downstream.finetune import FinetuneConfig, fit
+
+    config = build(FinetuneConfig, TINY_FINETUNE)
+    out = tmp_path / "run"
+    marker = tmp_path / "damaged"
+    hook = damage_then_kill(10, 0, marker, out / "ray" / "finetune", checkpointed=9)
+    test = fit(config, small_survey, out, hook=hook)
+    assert marker.exists()
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    notes = [h["note"] for h in history if "note" in h]
+    assert len(notes) == 1 and notes[0].startswith("restored from step 6 (passed over checkpoint_")
+    assert "finetune.pt does not match its sha256" in notes[0]
+    assert [h["step"] for h in history if "note" not in h] == [6, 12]
+    assert json.loads((out / "metrics.json").read_text())["step"] == 12
+    assert test["n"] > 10 and 0 < test["sigma_mad"] < 0.5
+
+
 def test_finetune_command_compares_three_methods(
     ray_local, small_survey, tmp_path, capsys, monkeypatch
 ):

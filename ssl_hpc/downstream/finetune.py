@@ -304,9 +304,10 @@ def finetune_loop(loop: dict) -> None:
     t.wrapped = ddp(t.model, worker)
     out = Path(loop["out"])
     history = out / "history.jsonl"
-    if restore(t.load) and worker.rank == 0:  # drop evaluations after the checkpoint
+    restored = restore(t.load)
+    if restored and worker.rank == 0:  # drop evaluations after the checkpoint
         kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
-        kept.append({"note": f"restored from step {t.step}", "step": t.step})
+        kept.append({"note": restored.note(t.step), "step": t.step})
         write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
     hook: StepHook | None = loop.get("hook")
     while t.step < config.steps:

@@ -7,8 +7,10 @@ Every worker function does the same five things, here once:
 - `ddp(model, worker)`: DistributedDataParallel when there is more than one worker;
 - `restore(load)`: the latest checkpoint, when Ray Train hands one back (a relaunch on the
   same storage, or a restart after a worker died), loaded by the job's `load(directory)`;
+  a damaged one (truncated, bytes flipped: see `train.sealed`) is passed over for the
+  newest intact one kept beside it, and the note says so;
 - `report(metrics, save)`: a report from every rank (Ray Train's barrier), with a
-  checkpoint when `save(directory)` writes this rank's part of one;
+  checkpoint when `save(directory)` writes this rank's part of one, sealed with its hashes;
 - a `StepHook(step, rank)` after each step: None in production; fault-tolerance tests
   pass one that kills the worker (`fit(..., hook=...)`), so no fault code lives here.
 
@@ -19,6 +21,7 @@ the same storage and name, Ray Train restores the latest checkpoint.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +30,9 @@ from pathlib import Path
 import torch
 
 from ..config import claim_file, to_dict, to_yaml
+from ..errors import CheckpointError
 from ..utils.hardware import cpu_threads
+from .sealed import damage, older_siblings, seal
 
 #: called after every step with (step, rank): fault injection in tests, None in production
 StepHook = Callable[[int, int], None]
@@ -62,16 +67,46 @@ def ddp(model: torch.nn.Module, worker: Worker, broadcast_buffers: bool = True):
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
 
 
-def restore(load: Callable[[Path], None]) -> bool:
-    """Load the checkpoint Ray Train hands back, if any, with `load(directory)`."""
+@dataclass(frozen=True)
+class Restored:
+    """The checkpoint a worker resumed from, and the newer ones it passed over."""
+
+    directory: Path
+    passed_over: tuple[str, ...] = ()  # "checkpoint_<time>: why it cannot be trusted"
+
+    def note(self, step: int) -> str:
+        """The line the run's log gets: where it resumed, and what it skipped."""
+        text = f"restored from step {step}"
+        return text + (f" (passed over {'; '.join(self.passed_over)})" if self.passed_over else "")
+
+
+def restore(load: Callable[[Path], None]) -> Restored | None:
+    """Load the checkpoint Ray Train hands back, if any, with `load(directory)`: the
+    newest intact one (every rank checks the same files, so all pick the same)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return False
+        return None
     with checkpoint.as_directory() as d:
-        load(Path(d))
-    return True
+        newest = Path(d)
+        passed_over = []
+        for directory in [newest, *older_siblings(newest)]:
+            why = damage(directory)
+            if why is None:
+                load(directory)
+                if passed_over:
+                    print(
+                        f"checkpoint damaged: {'; '.join(passed_over)}; resuming from {directory}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                return Restored(directory, tuple(passed_over))
+            passed_over.append(f"{directory.name}: {why}")
+    raise CheckpointError(
+        f"no intact checkpoint in {newest.parent}: {'; '.join(passed_over)}. Move the run "
+        "directory's ray/ folder aside to start again from step 0."
+    )
 
 
 def report(metrics: dict, save: Callable[[Path], None] | None = None) -> None:
@@ -83,6 +118,7 @@ def report(metrics: dict, save: Callable[[Path], None] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         save(Path(d))
+        seal(Path(d), ray.train.get_context().get_world_rank())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 

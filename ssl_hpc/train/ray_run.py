@@ -29,6 +29,7 @@ from .export import export_run
 from .metrics_log import MetricsLog
 from .pretrainer import Pretrainer, Throughput
 from .ray_loop import (
+    Restored,
     StepHook,
     Worker,
     claim_run,
@@ -80,7 +81,7 @@ class StepReporter:
         trainer: Pretrainer,
         run_dir: Path,
         latest_eval: dict,
-        restored: bool,
+        restored: Restored | None,
     ) -> None:
         self.config, self.worker, self.latest_eval = config, worker, latest_eval
         self.hook: StepHook | None = None
@@ -90,7 +91,7 @@ class StepReporter:
             write_json_atomic(run_dir / ENVIRONMENT_FILE, {**env, "workers": worker.world})
             self.log = MetricsLog(run_dir / "metrics.csv", resume_step=trainer.step)
             if restored:
-                self.log.note(f"restored from step {trainer.step}")
+                self.log.note(restored.note(trainer.step))
             elif trainer.step == 0:  # the random-initialisation baseline of the kNN check
                 self.log.write({"step": 0, "epoch": 0, **without(latest_eval, "eval_step")})
         self.bar = progress(

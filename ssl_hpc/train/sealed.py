@@ -1,0 +1,78 @@
+"""Checkpoints that can be told apart from damaged ones.
+
+Every rank writes its part of a checkpoint and then a seal: the sha256 of each file it
+wrote (``sha256-rank-N.json``). A directory is intact when every sealed file is there with
+its hash. torch.load alone is not enough: a truncated file fails to open, but flipped
+bytes inside a tensor load without complaint. Checkpoints written before seals were kept
+are checked by loading every ``.pt`` file in them.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..utils.hashing import sha256_file
+
+SEAL = "sha256-rank-{rank}.json"
+#: what torch.load raises on a truncated or garbled file
+UNREADABLE = (
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    UnicodeDecodeError,
+    ValueError,
+    KeyError,
+    zipfile.BadZipFile,
+    OSError,
+)
+
+
+def seal(directory: Path, rank: int) -> None:
+    """Write this rank's seal over the files it has just written into `directory`."""
+    sums = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    (directory / SEAL.format(rank=rank)).write_text(json.dumps(sums, indent=1))
+
+
+def damage(directory: Path) -> str | None:
+    """Why the checkpoint in `directory` cannot be trusted, or None when it is intact."""
+    seals = sorted(directory.glob(SEAL.format(rank="*")))
+    if not seals:
+        return _unloadable(directory)
+    for seal_file in seals:
+        try:
+            sums = json.loads(seal_file.read_text())
+        except (OSError, ValueError) as e:
+            return f"{seal_file.name} unreadable ({e})"
+        for name, digest in sums.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} missing"
+            if sha256_file(path) != digest:
+                return f"{name} does not match its sha256 (damaged after it was written)"
+    return None
+
+
+def _unloadable(directory: Path) -> str | None:
+    files = sorted(directory.glob("*.pt"))
+    if not files:
+        return "no checkpoint files"
+    for path in files:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except UNREADABLE as e:
+            return f"{path.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+    return None
+
+
+def older_siblings(newest: Path) -> list[Path]:
+    """The checkpoint directories Ray Train kept beside `newest` (named checkpoint_<time>),
+    newest first."""
+    if not newest.parent.is_dir():
+        return []
+    kept = [p for p in newest.parent.glob("checkpoint_*") if p.is_dir() and p.name < newest.name]
+    return sorted(kept, key=lambda p: p.name, reverse=True)

@@ -1,0 +1,72 @@
+"""Checkpoint seals: a damaged checkpoint is told apart from an intact one, whatever the
+damage, and older checkpoints (no seal) are checked by loading them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssl_hpc.train.sealed import damage, older_siblings, seal
+
+
+def _checkpoint(directory, rank=0, size=50_000):
+    directory.mkdir(parents=True)
+    torch.save({"w": torch.arange(size, dtype=torch.float32), "step": 3}, directory / "a.pt")
+    seal(directory, rank)
+    return directory / "a.pt"
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", [0.5, 0.9])  # inside the tensor's bytes, near the end
+def test_flipped_bytes_are_caught_where_torch_load_would_not_notice(tmp_path, where):
+    path = _checkpoint(tmp_path / "c")
+    assert damage(tmp_path / "c") is None
+    _flip(path, int(path.stat().st_size * where))
+    assert "a.pt does not match its sha256" in damage(tmp_path / "c")
+
+
+def test_truncated_missing_and_unsealed_checkpoints(tmp_path):
+    path = _checkpoint(tmp_path / "c")
+    path.write_bytes(path.read_bytes()[:1000])
+    assert "does not match" in damage(tmp_path / "c")
+    path.unlink()
+    assert damage(tmp_path / "c") == "a.pt missing"
+    (tmp_path / "c" / "sha256-rank-0.json").write_text("{not json")
+    assert "sha256-rank-0.json unreadable" in damage(tmp_path / "c")
+    # a checkpoint from before seals: loaded to be checked
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save({"step": 1}, legacy / "trainer.pt")
+    assert damage(legacy) is None
+    (legacy / "trainer.pt").write_bytes((legacy / "trainer.pt").read_bytes()[:-40])
+    assert "trainer.pt unreadable" in damage(legacy)
+    (tmp_path / "empty").mkdir()
+    assert damage(tmp_path / "empty") == "no checkpoint files"
+
+
+def test_every_rank_seal_is_checked(tmp_path):
+    path = _checkpoint(tmp_path / "c", rank=0)
+    torch.save({"bn": torch.ones(10)}, tmp_path / "c" / "rank-1.pt")
+    (tmp_path / "c" / "sha256-rank-1.json").write_text('{"rank-1.pt": "0" }')
+    assert "rank-1.pt does not match" in damage(tmp_path / "c")
+    assert path.exists()
+
+
+def test_older_siblings_newest_first(tmp_path):
+    names = [
+        "checkpoint_2026-11-30_10-00-00.1",
+        "checkpoint_2026-11-30_10-05-00.1",
+        "checkpoint_2026-11-30_09-00-00.1",
+        "checkpoint_manager_snapshot.json",
+    ]
+    for name in names[:3]:
+        (tmp_path / name).mkdir()
+    (tmp_path / names[3]).write_text("{}")
+    newest = tmp_path / names[1]
+    assert [p.name for p in older_siblings(newest)] == [names[0], names[2]]
+    assert older_siblings(tmp_path / names[2]) == []
