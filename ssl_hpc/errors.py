@@ -19,3 +19,7 @@ class IngestError(SslHpcError):
 
 class CheckpointError(SslHpcError):
     """No checkpoint of a run can be trusted (every one kept is truncated or damaged)."""
+
+
+class DiskFullError(SslHpcError):
+    """An output could not be written: its filesystem is full (or the quota spent)."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..errors import DiskFullError
 
 
 def temporary_name(path: Path) -> Path:
@@ -17,7 +21,9 @@ def temporary_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block
+    succeeds. A write that fails because the filesystem is full raises DiskFullError
+    naming `path` (the partial temporary file is removed either way)."""
     path = Path(path)
     tmp = temporary_name(path)
     tmp.unlink(missing_ok=True)
@@ -26,8 +32,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)  # the rename itself survives a crash only once the dir is synced
+    except Exception as e:
+        if out_of_space(e, path.parent):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"no space left writing {path} ({free} bytes free on its filesystem; "
+                f"{type(e).__name__}: {str(e).splitlines()[0][:100]}). Free some space and "
+                "rerun: finished outputs are kept and nothing half-written is left behind"
+            ) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: free bytes below which a failed write is taken to be the filesystem filling up (HDF5,
+#: torch.save and numpy report a full disk in their own words, often without an errno)
+NEARLY_FULL = 1 << 20
+
+
+def out_of_space(error: BaseException, directory: Path) -> bool:
+    """True if `error`, raised while writing into `directory`, is a full disk or quota."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(directory).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 def _fsync(path: Path) -> None:

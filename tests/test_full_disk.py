@@ -1,0 +1,102 @@
+"""A full filesystem (scratch fills up on shared clusters): synth and embed end with one
+line naming the file they could not write and exit 2 (h5py prints its own complaints
+above it, from objects it frees), leave nothing a rerun would take as
+complete, and once space is freed a rerun finishes with the clean run's outputs. The
+filesystem is a real size-limited tmpfs (CI runs as root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+from conftest import skip_or_fail
+
+from jobs.cli import main
+
+# h5py's objects of the file that hit the full disk complain as they are freed
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 6 MiB tmpfs mounted for the test."""
+    if os.geteuid() != 0:
+        skip_or_fail("mounting a size-limited tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode:
+        skip_or_fail(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt, leave_bytes: int):
+    """A ballast file that leaves about `leave_bytes` free on `mnt`."""
+    free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+    ballast = mnt / "ballast"
+    ballast.write_bytes(bytes(max(0, free - leave_bytes)))
+    return ballast
+
+
+def _no_partial_files(root):
+    leftovers = [p.name for p in root.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+
+def _images(survey):
+    out = {}
+    for shard in sorted(survey.glob("shard-*.h5")):
+        with h5py.File(shard) as f:
+            out[shard.name] = f["image_array"][:]
+    return out
+
+
+def test_synth_on_a_full_disk_stops_cleanly_and_resumes(small_fs, tmp_path, capsys):
+    args = ["n_objects=320", "rows_per_shard=64", "image_size=32", "seed=5", "workers=1"]
+    assert main(["synth", "--out", str(tmp_path / "clean"), *args]) == 0
+    ballast = _fill(small_fs, 1_300_000)  # room for about two of the five shards
+    out = small_fs / "survey"
+    assert main(["synth", "--out", str(out), *args]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (h5py prints its own above)
+    assert last.startswith("ssl-hpc synth: error: no space left writing " + str(out / "shard-"))
+    assert not (out / "manifest.json").exists()
+    _no_partial_files(out)
+    written = sorted(p.name for p in out.glob("shard-*.h5"))
+    assert 0 < len(written) < 5
+    ballast.unlink()  # space freed: the rerun keeps what was finished and does the rest
+    kept = {name: (out / name).stat().st_mtime_ns for name in written}
+    assert main(["synth", "--out", str(out), *args]) == 0
+    assert all((out / name).stat().st_mtime_ns == t for name, t in kept.items())
+    clean, resumed = _images(tmp_path / "clean"), _images(out)
+    assert clean.keys() == resumed.keys() and len(clean) == 5
+    assert all(np.array_equal(clean[k], resumed[k]) for k in clean)
+
+
+def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, tmp_path, capsys):
+    from test_embed import make_checkpoint
+
+    from ssl_hpc.embed import load
+
+    ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
+    base = ["embed", "--checkpoint", str(ckpt), "--data", str(small_survey)]
+    assert main([*base, "--out", str(tmp_path / "clean")]) == 0
+    ballast = _fill(small_fs, 300_000)
+    out = small_fs / "emb"
+    assert main([*base, "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("ssl-hpc embed: error: embedding failed: rank 0, shard shard-")
+    assert "no space left writing " + str(out) in last
+    _no_partial_files(out)
+    with pytest.raises(Exception, match=str(out)):
+        load(out)  # not taken as a finished embedding set
+    ballast.unlink()
+    assert main([*base, "--out", str(out)]) == 0
+    ids_clean, vectors_clean = load(tmp_path / "clean").load()
+    ids, vectors = load(out).load()
+    assert np.array_equal(ids, ids_clean) and np.array_equal(vectors, vectors_clean)
