@@ -107,15 +107,28 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+#: a config file is a few kB; anything this large is a mistake (or an attack on the parser)
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
     """The mapping in YAML file `path` ({} if empty), or a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: {what} file not found")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p}: {p.stat().st_size} bytes, larger than a {what} file can be ({MAX_CONFIG_BYTES})"
+        )
     try:
         loaded = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where} ({problem})") from e
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: expected a mapping of keys to values")
     return loaded

@@ -45,6 +45,9 @@ EXTENSIONS = {
 }
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+#: pixels (all bands) a cutout file may hold; checked from its header before decoding, so a
+#: compressed or forged file cannot make ingest allocate gigabytes (cutouts are ~10^5)
+MAX_CUTOUT_PIXELS = 1 << 26
 _FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -157,9 +160,19 @@ def read_fits_image(path: Path, object_id: int) -> np.ndarray:
     """The first image HDU with data in a FITS file, as float32 (B, H, W) (2-D -> B = 1)."""
     try:
         with fits.open(path, memmap=False) as hdul:
-            hdu = next((h for h in hdul if isinstance(h, _IMAGE_HDUS) and h.data is not None), None)
+            images = (h for h in hdul if isinstance(h, _IMAGE_HDUS) and h.shape)
+            hdu = next(images, None)
             if hdu is None:
                 raise CutoutError(object_id, str(path), "FITS file has no image HDU with data")
+            pixels = int(np.prod(hdu.shape))  # from the header: before anything expands
+            if pixels > MAX_CUTOUT_PIXELS:
+                shape = "x".join(map(str, hdu.shape))
+                raise CutoutError(
+                    object_id,
+                    str(path),
+                    f"FITS image is {shape} = {pixels} pixels, over the limit of "
+                    f"{MAX_CUTOUT_PIXELS} for a cutout",
+                )
             data = np.asarray(hdu.data, dtype=np.float32)
     except _FITS_ERRORS as e:
         raise CutoutError(object_id, str(path), f"unreadable FITS ({e})") from e
@@ -197,6 +210,14 @@ def read_8bit_image(path: Path, object_id: int) -> np.ndarray:
     """A PNG/JPEG as float32 (C, H, W) in [0, 1]: C = 3 for colour, 1 for grayscale."""
     try:
         with Image.open(path) as im:
+            width, height = im.size  # from the header: before anything is decoded
+            if width * height > MAX_CUTOUT_PIXELS:
+                raise CutoutError(
+                    object_id,
+                    str(path),
+                    f"image is {width}x{height} pixels, over the limit of {MAX_CUTOUT_PIXELS} "
+                    "for a cutout",
+                )
             im.load()
             pixels = _to_rgb_or_gray(im, object_id, path)
     except _IMAGE_ERRORS as e:

@@ -56,10 +56,21 @@ def read_table(path: str) -> Table:
         raise IngestError(f"{path}: catalogue not found")
     name = p.name.lower()
     kind = "ascii.csv" if name.endswith(".csv") else "fits" if ".fit" in name else None
+    with open(p, "rb") as f:
+        start = f.read(4)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise IngestError(f"{path}: the catalogue is UTF-16 text; save it as UTF-8")
     try:
-        return Table.read(path, format=kind)
+        table = Table.read(path, format=kind)
     except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
-        raise IngestError(f"{path}: cannot read catalogue ({type(e).__name__}: {e})") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise IngestError(f"{path}: cannot read catalogue ({type(e).__name__}: {first})") from e
+    for column in list(table.colnames):  # a UTF-8 byte-order mark (Excel) is not a name
+        if column.startswith("\ufeff"):
+            table.rename_column(column, column.removeprefix("\ufeff"))
+    if len(table) == 0:
+        raise IngestError(f"{path}: the catalogue has no rows")
+    return table
 
 
 def parse_ids(column: Any, name: str) -> tuple[np.ndarray, dict[int, str]]:

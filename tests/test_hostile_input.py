@@ -1,0 +1,261 @@
+"""Hostile and malformed input, one table: each case breaks one input of a real command
+and must end with exit code 2 and one line on stderr naming the file, object or option,
+no traceback, and nothing half-written (no temporary files left, no output a rerun would
+take as complete)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+from test_ingest import CROP, cli_args, fake_cube
+from test_ingest import fits_set as fits_set  # the fixture
+
+from jobs.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("SSL_HPC_PROGRESS", "0")
+
+
+# -- how each input is broken: (tmp_path, images dir, catalogue) -> (argv, words) ------------
+
+
+def ingest_with(tmp_path, *extra):
+    return cli_args(tmp_path, "out", *extra)
+
+
+def fits_header_garbage(tmp, images, cat):
+    data = (images / "3.fits").read_bytes()
+    (images / "3.fits").write_bytes(data[:80] + b"NAXIS1  = 'not a number' / broken" + data[114:])
+    return ingest_with(tmp), ["object 3 (", "3.fits", "unreadable FITS"]
+
+
+def fits_truncated(tmp, images, cat):
+    data = (images / "4.fits").read_bytes()
+    (images / "4.fits").write_bytes(data[: len(data) // 2])
+    return ingest_with(tmp), ["object 4 (", "4.fits"]
+
+
+def fits_not_fits(tmp, images, cat):
+    (images / "5.fits").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(3000))
+    return ingest_with(tmp), ["object 5 (", "5.fits", "unreadable FITS"]
+
+
+def fits_empty(tmp, images, cat):
+    (images / "5.fits").write_bytes(b"")
+    return ingest_with(tmp), ["object 5 (", "5.fits"]
+
+
+def fits_compression_bomb(tmp, images, cat):
+    # 3 x 20000 x 20000 of zeros: a few kB compressed, 4.8 GB as float32 once expanded
+    hdu = fits.CompImageHDU(np.zeros((3, 20000, 20000), np.float32), compression_type="RICE_1")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(images / "6.fits", overwrite=True)
+    return ingest_with(tmp), ["object 6 (", "6.fits", "pixels", "limit"]
+
+
+def fits_nan_and_inf(tmp, images, cat):
+    cube = fake_cube(2)
+    cube[:, CROP // 2 + 2, CROP // 2 + 2] = [np.nan, np.inf, -np.inf]
+    fits.writeto(images / "2.fits", cube, overwrite=True)
+    return ingest_with(tmp), ["object 2 (", "2.fits", "NaN", "inf"]
+
+
+def fits_table_only(tmp, images, cat):
+    table = fits.BinTableHDU.from_columns([fits.Column("x", "E", array=np.ones(3))])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(images / "7.fits", overwrite=True)
+    return ingest_with(tmp), ["object 7 (", "7.fits", "no image HDU"]
+
+
+def fits_four_d(tmp, images, cat):
+    fits.writeto(images / "8.fits", np.ones((2, 3, 24, 24), np.float32), overwrite=True)
+    return ingest_with(tmp), ["object 8 (", "8.fits", "shape (2, 3, 24, 24)"]
+
+
+def catalogue_bom(tmp, images, cat):
+    cat.write_bytes(b"\xef\xbb\xbf" + cat.read_bytes())  # as Excel saves "CSV UTF-8"
+    return ingest_with(tmp, "--id-column", "ID"), ["no id column 'ID'; have ['id', 'ra'"]
+
+
+def catalogue_utf16(tmp, images, cat):
+    cat.write_bytes(cat.read_text().encode("utf-16"))
+    return ingest_with(tmp), [str(cat), "UTF-16"]
+
+
+def catalogue_quoted_comma_id(tmp, images, cat):
+    lines = cat.read_text().splitlines()
+    lines[2] = '"2,5"' + lines[2][1:]
+    cat.write_text("\n".join(lines) + "\n")
+    return ingest_with(tmp), ["id column 'id'", "row 2", "'2,5' is not an integer"]
+
+
+def catalogue_blank_id(tmp, images, cat):
+    lines = cat.read_text().splitlines()
+    lines[4] = lines[4][1:]
+    cat.write_text("\n".join(lines) + "\n")
+    return ingest_with(tmp), ["id column 'id'", "row 4: id is missing"]
+
+
+def catalogue_twenty_digit_id(tmp, images, cat):
+    lines = cat.read_text().splitlines()
+    lines[3] = "12345678901234567890" + lines[3][1:]
+    cat.write_text("\n".join(lines) + "\n")
+    return ingest_with(tmp), ["id column 'id'", "row 3", "12345678901234567890"]
+
+
+def catalogue_header_only(tmp, images, cat):
+    cat.write_text(cat.read_text().splitlines()[0] + "\n")
+    return ingest_with(tmp), [str(cat), "no rows"]
+
+
+def catalogue_binary_garbage(tmp, images, cat):
+    cat.write_bytes(bytes(range(256)) * 20)
+    return ingest_with(tmp), [str(cat), "cannot read catalogue"]
+
+
+def _jpeg_set(tmp, images, cat, size=(24, 24)):
+    jpegs = tmp / "jpegs"
+    jpegs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1, 9):
+        pixels = rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(jpegs / f"{i}.jpg", quality=95)
+    argv = ingest_with(tmp, "--images", str(jpegs), "--format", "jpeg")
+    argv[argv.index("--bands") + 1] = "g,r,i"
+    return jpegs, argv
+
+
+def jpeg_not_a_jpeg(tmp, images, cat):
+    jpegs, argv = _jpeg_set(tmp, images, cat)
+    (jpegs / "3.jpg").write_text("<html>404 not found</html>")
+    return argv, ["object 3 (", "3.jpg", "unreadable image"]
+
+
+def jpeg_one_pixel(tmp, images, cat):
+    jpegs, argv = _jpeg_set(tmp, images, cat)
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(jpegs / "4.jpg")
+    return argv, ["object 4 (", "4.jpg", "1x1"]
+
+
+def jpeg_claims_to_be_huge(tmp, images, cat):
+    # a 24 x 24 JPEG whose frame header says 20000 x 20000: decoding it would take 1.2 GB
+    jpegs, argv = _jpeg_set(tmp, images, cat)
+    data = bytearray((jpegs / "5.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 20000, 20000)
+    (jpegs / "5.jpg").write_bytes(bytes(data))
+    return argv, ["object 5 (", "5.jpg", "400000000 pixels"]
+
+
+def yaml_alias_bomb(tmp, images, cat):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for n in "bcdefghi":
+        prev = chr(ord(n) - 1)
+        lines.append(f"{n}: &{n} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    (tmp / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    return ingest_with(tmp, "--config", str(tmp / "bomb.yaml")), ["bomb.yaml", "unknown key"]
+
+
+def yaml_huge_string(tmp, images, cat):
+    (tmp / "huge.yaml").write_text("survey: " + "x" * 5_000_000 + "\n")
+    return ingest_with(tmp, "--config", str(tmp / "huge.yaml")), ["huge.yaml", "larger than"]
+
+
+def yaml_not_a_mapping(tmp, images, cat):
+    (tmp / "list.yaml").write_text("- crop\n- 16\n")
+    return ingest_with(tmp, "--config", str(tmp / "list.yaml")), ["list.yaml", "mapping"]
+
+
+def yaml_syntax(tmp, images, cat):
+    (tmp / "bad.yaml").write_text("crop: [16\nbands: g\n")
+    return ingest_with(tmp, "--config", str(tmp / "bad.yaml")), ["bad.yaml", "not valid YAML"]
+
+
+def option_negative_crop(tmp, images, cat):
+    argv = ingest_with(tmp)
+    argv[argv.index("--crop") + 1] = "-16"
+    return argv, ["crop -16"]
+
+
+def option_wrong_type(tmp, images, cat):
+    return ingest_with(tmp, "rows_per_shard=many"), ["rows_per_shard", "many"]
+
+
+def option_unknown_key(tmp, images, cat):
+    return ingest_with(tmp, "row_per_shard=3"), ["row_per_shard"]
+
+
+def synth_zero_objects(tmp, images, cat):
+    return ["synth", "--out", str(tmp / "out"), "n_objects=0"], ["n_objects"]
+
+
+def synth_nan_value(tmp, images, cat):
+    return ["synth", "--out", str(tmp / "out"), "faint_range=nan"], ["faint_range"]
+
+
+def pretrain_zero_temperature(tmp, images, cat):
+    argv = ["pretrain", "--data", str(tmp / "nowhere"), "--out", str(tmp / "out")]
+    return [*argv, "temperature=0"], ["temperature"]
+
+
+CASES = {
+    f.__name__: f
+    for f in (
+        fits_header_garbage,
+        fits_truncated,
+        fits_not_fits,
+        fits_empty,
+        fits_compression_bomb,
+        fits_nan_and_inf,
+        fits_table_only,
+        fits_four_d,
+        catalogue_bom,
+        catalogue_utf16,
+        catalogue_quoted_comma_id,
+        catalogue_blank_id,
+        catalogue_twenty_digit_id,
+        catalogue_header_only,
+        catalogue_binary_garbage,
+        jpeg_not_a_jpeg,
+        jpeg_one_pixel,
+        jpeg_claims_to_be_huge,
+        yaml_alias_bomb,
+        yaml_huge_string,
+        yaml_not_a_mapping,
+        yaml_syntax,
+        option_negative_crop,
+        option_wrong_type,
+        option_unknown_key,
+        synth_zero_objects,
+        synth_nan_value,
+        pretrain_zero_temperature,
+    )
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_input_gets_one_clear_line_and_exit_2(case, fits_set, capsys):
+    tmp_path, images, cat = fits_set
+    argv, words = CASES[case](tmp_path, images, cat)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"ssl-hpc {argv[0]}: error: ")
+    for word in words:
+        assert word in last, f"{word!r} not in {last!r}"
+    out = tmp_path / "out"
+    if out.exists():
+        assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+        assert not (out / "manifest.json").exists()  # never taken as a finished survey
+
+
+def test_a_catalogue_with_a_byte_order_mark_ingests(fits_set):
+    tmp_path, _, cat = fits_set
+    cat.write_bytes(b"\xef\xbb\xbf" + cat.read_bytes())
+    assert main(cli_args(tmp_path, "out")) == 0
+    assert (tmp_path / "out" / "manifest.json").exists()
