@@ -202,6 +202,27 @@ def pretrain_zero_temperature(tmp, images, cat):
     return [*argv, "temperature=0"], ["temperature"]
 
 
+def checkpoint_flipped_bytes(tmp, images, cat):
+    from test_embed import make_checkpoint
+
+    path = make_checkpoint(tmp / "encoder.pt", seed=0)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside a tensor: torch.load would read it without complaint
+    data[middle : middle + 8] = bytes(b ^ 0x55 for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+    argv = ["embed", "--checkpoint", str(path), "--data", str(tmp), "--out", str(tmp / "out")]
+    return argv, [str(path), "do not match their recorded sha256"]
+
+
+def checkpoint_truncated(tmp, images, cat):
+    from test_embed import make_checkpoint
+
+    path = make_checkpoint(tmp / "encoder.pt", seed=0)
+    path.write_bytes(path.read_bytes()[:5000])
+    argv = ["embed", "--checkpoint", str(path), "--data", str(tmp), "--out", str(tmp / "out")]
+    return argv, [str(path), "not a readable encoder checkpoint"]
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -233,6 +254,8 @@ CASES = {
         synth_zero_objects,
         synth_nan_value,
         pretrain_zero_temperature,
+        checkpoint_flipped_bytes,
+        checkpoint_truncated,
     )
 }
 

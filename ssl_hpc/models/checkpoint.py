@@ -11,12 +11,15 @@ step               pretraining steps behind the weights
 config             the whole pretraining config (its ``augment.out_size`` is the view size)
 state_dict         the query encoder's weights and buffers
 head_state_dict    its projection head (may be empty)
+weights_sha256     sha256 of both state dicts' names, shapes and bytes: checked on load,
+                   since flipped bytes inside a tensor load without complaint
 =================  ==========================================================================
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -53,11 +56,23 @@ def save_encoder(
         "config": config,
         "state_dict": encoder,
         "head_state_dict": head,
+        "weights_sha256": weights_digest(encoder, head),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def weights_digest(*states: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of every tensor of `states`."""
+    h = hashlib.sha256()
+    for state in states:
+        for name in sorted(state):
+            t = state[name].detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class EncoderCheckpoint:
@@ -81,6 +96,13 @@ class EncoderCheckpoint:
         missing = [k for k in required if k not in self.payload]
         if missing:
             raise SslHpcError(f"{self.path}: not an encoder checkpoint (lacks {missing})")
+        recorded = self.payload.get("weights_sha256")  # absent in files from before it was
+        head = self.payload.get("head_state_dict") or {}
+        if recorded and weights_digest(self.payload["state_dict"], head) != recorded:
+            raise SslHpcError(
+                f"{self.path}: the weights do not match their recorded sha256 (the file was "
+                "damaged after it was written); use another copy or rerun pretraining"
+            )
 
     # -- what it is -----------------------------------------------------------------------
     @property
