@@ -1,0 +1,177 @@
+"""Crash consistency: SIGKILL a command's whole process group at points spread over its
+run, rerun it to completion, and compare every output file with a clean run's, bitwise.
+
+For each job: one clean run (timed), then for each of `kills` points (half spread over
+the clean run's wall time, half just after the k-th shard's done-record appears): start
+the command in its own session, SIGKILL the group there, check that nothing left behind
+looks complete when it is not (every done-record names a shard that exists with its
+recorded sha256; a manifest lists only recorded shards), rerun to completion, and compare
+the whole output tree with the clean one (paths and sha256s; JSON files without their
+run-history keys, the only thing a rerun may change). The test suite runs a few kill
+points per job (tests/test_crash_consistency.py);
+
+    python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
+
+runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("ssl-hpc"))
+GZ1 = REPO / "tests" / "data" / "gz1_sdss"
+
+
+def synth_argv(out: Path) -> list[str]:
+    return ["synth", "--out", str(out), "n_objects=1200", "rows_per_shard=100",
+            "image_size=32", "seed=7", "workers=1"]  # fmt: skip
+
+
+def ingest_argv(out: Path) -> list[str]:
+    return ["ingest", "--catalog", str(GZ1 / "labels.csv"), "--images", str(GZ1 / "images"),
+            "--out", str(out), "--id-column", "objid", "--label-columns", "class",
+            "--bands", "i,r,g", "--crop", "128", "--resize", "64", "--pixel-scale", "0.396",
+            "rows_per_shard=4"]  # fmt: skip
+
+
+JOBS = {"synth": synth_argv, "ingest": ingest_argv}
+
+
+#: JSON keys that record how a run went, not what it made (its wall time, the shards a
+#: rerun found finished): the only things a resumed run may write differently
+RUN_HISTORY = {"seconds", "shards_reused"}
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under `root` (relative path -> sha256): bitwise, except that JSON files
+    are hashed without their RUN_HISTORY keys."""
+    return {str(p.relative_to(root)): _digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _digest(path: Path) -> str:
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        data = json.dumps(_without_history(json.loads(data)), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _without_history(obj):
+    if isinstance(obj, dict):
+        return {k: _without_history(v) for k, v in obj.items() if k not in RUN_HISTORY}
+    if isinstance(obj, list):
+        return [_without_history(v) for v in obj]
+    return obj
+
+
+def falsely_complete(out: Path) -> list[str]:
+    """Outputs a rerun or a reader would take as complete that are not."""
+    problems = []
+    for record in out.glob("*.done"):
+        done = json.loads(record.read_text())
+        shard = out / done["file"]
+        if not shard.is_file():
+            problems.append(f"{record.name}: {done['file']} missing")
+        elif hashlib.sha256(shard.read_bytes()).hexdigest() != done["sha256"]:
+            problems.append(f"{record.name}: {done['file']} differs from its record")
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        for entry in json.loads(manifest.read_text()).get("shards", []):
+            if not (out / f"{entry['file']}.done").exists():
+                problems.append(f"manifest.json lists {entry['file']} without a done-record")
+    return problems
+
+
+def run(argv: list[str], kill_after: float | None = None, kill_when=None) -> tuple[int, float]:
+    """Run the CLI in its own session; SIGKILL the whole group after `kill_after` s, or as
+    soon as `kill_when()` is true (polled every 5 ms)."""
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([CLI, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)  # fmt: skip
+    while proc.poll() is None:
+        late = kill_after is not None and time.perf_counter() - t0 > kill_after
+        if late or (kill_when is not None and kill_when()):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    return proc.returncode, time.perf_counter() - t0
+
+
+def kill_points(wall: float, shards: int, kills: int) -> list[dict]:
+    """Where to kill: half spread over the clean run's wall time, half just after the k-th
+    shard's done-record appears (k spread over the shards: between "record written" and
+    whatever comes next)."""
+    by_time = [{"after_s": round(wall * (k + 0.5) / (kills - kills // 2), 2)}
+               for k in range(kills - kills // 2)]  # fmt: skip
+    by_record = [{"after_records": 1 + k * max(shards - 1, 1) // max(kills // 2, 1)}
+                 for k in range(kills // 2)]  # fmt: skip
+    return by_time + by_record
+
+
+def crash_and_resume(job: str, root: Path, kills: int) -> dict:
+    """The clean run, then `kills` killed-and-rerun runs of `job`, all into root/out (a
+    job's outputs record where they were written, so every run writes to the same path)."""
+    argv, out = JOBS[job], root / "out"
+    rc, wall = run(argv(out))
+    if rc != 0:
+        raise RuntimeError(f"{job}: the clean run failed (exit {rc})")
+    clean = tree(out)
+    shards = len(list(out.glob("*.done")))
+    trials = []
+    for point in kill_points(wall, shards, kills):
+        shutil.rmtree(out)
+        records = point.get("after_records")
+        when = None if records is None else lambda n=records: len(list(out.glob("*.done"))) >= n
+        rc_killed, at = run(argv(out), point.get("after_s"), when)
+        partial = falsely_complete(out) if out.exists() else []
+        done_before = len(list(out.glob("*.done"))) if out.exists() else 0
+        rc_rerun, _ = run(argv(out))
+        resumed = tree(out) if out.exists() else {}
+        differs = sorted(p for p in clean.keys() | resumed.keys() if clean.get(p) != resumed.get(p))
+        trials.append({
+            **point,
+            "killed_at_s": round(at, 2),
+            "killed": rc_killed == -signal.SIGKILL,
+            "shards_done_at_kill": done_before,
+            "falsely_complete": partial,
+            "rerun_exit": rc_rerun,
+            "files_differing": differs,
+        })  # fmt: skip
+    return {"job": job, "clean_wall_s": round(wall, 2), "files": len(clean), "trials": trials}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", default="synth,ingest")
+    p.add_argument("--kills", type=int, default=12)
+    p.add_argument("--work", default="runs/faults", help="scratch directory (emptied)")
+    p.add_argument("--out", default="bench/results/faults.json")
+    args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness import machine_info, write_results
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    results = [crash_and_resume(j, work / j, args.kills) for j in args.jobs.split(",")]
+    for r in results:
+        bad = [t for t in r["trials"] if t["falsely_complete"] or t["files_differing"]]
+        killed = sum(t["killed"] for t in r["trials"])
+        print(f"{r['job']:8s} {len(r['trials'])} kill points ({killed} landed before the end): "
+              f"{len(bad)} with a difference")  # fmt: skip
+    print(write_results({"machine": machine_info(), "jobs": results}, args.out))
+
+
+if __name__ == "__main__":
+    main()
