@@ -86,24 +86,25 @@ def catalogue_utf16(tmp, images, cat):
     return ingest_with(tmp), [str(cat), "UTF-16"]
 
 
-def catalogue_quoted_comma_id(tmp, images, cat):
+def _set_id(cat, row: int, text: str) -> None:
+    """Replace the (one-digit) id of data row `row` of the catalogue with `text`."""
     lines = cat.read_text().splitlines()
-    lines[2] = '"2,5"' + lines[2][1:]
+    lines[row] = text + lines[row][1:]
     cat.write_text("\n".join(lines) + "\n")
+
+
+def catalogue_quoted_comma_id(tmp, images, cat):
+    _set_id(cat, 2, '"2,5"')
     return ingest_with(tmp), ["id column 'id'", "row 2", "'2,5' is not an integer"]
 
 
 def catalogue_blank_id(tmp, images, cat):
-    lines = cat.read_text().splitlines()
-    lines[4] = lines[4][1:]
-    cat.write_text("\n".join(lines) + "\n")
+    _set_id(cat, 4, "")
     return ingest_with(tmp), ["id column 'id'", "row 4: id is missing"]
 
 
 def catalogue_twenty_digit_id(tmp, images, cat):
-    lines = cat.read_text().splitlines()
-    lines[3] = "12345678901234567890" + lines[3][1:]
-    cat.write_text("\n".join(lines) + "\n")
+    _set_id(cat, 3, "12345678901234567890")
     return ingest_with(tmp), ["id column 'id'", "row 3", "12345678901234567890"]
 
 

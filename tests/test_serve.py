@@ -250,14 +250,16 @@ def test_uploads_and_slow_requests_stay_bounded(served):
     searcher = Searcher(es, survey_of(es, None))
     state = ServeState(searcher, log=lambda *_: None)
     entered, release = threading.Event(), threading.Event()
-    embed_fits = searcher.by_fits
 
-    def held_by_fits(*args, **kwargs):
-        entered.set()
-        release.wait(60)
-        return embed_fits(*args, **kwargs)
+    def held(call):  # `call`, once `release` is set (`entered` says it is waiting)
+        def wait_then_call(*args, **kwargs):
+            entered.set()
+            release.wait(60)
+            return call(*args, **kwargs)
 
-    searcher.by_fits = held_by_fits
+        return wait_then_call
+
+    searcher.by_fits = held(searcher.by_fits)
     upload = {"file": ("c.fits", (served / "cutout.fits").read_bytes())}
     auth = {"Authorization": f"token {TOKEN}"}
     app = create_app(state, token=TOKEN, max_uploads=1)
@@ -270,14 +272,8 @@ def test_uploads_and_slow_requests_stay_bounded(served):
         release.set()
         assert first.result(60).status_code == 200
         assert c.post("/api/upload", files=upload).status_code == 200  # the slot is free again
-    table = searcher.table
-
-    def hung_table(*args, **kwargs):
-        release.clear()
-        release.wait(5)
-        return table(*args, **kwargs)
-
-    searcher.table = hung_table
+    release.clear()
+    searcher.table = held(searcher.table)
     with TestClient(create_app(state, token=TOKEN, request_timeout_s=0.5), headers=auth) as c:
         slow = c.get("/api/search", params={"object_id": 5})
         assert slow.status_code == 504 and "no answer within 0.5 s" in slow.json()["detail"]
