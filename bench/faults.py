@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from ssl_hpc.utils.hashing import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("ssl-hpc"))
 GZ1 = REPO / "tests" / "data" / "gz1_sdss"
@@ -60,10 +62,10 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def _digest(path: Path) -> str:
-    data = path.read_bytes()
-    if path.suffix == ".json":
-        data = json.dumps(_without_history(json.loads(data)), sort_keys=True).encode()
-    return hashlib.sha256(data).hexdigest()
+    if path.suffix != ".json":
+        return sha256_file(path)
+    data = json.dumps(_without_history(json.loads(path.read_bytes())), sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
 
 
 def _without_history(obj):
@@ -82,7 +84,7 @@ def falsely_complete(out: Path) -> list[str]:
         shard = out / done["file"]
         if not shard.is_file():
             problems.append(f"{record.name}: {done['file']} missing")
-        elif hashlib.sha256(shard.read_bytes()).hexdigest() != done["sha256"]:
+        elif sha256_file(shard) != done["sha256"]:
             problems.append(f"{record.name}: {done['file']} differs from its record")
     manifest = out / "manifest.json"
     if manifest.exists():

@@ -69,9 +69,8 @@ def ddp(model: torch.nn.Module, worker: Worker, broadcast_buffers: bool = True):
 
 @dataclass(frozen=True)
 class Restored:
-    """The checkpoint a worker resumed from, and the newer ones it passed over."""
+    """A worker resumed from a checkpoint, passing over the newer ones listed."""
 
-    directory: Path
     passed_over: tuple[str, ...] = ()  # "checkpoint_<time>: why it cannot be trusted"
 
     def note(self, step: int) -> str:
@@ -101,7 +100,7 @@ def restore(load: Callable[[Path], None]) -> Restored | None:
                         file=sys.stderr,
                         flush=True,
                     )
-                return Restored(directory, tuple(passed_over))
+                return Restored(tuple(passed_over))
             passed_over.append(f"{directory.name}: {why}")
     raise CheckpointError(
         f"no intact checkpoint in {newest.parent}: {'; '.join(passed_over)}. Move the run "
