@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import SurveyError
 from ..utils.atomic import atomic_path
+from ..utils.h5write import new_h5_file
 from . import format as fmt
 from .manifest import ColumnInfo, Manifest, ShardEntry
 
@@ -104,7 +105,7 @@ def write_shard(
     table.validate(meta)
     n = len(table)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        with new_h5_file(tmp, libver="latest") as f:
             f.attrs["schema_version"] = fmt.SCHEMA_VERSION
             f.attrs["survey"] = meta.survey
             f.attrs["pixel_scale_arcsec"] = meta.pixel_scale_arcsec

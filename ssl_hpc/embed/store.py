@@ -28,6 +28,7 @@ import numpy as np
 from ..data.manifest import ShardEntry
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path
+from ..utils.h5write import new_h5_file
 from ..utils.hashing import sha256_file
 
 SCHEMA = 1
@@ -58,7 +59,7 @@ def write_embedding_shard(
     """Write one shard atomically (its run `identity` in the attributes); returns its
     entry (the done-record is the sharded job's: `data.sharded_job.record`)."""
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5_file(tmp) as f:
             f.create_dataset("embeddings", data=embeddings.astype(np.float32))  # contiguous
             f.create_dataset("object_id", data=object_id.astype(np.int64))
             f.create_dataset("ra", data=ra.astype(np.float64))

@@ -22,6 +22,7 @@ from ..data.manifest import ShardEntry
 from ..data.sharded_job import JOB_FILE, ShardPlan, claim_dir, finished, read_claim, record
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
+from ..utils.h5write import new_h5_file
 from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from .exact import BLOCK_ROWS, exact_search
@@ -97,7 +98,7 @@ def _write_table(plan: ShardPlan, vectors, k: int, search: Search, chunk: int, b
         sims[a:b], rows[a:b] = search(vectors.take(global_rows), k, global_rows)
         bar.update(b - a)
     with atomic_path(plan.path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5_file(tmp) as f:
             f.create_dataset("object_id", data=ids[first : first + size])
             f.create_dataset("neighbour_row", data=rows)
             f.create_dataset("neighbour_id", data=np.where(rows >= 0, ids[rows], -1))
