@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
+from ssl_hpc.data import batch_buffers
+from ssl_hpc.data import reader as reader_module
 from ssl_hpc.data.reader import ReaderPosition, ShardedReader, assign_shards
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import SurveyError
 
 
 def ids_of(reader: ShardedReader, workers: int = 0) -> list[np.ndarray]:
-    loader = DataLoader(reader, batch_size=None, num_workers=workers)
-    return [b["object_id"].numpy() for b in loader]
+    return [b["object_id"].numpy() for b in reader.loader(workers)]
 
 
 def test_assignment_is_whole_shards_balanced_and_a_partition():
@@ -93,6 +93,41 @@ def test_order_is_seeded_and_independent_of_worker_count(small_survey):
     assert not np.array_equal(base, np.concatenate(ids_of(c)))
     a.set_epoch(1)
     assert not np.array_equal(base, np.concatenate(ids_of(a)))
+
+
+def _slots_seen(monkeypatch) -> list[tuple[int, int]]:
+    """Record the (worker, ring slot) of every batch the loader hands out."""
+    seen = []
+
+    def recording(batch, flags):
+        seen.append(tuple(int(x) for x in batch[batch_buffers.SLOT_KEY]))
+        return batch_buffers.track(batch, flags)
+
+    monkeypatch.setattr(reader_module, "track", recording)
+    return seen
+
+
+def test_worker_buffers_are_reused_once_released_and_never_while_held(small_survey, monkeypatch):
+    def reader():
+        return ShardedReader(small_survey, batch_size=4, seed=3)
+
+    expected = [(b["object_id"].clone(), b["image"].clone()) for b in reader().loader(0)]
+    assert len(expected) > 4 * batch_buffers.RING  # enough batches to go round each ring
+
+    seen = _slots_seen(monkeypatch)
+    for b, (ids, image) in zip(reader().loader(2), expected, strict=True):
+        assert torch.equal(b["object_id"], ids) and torch.equal(b["image"], image)
+        del b  # released: its slot is free for the worker's next batch but one
+    assert all(slot >= 0 for _, slot in seen)  # the ring never ran out
+    assert len(set(seen)) <= 2 * batch_buffers.RING < len(seen)  # so slots came round again
+
+    seen.clear()
+    held = list(reader().loader(2))  # a consumer keeping every batch
+    assert sum(slot >= 0 for _, slot in seen) == 2 * batch_buffers.RING  # rings filled once,
+    assert sum(slot < 0 for _, slot in seen) == len(expected) - 2 * batch_buffers.RING  # then fresh
+    for b, (ids, image) in zip(held, expected, strict=True):  # and nothing held was overwritten
+        assert torch.equal(b["object_id"], ids) and torch.equal(b["image"], image)
+    assert all(batch_buffers.SLOT_KEY not in b for b in held)
 
 
 def test_resume_mid_epoch_yields_the_same_remaining_sequence(small_survey):

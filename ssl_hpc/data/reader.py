@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import SurveyError
 from . import format as fmt
-from .survey import Survey, open_shard, read_rows
+from .batch_buffers import SLOT_KEY, batch_tensor, new_flags, track
+from .survey import Survey, open_shard, read_rows, read_rows_into
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ class ShardedReader(IterableDataset):
     Each batch holds ``image`` (B, bands, H, W) `image_dtype` (None: as stored, e.g.
     float16, half the bytes through workers and host-to-GPU copies; the fused augmentations
     read it as is), ``object_id`` (B,) int64, ``psf_fwhm`` and ``sky_sigma`` (B, bands)
-    float32, plus each requested catalogue column (B,). Use with
-    ``DataLoader(reader, batch_size=None, num_workers=k)``.
+    float32, plus each requested catalogue column (B,). Iterate `loader(num_workers)`
+    (or ``DataLoader(reader, batch_size=None, num_workers=k)``, which copies each batch
+    into fresh shared memory).
 
     `even`: every rank yields the same number of full batches per epoch (what data-parallel
     training needs); the rows beyond that are skipped for this epoch only, different ones
@@ -120,6 +122,7 @@ class ShardedReader(IterableDataset):
         self.shuffle_window = max(1, shuffle_window)
         self.image_dtype = np.dtype(image_dtype or self.survey.manifest.image_dtype)
         self.position = ReaderPosition()
+        self._flags: torch.Tensor | None = None  # the current loader's buffer table
         self._sizes = self.survey.shard_sizes
         self._paths = [str(p) for p in self.survey.shard_paths]
         assign_shards(self._sizes, world_size, 0, seed, shuffle)  # fail early if too few shards
@@ -169,6 +172,21 @@ class ShardedReader(IterableDataset):
         self.position = ReaderPosition.from_state_dict(d)
 
     # --- reading -------------------------------------------------------------------------
+    def loader(self, num_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
+        """This rank's batches from the current position, read by `num_workers` DataLoader
+        worker processes (0: in this process) into shared buffers they reuse once a batch
+        is released (see data/batch_buffers.py)."""
+        self._flags = new_flags(num_workers) if num_workers > 0 else None
+        flags = self._flags
+        try:
+            loader = DataLoader(
+                self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory
+            )
+            for batch in loader:
+                yield track(batch, flags)
+        finally:
+            self._flags = None
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
@@ -187,20 +205,24 @@ class ShardedReader(IterableDataset):
     def _read_batch(self, shard_idx: np.ndarray, rows: np.ndarray, files: dict) -> dict:
         n = len(rows)
         bands, h, w = self.survey.manifest.image_shape
-        image = np.empty((n, bands, h, w), self.image_dtype)
+        image_tensor, slot = batch_tensor((n, bands, h, w), self.image_dtype, self._flags)
+        image = image_tensor.numpy()
         out: dict[str, np.ndarray] = {}
         for s in np.unique(shard_idx):
             sel = np.flatnonzero(shard_idx == s)
             shard = files.get(int(s))
             if shard is None:
                 shard = files[int(s)] = _OpenShard(self._paths[s], self.columns)
-            image[sel] = read_rows(shard.file, fmt.IMAGE, rows[sel])
+            read_rows_into(shard.file, fmt.IMAGE, rows[sel], image, sel)
             for key, values in shard.small.items():
                 if key not in out:
                     out[key] = np.empty((n, *values.shape[1:]), values.dtype)
                 out[key][sel] = values[rows[sel]]
-        batch = {"image": torch.from_numpy(image)}
+        batch = {"image": image_tensor}
         batch.update({k: torch.from_numpy(v) for k, v in out.items()})
+        info = get_worker_info()
+        if info is not None and self._flags is not None:  # read for `loader`: say which slot
+            batch[SLOT_KEY] = torch.tensor([info.id, slot])
         return batch
 
 

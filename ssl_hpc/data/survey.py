@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 from ..errors import SurveyError
 from . import format as fmt
@@ -28,27 +29,55 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
 
 
 def read_rows(f: h5py.File, name: str, rows: np.ndarray) -> np.ndarray:
-    """Rows of dataset `name` (any order, no repeats); errors name the file.
+    """Rows of dataset `name` (any order, no repeats), as stored; errors name the file."""
+    try:
+        ds = f[name]
+    except KeyError as e:
+        raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    read_rows_into(f, name, rows, out, np.arange(len(rows)))
+    return out
 
-    Rows are read in sorted order as runs of consecutive rows, one slice per run: h5py's
-    fancy indexing costs ~3 ms per row on chunked data, a slice ~0.1 ms per call.
+
+def read_rows_into(
+    f: h5py.File, name: str, rows: np.ndarray, out: np.ndarray, dest: np.ndarray
+) -> None:
+    """Read rows `rows` of dataset `name` into ``out[dest]`` (converting to out's dtype).
+
+    HDF5 reads straight into `out`, one call per run of rows consecutive in both the file
+    and `out` (a shuffled batch: one per row; inference: one per shard), without the
+    temporary arrays h5py's slicing makes; rows stored in another dtype (float16 images
+    read as float32) go through a scratch buffer and numpy's conversion, which is ~2.5x
+    faster than HDF5's. Errors name the file.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    ordered = rows[order]
-    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    dest = np.asarray(dest, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")  # file order: the disk and chunk cache prefer it
+    rows, dest = rows[order], dest[order]
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(dest) != 1)) + 1
     starts = np.concatenate([[0], breaks]) if len(rows) else np.empty(0, np.int64)
     stops = np.concatenate([breaks, [len(rows)]]) if len(rows) else np.empty(0, np.int64)
     try:
         ds = f[name]
-        data = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-        for a, b in zip(starts, stops):
-            data[a:b] = ds[int(ordered[a]) : int(ordered[b - 1]) + 1]
+        if not out.flags.c_contiguous or out.shape[1:] != ds.shape[1:]:
+            raise ValueError(f"output {out.shape} does not hold rows of {ds.shape}")
+        if ds.dtype.kind == "O":  # variable-length strings: h5py's own conversion
+            if len(rows):
+                out[dest] = ds[rows]
+            return
+        converts = out.dtype != ds.dtype
+        file_space = ds.id.get_space()
+        row_shape = ds.shape[1:]
+        origin = (0,) * len(row_shape)
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            n, first, at = b - a, int(rows[a]), int(dest[a])
+            file_space.select_hyperslab((first, *origin), (n, *row_shape))
+            target = np.empty((n, *row_shape), ds.dtype) if converts else out[at : at + n]
+            ds.id.read(h5s.create_simple(target.shape), file_space, target)
+            if converts:
+                out[at : at + n] = target
     except (OSError, KeyError, ValueError) as e:
         raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
-    out = np.empty_like(data)
-    out[order] = data
-    return out
 
 
 class Survey:
@@ -149,5 +178,5 @@ class Survey:
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
             with open_shard(self.shard_paths[s]) as f:
-                out[sel] = read_rows(f, fmt.IMAGE, global_rows[sel] - self.shard_offsets[s])
+                read_rows_into(f, fmt.IMAGE, global_rows[sel] - self.shard_offsets[s], out, sel)
         return out

@@ -72,6 +72,10 @@ class Comm:
             self.mpi = MPI.COMM_WORLD
         self.rank = self.mpi.Get_rank() if self.mpi else 0
         self.size = self.mpi.Get_size() if self.mpi else 1
+        # ranks on this node: they share its cores (a job may span several nodes)
+        self.node_size = (
+            self.mpi.Split_type(MPI.COMM_TYPE_SHARED).Get_size() if self.mpi else 1
+        )
 
     def bcast(self, obj):
         return self.mpi.bcast(obj, root=0) if self.mpi else obj
@@ -101,6 +105,17 @@ def run_identity(
         "field": int(field),
         "precision": precision,
     }
+
+
+def rank_threads(ranks_on_node: int) -> int:
+    """Intra-op threads for one CPU rank: the cores the launcher bound it to, or, when it
+    was not bound (it sees every core of the node), an equal share of the node's cores
+    among the ranks on it, so ranks do not oversubscribe each other."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = os.cpu_count() or 1
+    if usable is not None and usable < cores:
+        return usable
+    return max(1, cores // max(1, ranks_on_node))
 
 
 def pick_device(choice: str, rank: int) -> torch.device:
@@ -208,8 +223,7 @@ def embed_survey(
     mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
     device = pick_device(opts.device, comm.rank)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # ranks share the node's cores: one rank per core set, not every rank on all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.size))
+        torch.set_num_threads(rank_threads(comm.node_size))
     t0 = time.perf_counter()
     records, embedded, error = _embed_shards(
         survey, mine, out, setup, opts, device, comm.rank, after_shard

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..augment import Augmenter, SurveyStats, survey_stats
 from ..data.reader import ShardedReader
@@ -144,12 +143,7 @@ class Pretrainer:
         cfg = self.config
         while True:
             self.reader.set_epoch(self.epoch, self.batch_in_epoch)
-            loader = DataLoader(
-                self.reader,
-                batch_size=None,
-                num_workers=cfg.loader_workers,
-                pin_memory=self.device.type == "cuda",
-            )
+            loader = self.reader.loader(cfg.loader_workers, pin_memory=self.device.type == "cuda")
             # the augmenter's call index is the global step: views survive a resume
             self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
             for q, k, _ in ViewPrefetcher(loader, self.augmenter, self.device):
