@@ -173,3 +173,18 @@ def test_corrupt_shard_is_detected_and_redone(checkpoint, small_survey, tmp_path
     manifest = embed_survey(checkpoint, small_survey, out, EmbedOptions(batch_size=64))
     assert manifest["ranks"][0]["embedded"] == 48  # that shard alone
     load(out, verify="full")
+
+
+def test_cpu_ranks_split_the_node_unless_the_launcher_bound_them():
+    from ssl_hpc.embed.run import rank_threads
+
+    cores = os.cpu_count()
+    if len(os.sched_getaffinity(0)) < cores:
+        pytest.skip("this process is already bound to a subset of the cores")
+    assert rank_threads(1) == cores
+    assert rank_threads(cores) == 1 and rank_threads(4 * cores) == 1
+    # a rank bound to one core (mpiexec --bind-to core, srun --cpu-bind) uses just that one
+    code = "import os; os.sched_setaffinity(0, {0}); from ssl_hpc.embed.run import rank_threads;"
+    code += "print(rank_threads(1))"
+    bound = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert bound.stdout.strip() == ("1" if cores > 1 else str(cores)), bound.stderr

@@ -73,9 +73,7 @@ class Comm:
         self.rank = self.mpi.Get_rank() if self.mpi else 0
         self.size = self.mpi.Get_size() if self.mpi else 1
         # ranks on this node: they share its cores (a job may span several nodes)
-        self.node_size = (
-            self.mpi.Split_type(MPI.COMM_TYPE_SHARED).Get_size() if self.mpi else 1
-        )
+        self.node_size = self.mpi.Split_type(MPI.COMM_TYPE_SHARED).Get_size() if self.mpi else 1
 
     def bcast(self, obj):
         return self.mpi.bcast(obj, root=0) if self.mpi else obj
