@@ -100,7 +100,8 @@ def _slots_seen(monkeypatch) -> list[tuple[int, int]]:
     seen = []
 
     def recording(batch, flags):
-        seen.append(tuple(int(x) for x in batch[batch_buffers.SLOT_KEY]))
+        parcel = batch[batch_buffers.SLOT_KEY]
+        seen.append((parcel.worker, parcel.slot))
         return batch_buffers.track(batch, flags)
 
     monkeypatch.setattr(reader_module, "track", recording)
@@ -111,12 +112,13 @@ def test_worker_buffers_are_reused_once_released_and_never_while_held(small_surv
     def reader():
         return ShardedReader(small_survey, batch_size=4, seed=3)
 
-    expected = [(b["object_id"].clone(), b["image"].clone()) for b in reader().loader(0)]
+    expected = [{k: v.clone() for k, v in b.items()} for b in reader().loader(0)]
     assert len(expected) > 4 * batch_buffers.RING  # enough batches to go round each ring
 
     seen = _slots_seen(monkeypatch)
-    for b, (ids, image) in zip(reader().loader(2), expected, strict=True):
-        assert torch.equal(b["object_id"], ids) and torch.equal(b["image"], image)
+    for b, want in zip(reader().loader(2), expected, strict=True):
+        assert list(b) == list(want)  # the same keys, in the same order, as without workers
+        assert all(torch.equal(b[k], want[k]) and b[k].dtype == want[k].dtype for k in b)
         del b  # released: its slot is free for the worker's next batch but one
     assert all(slot >= 0 for _, slot in seen)  # the ring never ran out
     assert len(set(seen)) <= 2 * batch_buffers.RING < len(seen)  # so slots came round again
@@ -125,8 +127,9 @@ def test_worker_buffers_are_reused_once_released_and_never_while_held(small_surv
     held = list(reader().loader(2))  # a consumer keeping every batch
     assert sum(slot >= 0 for _, slot in seen) == 2 * batch_buffers.RING  # rings filled once,
     assert sum(slot < 0 for _, slot in seen) == len(expected) - 2 * batch_buffers.RING  # then fresh
-    for b, (ids, image) in zip(held, expected, strict=True):  # and nothing held was overwritten
-        assert torch.equal(b["object_id"], ids) and torch.equal(b["image"], image)
+    for b, want in zip(held, expected, strict=True):  # and nothing held was overwritten
+        assert torch.equal(b["object_id"], want["object_id"])
+        assert torch.equal(b["image"], want["image"])
     assert all(batch_buffers.SLOT_KEY not in b for b in held)
 
 

@@ -22,8 +22,18 @@ from torch.utils.data import get_worker_info
 #: in flight, plus the one being consumed
 RING = 4
 
-#: batch key carrying (worker, slot) from the worker to `track`; removed before yielding
+#: batch key carrying a `Parcel` from the worker to `track`; removed before yielding
 SLOT_KEY = "_buffer_slot"
+
+
+class Parcel:
+    """What travels beside a worker's image buffer: its (worker, slot) and the batch's
+    small per-object arrays. Not a tensor, so the DataLoader pickles it inline instead of
+    making a shared-memory file for each few-hundred-byte column."""
+
+    def __init__(self, worker: int, slot: int, columns: dict[str, np.ndarray]) -> None:
+        self.worker, self.slot, self.columns = worker, slot, columns
+
 
 _rings: dict[int, list[torch.Tensor | None]] = {}  # this worker process's buffers, by slot
 
@@ -66,13 +76,14 @@ def batch_tensor(
 
 
 def track(batch: dict, flags: torch.Tensor | None) -> dict:
-    """In the main process: take the slot key off `batch` and free the slot once the
-    batch's image tensor is gone."""
-    where = batch.pop(SLOT_KEY, None)
-    if where is not None and flags is not None:
-        worker, slot = (int(x) for x in where)
-        if slot >= 0:
-            weakref.finalize(batch["image"], _release, flags, worker, slot)
+    """In the main process: unpack a worker's `Parcel` into the batch's columns and free
+    its slot once the batch's image tensor is gone."""
+    parcel = batch.pop(SLOT_KEY, None)
+    if parcel is None:
+        return batch
+    batch.update({k: torch.from_numpy(v) for k, v in parcel.columns.items()})
+    if parcel.slot >= 0 and flags is not None:
+        weakref.finalize(batch["image"], _release, flags, parcel.worker, parcel.slot)
     return batch
 
 

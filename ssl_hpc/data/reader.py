@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import SurveyError
 from . import format as fmt
-from .batch_buffers import SLOT_KEY, batch_tensor, new_flags, track
+from .batch_buffers import SLOT_KEY, Parcel, batch_tensor, new_flags, track
 from .survey import Survey, open_shard, read_rows, read_rows_into
 
 
@@ -218,12 +218,10 @@ class ShardedReader(IterableDataset):
                 if key not in out:
                     out[key] = np.empty((n, *values.shape[1:]), values.dtype)
                 out[key][sel] = values[rows[sel]]
-        batch = {"image": image_tensor}
-        batch.update({k: torch.from_numpy(v) for k, v in out.items()})
         info = get_worker_info()
-        if info is not None and self._flags is not None:  # read for `loader`: say which slot
-            batch[SLOT_KEY] = torch.tensor([info.id, slot])
-        return batch
+        if info is not None and self._flags is not None:  # for `loader`, which unpacks it
+            return {"image": image_tensor, SLOT_KEY: Parcel(info.id, slot, out)}
+        return {"image": image_tensor, **{k: torch.from_numpy(v) for k, v in out.items()}}
 
 
 class _OpenShard:
