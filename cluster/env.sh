@@ -37,6 +37,8 @@ export PYTHONUNBUFFERED=1
 # ports (32768+) and above Ray's default worker ports (10002-19999). Outside Slurm the
 # shell's pid stands in for the job id.
 ssl_hpc_port_base() {
-    local id="${SLURM_JOB_ID:-$$}"
+    # a requeued job keeps its id; its next attempt moves on, clear of any port the
+    # killed attempt's processes may still hold
+    local id=$((${SLURM_JOB_ID:-$$} + ${SLURM_RESTART_COUNT:-0}))
     echo $((20000 + (id % 120) * 100))
 }

@@ -19,12 +19,15 @@
 _ray_slurm_steps=()
 
 _ray_slurm_stop() {
-    srun --overlap --nodes="$RAY_SLURM_NODES" --ntasks="$RAY_SLURM_NODES" \
-        ray stop --force >/dev/null 2>&1 || true
-    # the background `ray start --block` steps: without this the job lingers ~2 min
+    # Only this attempt's Ray: `ray stop --force` would also kill every other Ray on the
+    # node that belongs to the same user (another job's, a notebook's). Stopping a
+    # `ray start --block` step stops what it started; what survives (workers) still has
+    # this attempt's temp dir on its command line ([/] keeps pkill's own line from matching).
     local pid
     for pid in "${_ray_slurm_steps[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait || true
+    srun --overlap --nodes="$RAY_SLURM_NODES" --ntasks="$RAY_SLURM_NODES" \
+        pkill -KILL -f "[/]${_ray_slurm_tmp#/}/" >/dev/null 2>&1 || true
 }
 
 ray_slurm_start() {
@@ -37,7 +40,9 @@ ray_slurm_start() {
     RAY_SLURM_CPUS="${SLURM_CPUS_PER_TASK:-1}"
     base=$(ssl_hpc_port_base)
     # Short: Ray's unix sockets live under it, and their paths may not exceed 107 bytes.
-    tmp="/tmp/ray-${SLURM_JOB_ID:-$$}"
+    # A requeued job keeps its id: the restart count keeps its attempts apart.
+    tmp="/tmp/ray-${SLURM_JOB_ID:-$$}-${SLURM_RESTART_COUNT:-0}"
+    _ray_slurm_tmp=$tmp
     head_ip=$(srun --overlap --nodes=1 --ntasks=1 -w "$head_node" hostname -I | awk '{print $1}')
     RAY_SLURM_ADDRESS="$head_ip:$base"
     export RAY_AUTH_MODE=token

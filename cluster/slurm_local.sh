@@ -141,6 +141,9 @@ SlurmctldHost=$ctld
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# Job step credentials live 15 s (default 120), which is also how long a requeued job
+# waits before it starts again: the preemption tests requeue jobs.
+AuthInfo=cred_expire=15
 CredType=cred/munge
 # No cgroups/systemd in containers: plain /proc process tracking, no task binding.
 ProctrackType=proctrack/linuxproc

@@ -5,6 +5,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --signal=B:USR1@300
 #SBATCH --output=%x-%j.out
 #
@@ -40,7 +41,9 @@ CONFIG="${CONFIG:-$SSL_HPC_ROOT/jobs/configs/pretrain.yaml}"
 
 # shellcheck source=cluster/ray_slurm.sh
 source "$SSL_HPC_ROOT/cluster/ray_slurm.sh"
-trap 'echo "pretrain.sh: time limit near: requeue"; scontrol requeue "$SLURM_JOB_ID"' USR1
+# shellcheck source=cluster/requeue.sh
+source "$SSL_HPC_ROOT/cluster/requeue.sh"
+requeue_on_usr1 pretrain.sh
 ray_slurm_start pretrain.sh
 per_node="${WORKERS_PER_NODE:-$((RAY_SLURM_GPUS > 0 ? RAY_SLURM_GPUS : 1))}"
 
@@ -48,7 +51,8 @@ read -r -a extra <<<"${EXTRA:-}"
 use_gpu=$([[ $RAY_SLURM_GPUS -gt 0 ]] && echo true || echo false)
 cpw=$((RAY_SLURM_CPUS / per_node > 0 ? RAY_SLURM_CPUS / per_node : 1))
 echo "pretrain.sh: $((RAY_SLURM_NODES * per_node)) Ray Train worker(s), $cpw CPUs each"
-python -u -m jobs.cli pretrain --data "$DATA" --out "$OUT" --config "$CONFIG" \
+run_requeueable python -u -m jobs.cli pretrain \
+    --data "$DATA" --out "$OUT" --config "$CONFIG" \
     --address "$RAY_SLURM_ADDRESS" "num_workers=$((RAY_SLURM_NODES * per_node))" \
     "use_gpu=$use_gpu" \
     "cpus_per_worker=$cpw" "${extra[@]}"

@@ -5,6 +5,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --signal=B:USR1@300
 #SBATCH --output=%x-%j.out
 #
@@ -46,7 +47,9 @@ CONFIG="${CONFIG:-$SSL_HPC_ROOT/jobs/configs/tune-ablation.yaml}"
 
 # shellcheck source=cluster/ray_slurm.sh
 source "$SSL_HPC_ROOT/cluster/ray_slurm.sh"
-trap 'echo "tune.sh: time limit near: requeue"; scontrol requeue "$SLURM_JOB_ID"' USR1
+# shellcheck source=cluster/requeue.sh
+source "$SSL_HPC_ROOT/cluster/requeue.sh"
+requeue_on_usr1 tune.sh
 ray_slurm_start tune.sh
 
 read -r -a extra <<<"${EXTRA:-}"
@@ -57,6 +60,7 @@ if ((RAY_SLURM_GPUS > 0)); then
 elif [[ -n "${CPUS_PER_WORKER:-}" ]]; then
     settings+=("cpus_per_worker=$CPUS_PER_WORKER")
 fi
-python -u -m jobs.cli tune --data "$DATA" --out "$OUT" --config "$CONFIG" \
+run_requeueable python -u -m jobs.cli tune \
+    --data "$DATA" --out "$OUT" --config "$CONFIG" \
     --address "$RAY_SLURM_ADDRESS" "${settings[@]}" "${extra[@]}"
 echo "tune.sh: done $(date -Is)"

@@ -177,12 +177,12 @@ def wait_for_job(
             subprocess.run(["scancel", job_id], env=env, capture_output=True, timeout=30)
             pytest.fail(
                 f"Slurm job {job_id} still {info.state} after {timeout:.0f} s; cancelled.\n"
-                f"{info.info}\n{_tail(output)}"
+                f"{info.info}\n{output_tail(output)}"
             )
         time.sleep(poll)
 
 
-def _tail(path: str | os.PathLike | None, lines: int = 30) -> str:
+def output_tail(path: str | os.PathLike | None, lines: int = 30) -> str:
     if path is None:
         return ""
     p = Path(path)
@@ -196,5 +196,5 @@ def assert_job_ok(job: SlurmJob, output: str | os.PathLike | None = None) -> Non
     """Assert the job completed with exit code 0, quoting its output file otherwise."""
     assert job.ok, (
         f"Slurm job {job.job_id}: state {job.state}, exit code {job.exit_code}\n"
-        f"{job.info}\n{_tail(output)}"
+        f"{job.info}\n{output_tail(output)}"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_hpc.train.sealed import damage, older_siblings, seal
+from ssl_hpc.train.sealed import damage, newest_first, seal
 
 
 def _checkpoint(directory, rank=0, size=50_000):
@@ -57,7 +57,7 @@ def test_every_rank_seal_is_checked(tmp_path):
     assert path.exists()
 
 
-def test_older_siblings_newest_first(tmp_path):
+def test_checkpoints_are_listed_newest_first(tmp_path):
     names = [
         "checkpoint_2026-11-30_10-00-00.1",
         "checkpoint_2026-11-30_10-05-00.1",
@@ -67,6 +67,16 @@ def test_older_siblings_newest_first(tmp_path):
     for name in names[:3]:
         (tmp_path / name).mkdir()
     (tmp_path / names[3]).write_text("{}")
-    newest = tmp_path / names[1]
-    assert [p.name for p in older_siblings(newest)] == [names[0], names[2]]
-    assert older_siblings(tmp_path / names[2]) == []
+    assert [p.name for p in newest_first(tmp_path)] == [names[1], names[0], names[2]]
+    assert newest_first(tmp_path / "absent") == []
+
+
+def test_a_checkpoint_missing_a_ranks_part_is_incomplete(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    torch.save({"w": torch.ones(2)}, d / "trainer.pt")
+    seal(d, 0)
+    assert damage(d, world=1) is None
+    assert damage(d, world=2) == "sha256-rank-1.json missing (rank 1's part never arrived)"
+    seal(d, 1)  # rank 1 wrote nothing of its own but its seal: now whole
+    assert damage(d, world=2) is None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import time
 import uuid
 
 import pytest
 
 try:  # tests/ as a plain directory (pytest's default rootdir-relative import) ...
-    from slurm_util import assert_job_ok, require_slurm, sbatch, wait_for_job
+    from slurm_util import assert_job_ok, output_tail, require_slurm, sbatch, wait_for_job
 except ImportError:  # ... or as a package, should tests/__init__.py appear.
-    from .slurm_util import assert_job_ok, require_slurm, sbatch, wait_for_job
+    from .slurm_util import assert_job_ok, output_tail, require_slurm, sbatch, wait_for_job
 
 SCRIPT = """\
 #!/bin/bash
@@ -218,3 +221,90 @@ def test_sbatch_tune_runs_a_sweep_on_the_jobs_ray_cluster(tmp_path, small_survey
     assert sorted(r["temperature"] for r in rows) == ["0.1", "0.3"]
     assert all(r["status"] == "completed" and r["step"] == "4" for r in rows), rows
     assert (out / "best_config.yaml").exists() and (out / "params.png").exists()
+
+
+def _poll(what: str, check, timeout: float, job_id: str, env, output) -> None:
+    """Wait until `check()` is true; cancel the job and fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job_id], env=env, capture_output=True, timeout=30)
+            pytest.fail(f"job {job_id}: no {what} after {timeout:.0f} s\n{output_tail(output, 40)}")
+        time.sleep(0.3)
+
+
+@pytest.mark.services
+@pytest.mark.timeout(900)
+def test_sbatch_pretrain_requeued_twice_resumes_and_logs_every_step_once(tmp_path, small_survey):
+    """A running slurm/pretrain.sh job is preempted twice: first requeued from outside
+    (`scontrol requeue`, as a preempting scheduler does), then by its own USR1 trap (the
+    time-limit warning `--signal=B:USR1@300` sends to the batch shell, delivered here at
+    once with `scancel --signal=USR1 --batch`). Each attempt resumes from the latest
+    checkpoint on fresh Ray ports; the run finishes with every logged step exactly once."""
+    from conftest import REPO
+
+    from ssl_hpc.train.metrics_log import read_metrics
+
+    env = require_slurm()
+    run = tmp_path / "run"
+    steps, every = 60, 10
+    env.update(
+        DATA=str(small_survey),
+        OUT=str(run),
+        CONFIG=str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"),
+        EXTRA=f"steps={steps} checkpoint_every={every} log_every={every} eval_every={steps} "
+        "batch_size=32 queue_size=128 augment.out_size=24 augment.max_shift=4 "
+        "loader_workers=0 eval_objects=128",
+        SSL_HPC_ROOT=str(REPO),
+        SSL_HPC_PROGRESS="0",
+    )
+    output = tmp_path / "pretrain.out"
+    job_id = sbatch(
+        [f"--output={output}", f"--chdir={tmp_path}", "--cpus-per-task=2", "--time=15"]
+        + [str(REPO / "slurm" / "pretrain.sh")],
+        env=env,
+    )
+
+    def logged_past(step: int):
+        def check() -> bool:
+            try:
+                rows = read_metrics(run / "metrics.csv")
+                return any(r["step"] >= step for r in rows if not r.get("note"))
+            except (OSError, ValueError, KeyError):
+                return False
+
+        return check
+
+    def notes() -> list[str]:
+        try:
+            return [r["note"] for r in read_metrics(run / "metrics.csv") if r.get("note")]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def text() -> str:
+        return output.read_text(errors="replace") if output.exists() else ""
+
+    _poll("logged step 20", logged_past(20), 300, job_id, env, output)
+    requeue = subprocess.run(["scontrol", "requeue", job_id], env=env, capture_output=True)
+    assert requeue.returncode == 0, requeue.stderr
+    _poll("resumed attempt", lambda: len(notes()) == 1, 300, job_id, env, output)
+    _poll("logged step 40", logged_past(40), 300, job_id, env, output)
+    usr1 = subprocess.run(
+        ["scancel", "--signal=USR1", "--batch", job_id], env=env, capture_output=True
+    )
+    assert usr1.returncode == 0, usr1.stderr
+    job = wait_for_job(job_id, env, timeout=400, output=output)
+    assert_job_ok(job, output)
+
+    log = text()
+    assert "Restarts=2" in job.info, job.info
+    assert f"pretrain.sh: USR1 (time limit near, or preemption): requeue job {job_id}" in log
+    # a kill during a checkpoint's copy leaves it damaged: passed over, and the note says so
+    resumed = [int(re.match(r"restored from step (\d+)", n).group(1)) for n in notes()]
+    assert len(resumed) == 2 and every <= resumed[0] < resumed[1] < steps, notes()
+    heads = re.findall(r"Ray head \S+ \((\S+)\)", log)
+    assert len(heads) == 3 and len(set(heads)) == 3, heads  # each attempt on its own ports
+    rows = read_metrics(run / "metrics.csv")
+    logged = [r["step"] for r in rows if not r.get("note")]
+    assert logged == list(range(0, steps + 1, every)), logged  # every step once, in order
+    assert log.count("pretrain.sh: done") == 1

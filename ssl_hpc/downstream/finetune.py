@@ -304,7 +304,7 @@ def finetune_loop(loop: dict) -> None:
     t.wrapped = ddp(t.model, worker)
     out = Path(loop["out"])
     history = out / "history.jsonl"
-    restored = restore(t.load)
+    restored = restore(t.load, loop["checkpoints"], worker.world)
     if restored and worker.rank == 0:  # drop evaluations after the checkpoint
         kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
         kept.append({"note": restored.note(t.step), "step": t.step})

@@ -5,10 +5,12 @@ Every worker function does the same five things, here once:
 - `start(cpus)`: its rank, world size and device, with torch's threads set to the CPUs
   Ray granted it (not every core of the node);
 - `ddp(model, worker)`: DistributedDataParallel when there is more than one worker;
-- `restore(load)`: the latest checkpoint, when Ray Train hands one back (a relaunch on the
-  same storage, or a restart after a worker died), loaded by the job's `load(directory)`;
-  a damaged one (truncated, bytes flipped: see `train.sealed`) is passed over for the
-  newest intact one kept beside it, and the note says so;
+- `restore(load, checkpoints, world)`: the run's newest intact checkpoint on disk (a
+  relaunch on the same storage, a restart after a worker died, a requeued job whose
+  driver died before Ray recorded its last checkpoint), loaded by the job's
+  `load(directory)`; a damaged or incomplete one (truncated, bytes flipped, a rank's part
+  missing: see `train.sealed`) is passed over for the newest intact one, and the note
+  says so;
 - `report(metrics, save)`: a report from every rank (Ray Train's barrier), with a
   checkpoint when `save(directory)` writes this rank's part of one, sealed with its hashes;
 - a `StepHook(step, rank)` after each step: None in production; fault-tolerance tests
@@ -21,6 +23,7 @@ the same storage and name, Ray Train restores the latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from collections.abc import Callable
@@ -32,7 +35,7 @@ import torch
 from ..config import claim_file, to_dict, to_yaml
 from ..errors import CheckpointError
 from ..utils.hardware import cpu_threads
-from .sealed import damage, older_siblings, seal
+from .sealed import damage, newest_first, seal
 
 #: called after every step with (step, rank): fault injection in tests, None in production
 StepHook = Callable[[int, int], None]
@@ -79,19 +82,31 @@ class Restored:
         return text + (f" (passed over {'; '.join(self.passed_over)})" if self.passed_over else "")
 
 
-def restore(load: Callable[[Path], None]) -> Restored | None:
-    """Load the checkpoint Ray Train hands back, if any, with `load(directory)`: the
-    newest intact one (every rank checks the same files, so all pick the same)."""
+def restore(load: Callable[[Path], None], checkpoints: str | Path, world: int) -> Restored | None:
+    """Load this run's newest intact checkpoint with `load(directory)`, or return None
+    when it has none yet.
+
+    The newest is looked for on disk under `checkpoints` (the run's Ray storage folder),
+    not only in what Ray Train hands back: a driver killed between a checkpoint's upload
+    and its record of it (a Slurm requeue, a preemption) leaves Ray a record one
+    checkpoint behind, or none at all. A damaged or incomplete checkpoint (a missing
+    rank's part, flipped bytes) is passed over. Every rank reads the same files, so all
+    pick the same.
+    """
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
-    if not checkpoint:
-        return None
-    with checkpoint.as_directory() as d:
-        newest = Path(d)
+    root = Path(checkpoints)
+    on_disk = newest_first(root)
+    given = ray.train.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        candidates = on_disk
+        if not candidates and given:  # Ray's storage is elsewhere (remote): its copy
+            candidates = [Path(stack.enter_context(given.as_directory()))]
+        if not candidates:
+            return None
         passed_over = []
-        for directory in [newest, *older_siblings(newest)]:
-            why = damage(directory)
+        for directory in candidates:
+            why = damage(directory, world)
             if why is None:
                 load(directory)
                 if passed_over:
@@ -103,7 +118,7 @@ def restore(load: Callable[[Path], None]) -> Restored | None:
                 return Restored(tuple(passed_over))
             passed_over.append(f"{directory.name}: {why}")
     raise CheckpointError(
-        f"no intact checkpoint in {newest.parent}: {'; '.join(passed_over)}. Move the run "
+        f"no intact checkpoint in {root}: {'; '.join(passed_over)}. Move the run "
         "directory's ray/ folder aside to start again from step 0."
     )
 
@@ -160,6 +175,7 @@ def torch_trainer(
         "config": to_dict(config),
         "survey": str(Path(survey).resolve()),
         "out": str(out),
+        "checkpoints": str(out / "ray" / name),  # what `restore` searches
         "hook": hook,
     }
     return TorchTrainer(

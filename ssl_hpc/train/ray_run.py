@@ -17,10 +17,12 @@ reading the reports (`ssl_hpc.tune`) always finds its objective.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ..config import build
-from ..utils.atomic import write_json_atomic
+from ..errors import DiskFullError
+from ..utils.atomic import out_of_space, write_json_atomic
 from ..utils.hardware import describe
 from ..utils.progress import progress
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -56,7 +58,7 @@ def train_loop_per_worker(loop: dict) -> None:
     # BN statistics stay per rank (shuffle-BN); the queue is kept equal by all-gather
     wrap = (lambda m: ddp(m, worker, broadcast_buffers=False)) if worker.world > 1 else None
     trainer = Pretrainer(config, loop["survey"], worker.rank, worker.world, worker.device, wrap)
-    restored = restore(lambda d: load_checkpoint(d, trainer))
+    restored = restore(lambda d: load_checkpoint(d, trainer), loop["checkpoints"], worker.world)
     # Every report carries rank 0's latest evaluation (and the step it was made at), so a
     # Tune scheduler reading these metrics always finds its objective.
     latest_eval = {"eval_step": trainer.step, **trainer.evaluate()} if worker.rank == 0 else {}
@@ -152,3 +154,18 @@ def fit(
     if result.checkpoint is not None:
         export_run(out, result.checkpoint, config)
     return result
+
+
+def full_disk_error(error: BaseException, out: str | os.PathLike) -> DiskFullError | None:
+    """A DiskFullError naming run directory `out` if Ray Train's `error` (or any worker's
+    failure inside it) came from `out`'s filesystem filling up; else None."""
+    out = Path(out)
+    failures = [error, *getattr(error, "worker_failures", {}).values()]
+    if not any(out_of_space(e, out) for e in failures):
+        return None
+    free = shutil.disk_usage(out).free
+    return DiskFullError(
+        f"no space left writing the run under {out} ({free} bytes free on its filesystem). "
+        "Free some space and rerun the same command: it resumes from the last checkpoint "
+        "that was written whole"
+    )

@@ -38,11 +38,15 @@ def seal(directory: Path, rank: int) -> None:
     (directory / SEAL.format(rank=rank)).write_text(json.dumps(sums, indent=1))
 
 
-def damage(directory: Path) -> str | None:
-    """Why the checkpoint in `directory` cannot be trusted, or None when it is intact."""
+def damage(directory: Path, world: int = 1) -> str | None:
+    """Why the checkpoint in `directory` (written by `world` ranks) cannot be trusted, or
+    None when it is intact."""
     seals = sorted(directory.glob(SEAL.format(rank="*")))
     if not seals:
         return _unloadable(directory)
+    for rank in range(world):
+        if not (directory / SEAL.format(rank=rank)).is_file():
+            return f"{SEAL.format(rank=rank)} missing (rank {rank}'s part never arrived)"
     for seal_file in seals:
         try:
             sums = json.loads(seal_file.read_text())
@@ -69,10 +73,8 @@ def _unloadable(directory: Path) -> str | None:
     return None
 
 
-def older_siblings(newest: Path) -> list[Path]:
-    """The checkpoint directories Ray Train kept beside `newest` (named checkpoint_<time>),
+def newest_first(root: Path) -> list[Path]:
+    """The checkpoint directories under `root` (Ray Train names them checkpoint_<time>),
     newest first."""
-    if not newest.parent.is_dir():
-        return []
-    kept = [p for p in newest.parent.glob("checkpoint_*") if p.is_dir() and p.name < newest.name]
-    return sorted(kept, key=lambda p: p.name, reverse=True)
+    found = [p for p in root.glob("checkpoint_*") if p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=lambda p: p.name, reverse=True)
