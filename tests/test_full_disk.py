@@ -1,8 +1,9 @@
-"""A full filesystem (scratch fills up on shared clusters): synth and embed end with one
-line naming the file they could not write and exit 2 (not a segfault: HDF5 2.0 crashes
-closing a file whose write hit a full disk, see utils/h5write.py), leave nothing a rerun
-would take as complete, and once space is freed a rerun finishes with the clean run's
-outputs. The filesystem is a real size-limited tmpfs (CI runs as root)."""
+"""A full filesystem (scratch fills up on shared clusters): synth, embed and pretraining's
+checkpoints end with one line naming what they could not write and exit 2 (not a
+segfault: HDF5 2.0 crashes closing a file whose write hit a full disk, see
+utils/h5write.py), leave nothing a rerun would take as complete, and once space is freed
+a rerun finishes with the clean run's outputs. The filesystem is a real size-limited
+tmpfs (CI runs as root)."""
 
 from __future__ import annotations
 
@@ -18,20 +19,30 @@ from conftest import skip_or_fail
 from jobs.cli import main
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 6 MiB tmpfs mounted for the test."""
+def _mounted_tmpfs(mnt, size: str):
+    """Mount a tmpfs of `size` (mount's notation) at `mnt`; yield it, then unmount."""
     if os.geteuid() != 0:
         skip_or_fail("mounting a size-limited tmpfs needs root (CI runs as root)")
-    mnt = tmp_path / "fs"
     mnt.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
     )
     if done.returncode:
         skip_or_fail(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 6 MiB tmpfs mounted for the test."""
+    yield from _mounted_tmpfs(tmp_path / "fs", "6m")
+
+
+@pytest.fixture
+def run_fs(tmp_path):
+    """A 1 GiB tmpfs (memory-backed): room for a few 144 MB pretraining checkpoints."""
+    yield from _mounted_tmpfs(tmp_path / "fs", "1g")
 
 
 def _fill(mnt, leave_bytes: int):
@@ -110,3 +121,39 @@ def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, 
     ids_clean, vectors_clean = load(tmp_path / "clean").load()
     ids, vectors = load(out).load()
     assert np.array_equal(ids, ids_clean) and np.array_equal(vectors, vectors_clean)
+
+
+def test_pretrain_checkpoint_on_a_full_disk_stops_cleanly_and_resumes(run_fs, small_survey):
+    """Ray Train copies each checkpoint into the run directory; when the copy runs out of
+    space, pretrain ends with one line naming the run (exit 2), nothing looks finished,
+    and once space is freed the rerun passes over the half-copied checkpoint, resumes
+    from the last whole one and logs every step once."""
+    from conftest import REPO
+
+    from ssl_hpc.train.metrics_log import read_metrics
+
+    run = run_fs / "run"
+    ballast = _fill(run_fs, 220 << 20)  # one 144 MB checkpoint fits, the second does not
+    cmd = [sys.executable, "-m", "jobs.cli", "pretrain", "--data", str(small_survey)]
+    cmd += ["--out", str(run), "--config", str(REPO / "jobs/configs/pretrain-demo.yaml")]
+    cmd += ["steps=30", "checkpoint_every=10", "log_every=10", "eval_every=30"]
+    cmd += ["batch_size=32", "queue_size=128", "augment.out_size=24", "augment.max_shift=4"]
+    cmd += ["loader_workers=0", "eval_objects=128", "cpus_per_worker=2", "max_failures=0"]
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
+    failed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    assert f"ssl-hpc pretrain: error: no space left writing the run under {run} (" in (
+        failed.stderr
+    )
+    assert not (run / "encoder.pt").exists()  # the run does not look finished
+    assert max(r["step"] for r in read_metrics(run / "metrics.csv")) < 30
+
+    ballast.unlink()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_metrics(run / "metrics.csv")
+    notes = [r["note"] for r in rows if r.get("note")]
+    assert len(notes) == 1 and notes[0].startswith("restored from step 10 (passed over "), notes
+    assert "does not match its sha256" in notes[0] or "missing" in notes[0], notes
+    assert [r["step"] for r in rows if not r.get("note")] == [0, 10, 20, 30]
+    assert (run / "encoder.pt").exists()

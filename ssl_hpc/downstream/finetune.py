@@ -42,6 +42,7 @@ from ..train.ray_loop import (
     ddp,
     report,
     restore,
+    run_fit,
     start,
     torch_trainer,
 )
@@ -361,7 +362,7 @@ def fit(
         return json.loads(done.read_text())["test"]
     connect(address)
     trainer = torch_trainer(finetune_loop, config, survey, out, hook, "finetune", 2)
-    result = trainer.fit()
+    result = run_fit(trainer, out)
     if result.error is not None:
         raise result.error
     test = {k.removeprefix("test_"): v for k, v in result.metrics.items() if k.startswith("test_")}

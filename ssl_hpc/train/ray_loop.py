@@ -24,6 +24,7 @@ the same storage and name, Ray Train restores the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from pathlib import Path
 import torch
 
 from ..config import claim_file, to_dict, to_yaml
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DiskFullError
+from ..utils.atomic import out_of_space
 from ..utils.hardware import cpu_threads
 from .sealed import damage, newest_first, seal
 
@@ -194,3 +196,20 @@ def torch_trainer(
             checkpoint_config=CheckpointConfig(num_to_keep=keep),
         ),
     )
+
+
+def run_fit(trainer, out: Path):
+    """`trainer.fit()`, with a failure caused by the run directory's filesystem filling up
+    (a checkpoint copied into it, a metrics row) raised as a DiskFullError naming it."""
+    try:
+        return trainer.fit()
+    except Exception as e:
+        failures = [e, *getattr(e, "worker_failures", {}).values()]
+        if not any(out_of_space(f, out) for f in failures):
+            raise
+        free = shutil.disk_usage(out).free
+        raise DiskFullError(
+            f"no space left writing the run under {out} ({free} bytes free on its "
+            "filesystem). Free some space and rerun the same command: it resumes from the "
+            "newest checkpoint that was written whole"
+        ) from e

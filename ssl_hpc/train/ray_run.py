@@ -17,12 +17,10 @@ reading the reports (`ssl_hpc.tune`) always finds its objective.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from ..config import build
-from ..errors import DiskFullError
-from ..utils.atomic import out_of_space, write_json_atomic
+from ..utils.atomic import write_json_atomic
 from ..utils.hardware import describe
 from ..utils.progress import progress
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -39,6 +37,7 @@ from .ray_loop import (
     ddp,
     report,
     restore,
+    run_fit,
     start,
     torch_trainer,
 )
@@ -150,22 +149,7 @@ def fit(
     trainer = torch_trainer(
         train_loop_per_worker, config, survey, out, hook, name, config.keep_checkpoints, callbacks
     )
-    result = trainer.fit()
+    result = run_fit(trainer, out)
     if result.checkpoint is not None:
         export_run(out, result.checkpoint, config)
     return result
-
-
-def full_disk_error(error: BaseException, out: str | os.PathLike) -> DiskFullError | None:
-    """A DiskFullError naming run directory `out` if Ray Train's `error` (or any worker's
-    failure inside it) came from `out`'s filesystem filling up; else None."""
-    out = Path(out)
-    failures = [error, *getattr(error, "worker_failures", {}).values()]
-    if not any(out_of_space(e, out) for e in failures):
-        return None
-    free = shutil.disk_usage(out).free
-    return DiskFullError(
-        f"no space left writing the run under {out} ({free} bytes free on its filesystem). "
-        "Free some space and rerun the same command: it resumes from the last checkpoint "
-        "that was written whole"
-    )
