@@ -268,6 +268,7 @@ def test_uploads_and_slow_requests_stay_bounded(served):
         assert entered.wait(60)
         second = c.post("/api/upload", files=upload)
         assert second.status_code == 503 and "at most 1 at once" in second.json()["detail"]
+        assert second.headers["Retry-After"] == "1"  # come back in a second
         assert c.get("/api/search", params={"object_id": 5}).status_code == 200  # not blocked
         release.set()
         assert first.result(60).status_code == 200

@@ -45,9 +45,9 @@ UPLOAD_MB = 8
 class ApiError(Exception):
     """An error the client caused: HTTP `status` with a message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.retry_after_s = status, message, retry_after_s
 
 
 def create_app(
@@ -111,7 +111,10 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(_, exc: ApiError):
-        return _error(exc.status, exc.message)
+        response = _error(exc.status, exc.message)
+        if exc.retry_after_s is not None:  # a busy server: well-behaved clients come back
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(_, exc: RequestValidationError):
@@ -254,6 +257,7 @@ def create_app(
                 503,
                 f"{uploading} uploads are being embedded (at most "
                 f"{max_uploads} at once): try again in a moment",
+                retry_after_s=1,
             )
         uploading += 1
         try:
