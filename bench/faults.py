@@ -12,7 +12,8 @@ points per job (tests/test_crash_consistency.py);
 
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
-runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs).
+runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs), embed (2 MPI ranks),
+search_all (`search --all`).
 """
 
 from __future__ import annotations
@@ -35,24 +36,62 @@ CLI = str(Path(sys.executable).with_name("ssl-hpc"))
 GZ1 = REPO / "tests" / "data" / "gz1_sdss"
 
 
-def synth_argv(out: Path) -> list[str]:
-    return ["synth", "--out", str(out), "n_objects=1200", "rows_per_shard=100",
-            "image_size=32", "seed=7", "workers=1"]  # fmt: skip
+def synth(root: Path) -> tuple[list[str], Path]:
+    out = root / "out"
+    return [CLI, "synth", "--out", str(out), "n_objects=1200", "rows_per_shard=100",
+            "image_size=32", "seed=7", "workers=1"], out  # fmt: skip
 
 
-def ingest_argv(out: Path) -> list[str]:
-    return ["ingest", "--catalog", str(GZ1 / "labels.csv"), "--images", str(GZ1 / "images"),
-            "--out", str(out), "--id-column", "objid", "--label-columns", "class",
-            "--bands", "i,r,g", "--crop", "128", "--resize", "64", "--pixel-scale", "0.396",
-            "rows_per_shard=4"]  # fmt: skip
+def ingest(root: Path) -> tuple[list[str], Path]:
+    out = root / "out"
+    return [CLI, "ingest", "--catalog", str(GZ1 / "labels.csv"), "--images",
+            str(GZ1 / "images"), "--out", str(out), "--id-column", "objid",
+            "--label-columns", "class", "--bands", "i,r,g", "--crop", "128", "--resize", "64",
+            "--pixel-scale", "0.396", "rows_per_shard=4"], out  # fmt: skip
 
 
-JOBS = {"synth": synth_argv, "ingest": ingest_argv}
+def _survey_and_encoder(root: Path) -> tuple[Path, Path]:
+    """Inputs made once per job: a 1,200-object survey and an untrained ResNet-18."""
+    from ssl_hpc.augment.stats import sdss_like_stats
+    from ssl_hpc.config import build
+    from ssl_hpc.train.config import PretrainConfig
+    from ssl_hpc.train.export import write_untrained_encoder
+
+    survey, encoder = root / "inputs" / "survey", root / "inputs" / "encoder.pt"
+    if not encoder.exists():
+        cmd, _ = synth(root / "inputs")
+        subprocess.run([*cmd[:3], str(survey), *cmd[4:]], check=True, capture_output=True)
+        config = build(PretrainConfig, {"arch": "resnet18", "augment.out_size": 24})
+        write_untrained_encoder(encoder, config, sdss_like_stats())
+    return survey, encoder
 
 
-#: JSON keys that record how a run went, not what it made (its wall time, the shards a
-#: rerun found finished): the only things a resumed run may write differently
-RUN_HISTORY = {"seconds", "shards_reused"}
+def embed(root: Path) -> tuple[list[str], Path]:
+    """Two MPI ranks, as `slurm/embed.sh` runs them."""
+    survey, encoder = _survey_and_encoder(root)
+    out = root / "out"
+    mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return [mpiexec, "-n", "2", CLI, "embed", "--checkpoint", str(encoder), "--data",
+            str(survey), "--out", str(out), "--batch-size", "64"], out  # fmt: skip
+
+
+def search_all(root: Path) -> tuple[list[str], Path]:
+    """Every object's top 10, into EMB/neighbours/ (the embedding set is made once)."""
+    survey, encoder = _survey_and_encoder(root)
+    emb = root / "inputs" / "embeddings"
+    if not (emb / "manifest.json").exists():
+        cmd = [CLI, "embed", "--checkpoint", str(encoder), "--data", str(survey), "--out", str(emb)]
+        subprocess.run(cmd, check=True, capture_output=True)
+    return [CLI, "search", "--embeddings", str(emb), "--all", "--k", "10"], emb / "neighbours"
+
+
+JOBS = {"synth": synth, "ingest": ingest, "embed": embed, "search_all": search_all}
+
+
+#: JSON keys that record how a run went, not what it made (its wall time, the shards or
+#: rows a rerun found finished or did itself): the only things a resumed run may write
+#: differently
+RUN_HISTORY = {"seconds", "shards_reused", "embedded"}
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -94,12 +133,12 @@ def falsely_complete(out: Path) -> list[str]:
     return problems
 
 
-def run(argv: list[str], kill_after: float | None = None, kill_when=None) -> tuple[int, float]:
-    """Run the CLI in its own session; SIGKILL the whole group after `kill_after` s, or as
+def run(cmd: list[str], kill_after: float | None = None, kill_when=None) -> tuple[int, float]:
+    """Run `cmd` in its own session; SIGKILL the whole group after `kill_after` s, or as
     soon as `kill_when()` is true (polled every 5 ms)."""
     env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([CLI, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=env)  # fmt: skip
     while proc.poll() is None:
         late = kill_after is not None and time.perf_counter() - t0 > kill_after
@@ -123,10 +162,10 @@ def kill_points(wall: float, shards: int, kills: int) -> list[dict]:
 
 
 def crash_and_resume(job: str, root: Path, kills: int) -> dict:
-    """The clean run, then `kills` killed-and-rerun runs of `job`, all into root/out (a
-    job's outputs record where they were written, so every run writes to the same path)."""
-    argv, out = JOBS[job], root / "out"
-    rc, wall = run(argv(out))
+    """The clean run, then `kills` killed-and-rerun runs of `job`, all into the same output
+    (a job's outputs record where they were written); its inputs are made once in root."""
+    cmd, out = JOBS[job](root)
+    rc, wall = run(cmd)
     if rc != 0:
         raise RuntimeError(f"{job}: the clean run failed (exit {rc})")
     clean = tree(out)
@@ -136,10 +175,10 @@ def crash_and_resume(job: str, root: Path, kills: int) -> dict:
         shutil.rmtree(out)
         records = point.get("after_records")
         when = None if records is None else lambda n=records: len(list(out.glob("*.done"))) >= n
-        rc_killed, at = run(argv(out), point.get("after_s"), when)
+        rc_killed, at = run(cmd, point.get("after_s"), when)
         partial = falsely_complete(out) if out.exists() else []
         done_before = len(list(out.glob("*.done"))) if out.exists() else 0
-        rc_rerun, _ = run(argv(out))
+        rc_rerun, _ = run(cmd)
         resumed = tree(out) if out.exists() else {}
         differs = sorted(p for p in clean.keys() | resumed.keys() if clean.get(p) != resumed.get(p))
         trials.append({
@@ -156,7 +195,7 @@ def crash_and_resume(job: str, root: Path, kills: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", default="synth,ingest")
+    p.add_argument("--jobs", default=",".join(JOBS))
     p.add_argument("--kills", type=int, default=12)
     p.add_argument("--work", default="runs/faults", help="scratch directory (emptied)")
     p.add_argument("--out", default="bench/results/faults.json")

@@ -1,8 +1,9 @@
-"""Kills at any point: synth and ingest SIGKILLed (the whole process group) at points
-spread over their run, by time and just after a shard's done-record, then rerun: nothing
-left behind is ever taken as complete, and the resumed outputs equal a clean run's bitwise
-(JSON files without their run-history keys: wall time, shards reused). `bench/faults.py`
-runs the same with more kill points."""
+"""Kills at any point: synth, ingest, embed (2 MPI ranks) and `search --all` SIGKILLed
+(the whole process group) at points spread over their run, by time and just after a
+shard's done-record, then rerun: nothing left behind is ever taken as complete, and the
+resumed outputs equal a clean run's bitwise (JSON files without their run-history keys:
+wall time, shards reused, rows embedded). `bench/faults.py` runs the same with more kill
+points."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ crash = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(crash)
 
 
-@pytest.mark.parametrize("job", ["synth", "ingest"])
+@pytest.mark.parametrize("job", ["synth", "ingest", "embed", "search_all"])
 def test_killed_runs_resume_to_the_clean_outputs(job, tmp_path):
     result = crash.crash_and_resume(job, tmp_path, kills=4)
     trials = result["trials"]

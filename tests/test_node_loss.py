@@ -39,6 +39,22 @@ SETTINGS = [
 ]
 
 
+def _start(cmd: list[str]) -> subprocess.Popen:
+    """The job's driver in its own process, as inside a Slurm job."""
+    env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def _wait_for(done, driver: subprocess.Popen, timeout: float = 400) -> None:
+    """Poll `done()` while the driver runs."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
+        time.sleep(0.2)
+
+
 def _logged(run) -> list[dict]:
     try:
         return [r for r in read_metrics(run / "metrics.csv") if not r.get("note")]
@@ -58,18 +74,9 @@ def test_pretraining_survives_the_loss_of_a_whole_node(small_survey, tmp_path):
     # 2 workers of 1 CPU on 2 nodes of 1 CPU: one worker on each node
     cmd = [sys.executable, "-m", "jobs.cli", "pretrain", "--data", str(small_survey)]
     cmd += ["--out", str(run), "--address", cluster.address, *SETTINGS]
-    driver = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "SSL_HPC_PROGRESS": "0"},
-    )
+    driver = _start(cmd)
     try:
-        deadline = time.monotonic() + 400
-        while not any(r["step"] >= KILL_AFTER for r in _logged(run)):
-            assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
-            time.sleep(0.2)
+        _wait_for(lambda: any(r["step"] >= KILL_AFTER for r in _logged(run)), driver)
         at_kill = max(r["step"] for r in _logged(run))
         ray.init(address=cluster.address)
         workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
@@ -122,24 +129,14 @@ def test_a_sweep_survives_the_loss_of_a_whole_node(small_survey, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "jobs.cli", "tune", "--data", str(small_survey)]
     cmd += ["--out", str(out), "--config", str(sweep), "--address", cluster.address]
-    driver = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "SSL_HPC_PROGRESS": "0"},
-    )
+    driver = _start(cmd)
 
     def trial_runs() -> list:
         return sorted((out / "sweep").glob("trial_*"))
 
     try:
-        deadline = time.monotonic() + 400
-        while not any(
-            r["step"] >= 15 for t in trial_runs() for r in _logged(t)
-        ):  # a trial is past its first checkpoint
-            assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
-            time.sleep(0.2)
+        # a trial is past its first checkpoint
+        _wait_for(lambda: any(r["step"] >= 15 for t in trial_runs() for r in _logged(t)), driver)
         at_kill = {t.name: max([r["step"] for r in _logged(t)], default=0) for t in trial_runs()}
         cluster.remove_node(doomed, allow_graceful=False)
         cluster.add_node(num_cpus=1)

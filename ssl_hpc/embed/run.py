@@ -24,7 +24,14 @@ import torch
 from ..config import to_dict
 from ..data import format as fmt
 from ..data.reader import assign_shards
-from ..data.sharded_job import ShardPlan, claim_dir, finished, read_claim, record
+from ..data.sharded_job import (
+    ShardPlan,
+    claim_dir,
+    finished,
+    read_claim,
+    record,
+    remove_temporaries,
+)
 from ..data.survey import Survey, open_shard
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
@@ -315,6 +322,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         "options": to_dict(opts),
     }
     digest = claim_dir(out, JOB, identity, info, name=store.RUN_FILE)
+    remove_temporaries(out)  # of a killed earlier run: never a finished shard
     return identity, digest, ckpt.path, crop
 
 

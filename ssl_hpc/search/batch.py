@@ -19,7 +19,15 @@ import h5py
 import numpy as np
 
 from ..data.manifest import ShardEntry
-from ..data.sharded_job import JOB_FILE, ShardPlan, claim_dir, finished, read_claim, record
+from ..data.sharded_job import (
+    JOB_FILE,
+    ShardPlan,
+    claim_dir,
+    finished,
+    read_claim,
+    record,
+    remove_temporaries,
+)
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.h5write import new_h5_file
@@ -66,6 +74,7 @@ def all_neighbours(
     if old != identity:  # the embeddings were remade: the old table is of nothing now
         shutil.rmtree(out)
     digest = claim_dir(out, JOB, identity)
+    remove_temporaries(out)  # of a killed earlier run: never a finished shard
     if search is None:
 
         def search(q, kk, exclude):
