@@ -13,12 +13,15 @@ points per job (tests/test_crash_consistency.py);
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
 runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs), embed (2 MPI ranks),
-search_all (`search --all`).
+search_all (`search --all`), pretrain (Ray Train, killed with its local Ray cluster; its
+encoder.pt and losses must come out identical, its Ray checkpoint folder and throughput
+columns are run history).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -85,7 +88,38 @@ def search_all(root: Path) -> tuple[list[str], Path]:
     return [CLI, "search", "--embeddings", str(emb), "--all", "--k", "10"], emb / "neighbours"
 
 
-JOBS = {"synth": synth, "ingest": ingest, "embed": embed, "search_all": search_all}
+def pretrain(root: Path) -> tuple[list[str], Path]:
+    """One Ray Train worker on a local Ray cluster the driver starts (killed with it)."""
+    survey, _ = _survey_and_encoder(root)
+    out = root / "out"
+    return [CLI, "pretrain", "--data", str(survey), "--out", str(out), "--config",
+            str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"), "steps=40",
+            "checkpoint_every=10", "log_every=10", "eval_every=40", "batch_size=32",
+            "queue_size=128", "augment.out_size=16", "augment.max_shift=2",
+            "loader_workers=0", "eval_objects=128", "num_workers=1", "cpus_per_worker=2",
+            "max_failures=0"], out  # fmt: skip
+
+
+JOBS = {
+    "synth": synth,
+    "ingest": ingest,
+    "embed": embed,
+    "search_all": search_all,
+    "pretrain": pretrain,
+}
+
+#: What a training run writes that records how it went rather than what it learnt: Ray's
+#: own storage (checkpoints named by the time they were taken), the machine it ran on, the
+#: learning-curve picture and metrics.csv's throughput columns and resume notes. Its
+#: encoder.pt and the rest of metrics.csv (losses, evaluations) must come out identical.
+RUN_HISTORY_PATHS = ("ray/", "environment.json", "learning_curve.png")
+RUN_HISTORY_COLUMNS = {"pairs_per_s_worker", "pairs_per_s_total", "note"}
+
+
+def progress(out: Path) -> int:
+    """Units of work a run has finished: shard done-records, or training checkpoints."""
+    records = len(list(out.glob("*.done")))
+    return records or len(list(out.glob("ray/*/checkpoint_*")))
 
 
 #: JSON keys that record how a run went, not what it made (its wall time, the shards or
@@ -96,11 +130,23 @@ RUN_HISTORY = {"seconds", "shards_reused", "embedded"}
 
 def tree(root: Path) -> dict[str, str]:
     """Every file under `root` (relative path -> sha256): bitwise, except that JSON files
-    are hashed without their RUN_HISTORY keys."""
-    return {str(p.relative_to(root)): _digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    are hashed without their RUN_HISTORY keys, metrics.csv without its RUN_HISTORY_COLUMNS,
+    and RUN_HISTORY_PATHS are left out."""
+    files = (p for p in sorted(root.rglob("*")) if p.is_file())
+    named = {str(p.relative_to(root)): p for p in files}
+    return {
+        name: _digest(p)
+        for name, p in named.items()
+        if not any(name == h or name.startswith(h) for h in RUN_HISTORY_PATHS)
+    }
 
 
 def _digest(path: Path) -> str:
+    if path.name == "metrics.csv":
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if not r.get("note")]
+        kept = [{k: v for k, v in r.items() if k not in RUN_HISTORY_COLUMNS} for r in rows]
+        return hashlib.sha256(json.dumps(kept).encode()).hexdigest()
     if path.suffix != ".json":
         return sha256_file(path)
     data = json.dumps(_without_history(json.loads(path.read_bytes())), sort_keys=True)
@@ -152,8 +198,8 @@ def run(cmd: list[str], kill_after: float | None = None, kill_when=None) -> tupl
 
 def kill_points(wall: float, shards: int, kills: int) -> list[dict]:
     """Where to kill: half spread over the clean run's wall time, half just after the k-th
-    shard's done-record appears (k spread over the shards: between "record written" and
-    whatever comes next)."""
+    shard's done-record (or training checkpoint) appears (k spread over them: between
+    "record written" and whatever comes next)."""
     by_time = [{"after_s": round(wall * (k + 0.5) / (kills - kills // 2), 2)}
                for k in range(kills - kills // 2)]  # fmt: skip
     by_record = [{"after_records": 1 + k * max(shards - 1, 1) // max(kills // 2, 1)}
@@ -169,15 +215,15 @@ def crash_and_resume(job: str, root: Path, kills: int) -> dict:
     if rc != 0:
         raise RuntimeError(f"{job}: the clean run failed (exit {rc})")
     clean = tree(out)
-    shards = len(list(out.glob("*.done")))
+    shards = progress(out)
     trials = []
     for point in kill_points(wall, shards, kills):
         shutil.rmtree(out)
         records = point.get("after_records")
-        when = None if records is None else lambda n=records: len(list(out.glob("*.done"))) >= n
+        when = None if records is None else lambda n=records: progress(out) >= n
         rc_killed, at = run(cmd, point.get("after_s"), when)
         partial = falsely_complete(out) if out.exists() else []
-        done_before = len(list(out.glob("*.done"))) if out.exists() else 0
+        done_before = progress(out) if out.exists() else 0
         rc_rerun, _ = run(cmd)
         resumed = tree(out) if out.exists() else {}
         differs = sorted(p for p in clean.keys() | resumed.keys() if clean.get(p) != resumed.get(p))

@@ -111,6 +111,9 @@ def test_metrics_log_drops_rows_of_a_dead_attempt(tmp_path):
     rows = read_metrics(path)
     assert [r["step"] for r in rows] == [5, 10, 10, 15]
     assert rows[2]["note"] == "restored from step 10" and rows[3]["loss"] == 0.5
+    # an attempt killed before its first checkpoint: the rerun starts afresh, keeping none
+    MetricsLog(path).write({"step": 0, "epoch": 0})
+    assert [r["step"] for r in read_metrics(path)] == [0]
 
 
 def test_pretrain_cli_refuses_bad_input_before_starting_ray(small_survey, tmp_path):

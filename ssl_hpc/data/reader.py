@@ -83,8 +83,8 @@ class ShardedReader(IterableDataset):
     float16, half the bytes through workers and host-to-GPU copies; the fused augmentations
     read it as is), ``object_id`` (B,) int64, ``psf_fwhm`` and ``sky_sigma`` (B, bands)
     float32, plus each requested catalogue column (B,). Iterate `loader(num_workers)`
-    (or ``DataLoader(reader, batch_size=None, num_workers=k)``, which copies each batch
-    into fresh shared memory).
+    (or ``DataLoader(reader, batch_size=None, num_workers=k)``, whose workers read each
+    batch into a fresh shared buffer: correct, but slower on few cores).
 
     `even`: every rank yields the same number of full batches per epoch (what data-parallel
     training needs); the rows beyond that are skipped for this epoch only, different ones

@@ -24,13 +24,13 @@ COLUMNS = (
 
 
 class MetricsLog:
-    """Append rows to `path`. With `resume_step`, rows after that step (written by an
-    attempt that died before its next checkpoint) are dropped first, so every step appears
-    once, as the run that continues computes it."""
+    """Append rows to `path`. Rows after `resume_step` (written by an attempt that died
+    before its next checkpoint) are dropped first, every row when the run starts afresh
+    (None), so every step appears once, as the run that continues computes it."""
 
-    def __init__(self, path: str | os.PathLike, resume_step: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike, resume_step: int | None = None) -> None:
         self.path = Path(path)
-        rows = read_metrics(self.path) if self.path.exists() else []
+        rows = read_metrics(self.path) if self.path.exists() and resume_step is not None else []
         kept = [r for r in rows if r.get("step") is not None and r["step"] <= resume_step]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="") as f:

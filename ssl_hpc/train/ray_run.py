@@ -90,7 +90,8 @@ class StepReporter:
         if worker.rank == 0:  # what the numbers were measured on (precision is per machine)
             env = describe(worker.device, trainer.precision, trainer.channels_last)
             write_json_atomic(run_dir / ENVIRONMENT_FILE, {**env, "workers": worker.world})
-            self.log = MetricsLog(run_dir / "metrics.csv", resume_step=trainer.step)
+            resumed_at = trainer.step if restored else None  # a fresh start keeps no rows
+            self.log = MetricsLog(run_dir / "metrics.csv", resume_step=resumed_at)
             if restored:
                 self.log.note(restored.note(trainer.step))
             elif trainer.step == 0:  # the random-initialisation baseline of the kNN check
