@@ -26,6 +26,7 @@ _ray_slurm_stop() {
     local pid
     for pid in "${_ray_slurm_steps[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait || true
+    [[ -n "${_ray_slurm_tmp:-}" ]] || return 0
     srun --overlap --nodes="$RAY_SLURM_NODES" --ntasks="$RAY_SLURM_NODES" \
         pkill -KILL -f "[/]${_ray_slurm_tmp#/}/" >/dev/null 2>&1 || true
 }
