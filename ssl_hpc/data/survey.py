@@ -65,16 +65,18 @@ def read_rows_into(
             if len(rows):
                 out[dest] = ds[rows]
             return
-        converts = out.dtype != ds.dtype
         file_space = ds.id.get_space()
         row_shape = ds.shape[1:]
         origin = (0,) * len(row_shape)
+        longest = int((stops - starts).max()) if len(starts) else 0
+        # one scratch buffer for every run when the dtype converts, not one per row
+        scratch = np.empty((longest, *row_shape), ds.dtype) if out.dtype != ds.dtype else None
         for a, b in zip(starts.tolist(), stops.tolist()):
             n, first, at = b - a, int(rows[a]), int(dest[a])
             file_space.select_hyperslab((first, *origin), (n, *row_shape))
-            target = np.empty((n, *row_shape), ds.dtype) if converts else out[at : at + n]
+            target = out[at : at + n] if scratch is None else scratch[:n]
             ds.id.read(h5s.create_simple(target.shape), file_space, target)
-            if converts:
+            if scratch is not None:
                 out[at : at + n] = target
     except (OSError, KeyError, ValueError) as e:
         raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
