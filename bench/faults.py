@@ -53,25 +53,31 @@ def ingest(root: Path) -> tuple[list[str], Path]:
             "--pixel-scale", "0.396", "rows_per_shard=4"], out  # fmt: skip
 
 
-def _survey_and_encoder(root: Path) -> tuple[Path, Path]:
-    """Inputs made once per job: a 1,200-object survey and an untrained ResNet-18."""
+def _survey(root: Path) -> Path:
+    """Input made once per job: the 1,200-object survey `synth` makes, under root/inputs."""
+    cmd, survey = synth(root / "inputs")
+    if not (survey / "manifest.json").exists():
+        subprocess.run(cmd, check=True, capture_output=True)
+    return survey
+
+
+def _encoder(root: Path) -> Path:
+    """Input made once per job: an untrained ResNet-18 for 24 px views."""
     from ssl_hpc.augment.stats import sdss_like_stats
     from ssl_hpc.config import build
     from ssl_hpc.train.config import PretrainConfig
     from ssl_hpc.train.export import write_untrained_encoder
 
-    survey, encoder = root / "inputs" / "survey", root / "inputs" / "encoder.pt"
+    encoder = root / "inputs" / "encoder.pt"
     if not encoder.exists():
-        cmd, _ = synth(root / "inputs")
-        subprocess.run([*cmd[:3], str(survey), *cmd[4:]], check=True, capture_output=True)
         config = build(PretrainConfig, {"arch": "resnet18", "augment.out_size": 24})
         write_untrained_encoder(encoder, config, sdss_like_stats())
-    return survey, encoder
+    return encoder
 
 
 def embed(root: Path) -> tuple[list[str], Path]:
     """Two MPI ranks, as `slurm/embed.sh` runs them."""
-    survey, encoder = _survey_and_encoder(root)
+    survey, encoder = _survey(root), _encoder(root)
     out = root / "out"
     mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     return [mpiexec, "-n", "2", CLI, "embed", "--checkpoint", str(encoder), "--data",
@@ -80,7 +86,7 @@ def embed(root: Path) -> tuple[list[str], Path]:
 
 def search_all(root: Path) -> tuple[list[str], Path]:
     """Every object's top 10, into EMB/neighbours/ (the embedding set is made once)."""
-    survey, encoder = _survey_and_encoder(root)
+    survey, encoder = _survey(root), _encoder(root)
     emb = root / "inputs" / "embeddings"
     if not (emb / "manifest.json").exists():
         cmd = [CLI, "embed", "--checkpoint", str(encoder), "--data", str(survey), "--out", str(emb)]
@@ -90,7 +96,7 @@ def search_all(root: Path) -> tuple[list[str], Path]:
 
 def pretrain(root: Path) -> tuple[list[str], Path]:
     """One Ray Train worker on a local Ray cluster the driver starts (killed with it)."""
-    survey, _ = _survey_and_encoder(root)
+    survey = _survey(root)
     out = root / "out"
     return [CLI, "pretrain", "--data", str(survey), "--out", str(out), "--config",
             str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"), "steps=40",
