@@ -307,8 +307,9 @@ def finetune_loop(loop: dict) -> None:
     history = out / "history.jsonl"
     restored = restore(t.load, loop["checkpoints"], worker.world)
     if worker.rank == 0:  # drop evaluations after the checkpoint (all, starting afresh)
-        kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step] if restored else []
+        kept = []
         if restored:
+            kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
             kept.append({"note": restored.note(t.step), "step": t.step})
         write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
     hook: StepHook | None = loop.get("hook")

@@ -98,11 +98,10 @@ def restore(load: Callable[[Path], None], checkpoints: str | Path, world: int) -
     import ray.train
 
     root = Path(checkpoints)
-    on_disk = newest_first(root)
-    given = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
-        candidates = on_disk
-        if not candidates and given:  # Ray's storage is elsewhere (remote): its copy
+        candidates = newest_first(root)
+        if not candidates and (given := ray.train.get_checkpoint()):
+            # Ray's storage is elsewhere (remote): the copy it hands back
             candidates = [Path(stack.enter_context(given.as_directory()))]
         if not candidates:
             return None
