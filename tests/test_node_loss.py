@@ -55,6 +55,20 @@ def _wait_for(done, driver: subprocess.Popen, timeout: float = 400) -> None:
         time.sleep(0.2)
 
 
+def _lose_and_replace(cluster: Cluster, doomed, driver: subprocess.Popen) -> str:
+    """Kill node `doomed` outright (raylet, object store, workers), add a replacement as a
+    spare node would, and return the driver's output once it has finished."""
+    cluster.remove_node(doomed, allow_graceful=False)
+    cluster.add_node(num_cpus=1)
+    return driver.communicate(timeout=400)[0]
+
+
+def _tear_down(cluster: Cluster, driver: subprocess.Popen) -> None:
+    if driver.poll() is None:
+        driver.kill()
+    cluster.shutdown()
+
+
 def _logged(run) -> list[dict]:
     try:
         return [r for r in read_metrics(run / "metrics.csv") if not r.get("note")]
@@ -83,13 +97,9 @@ def test_pretraining_survives_the_loss_of_a_whole_node(small_survey, tmp_path):
         ray.shutdown()
         on_nodes = sorted(a.node_id == doomed.node_id for a in workers if a.state == "ALIVE")
         assert on_nodes == [False, True], workers  # one worker on the node about to go
-        cluster.remove_node(doomed, allow_graceful=False)  # raylet, store, workers: gone
-        cluster.add_node(num_cpus=1)  # the replacement
-        out, _ = driver.communicate(timeout=400)
+        out = _lose_and_replace(cluster, doomed, driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        cluster.shutdown()
+        _tear_down(cluster, driver)
 
     assert driver.returncode == 0, out[-3000:]
     assert "WorkerGroupError" in out or "unavailable" in out  # Ray Train saw the loss
@@ -138,13 +148,9 @@ def test_a_sweep_survives_the_loss_of_a_whole_node(small_survey, tmp_path):
         # a trial is past its first checkpoint
         _wait_for(lambda: any(r["step"] >= 15 for t in trial_runs() for r in _logged(t)), driver)
         at_kill = {t.name: max([r["step"] for r in _logged(t)], default=0) for t in trial_runs()}
-        cluster.remove_node(doomed, allow_graceful=False)
-        cluster.add_node(num_cpus=1)
-        output, _ = driver.communicate(timeout=400)
+        output = _lose_and_replace(cluster, doomed, driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        cluster.shutdown()
+        _tear_down(cluster, driver)
 
     assert driver.returncode == 0, output[-3000:]
     assert sorted(tune_statuses(out / "sweep").values()) == ["TERMINATED", "TERMINATED"]
