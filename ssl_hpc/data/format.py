@@ -14,6 +14,8 @@ image_psf_fwhm      (N, B) float32    PSF FWHM per band in arcsec; NaN if unknow
 image_sky_sigma     (N, B) float32    per-pixel sky noise sigma per band, in ``flux_unit``
 <column>            (N,)              catalogue columns: ebv, z_spec (NaN = no spectrum),
                                       gz2_* vote fractions (NaN = not classified), ...
+healpix             (N,) int64        partitioned surveys: NESTED HEALPix pixel at the
+                                      manifest's ``partition.order``; one pixel per shard
 ==================  ================  =========================================================
 
 Every column's role is in the manifest: ``label`` (a target for downstream tasks, NaN where
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+#: 2: optional HEALPix partition (manifest ``partition``, shard ``healpix``). Version 1
+#: manifests are read as unpartitioned.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{index:05d}.h5"
 
@@ -37,6 +41,8 @@ SKY_SIGMA = "image_sky_sigma"
 OBJECT_ID = "object_id"
 RA = "ra"
 DEC = "dec"
+HEALPIX = "healpix"  # catalogue column of partitioned surveys: NESTED pixel at their order
+SOURCE_ID = "source_id"  # an ingested survey's own (string) object ids
 
 #: Datasets every shard has; any other root 1-D dataset of length N is a catalogue column.
 CORE_DATASETS = (OBJECT_ID, RA, DEC, IMAGE, BANDS, PSF_FWHM, SKY_SIGMA)

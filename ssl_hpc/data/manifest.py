@@ -24,6 +24,7 @@ class ShardEntry:
     n_rows: int
     sha256: str
     n_bytes: int
+    healpix: int | None = None  # the sky pixel all its rows lie in (partitioned surveys)
 
     @classmethod
     def of_file(cls, path: str | os.PathLike, n_rows: int, name: str | None = None) -> ShardEntry:
@@ -55,11 +56,25 @@ class Manifest:
     shards: tuple[ShardEntry, ...]
     columns: dict[str, ColumnInfo]
     generator: dict[str, Any] = field(default_factory=dict)
+    partition: dict[str, Any] | None = None  # {"scheme": "healpix", "order": k, "nest": True}
     schema_version: int = fmt.SCHEMA_VERSION
 
     @property
     def n_objects(self) -> int:
         return sum(s.n_rows for s in self.shards)
+
+    @property
+    def healpix_order(self) -> int | None:
+        """The HEALPix order the shards are partitioned at (NESTED); None if they are not."""
+        return None if self.partition is None else int(self.partition["order"])
+
+    def shards_in(self, pixels: Any) -> list[int]:
+        """Indices of the shards whose pixel is one of `pixels` (at `healpix_order`); every
+        shard if the survey is not partitioned."""
+        if self.partition is None:
+            return list(range(len(self.shards)))
+        wanted = {int(p) for p in pixels}
+        return [i for i, s in enumerate(self.shards) if s.healpix in wanted]
 
     @property
     def labels(self) -> dict[str, int]:
@@ -70,7 +85,12 @@ class Manifest:
         d = asdict(self)
         d["n_objects"] = self.n_objects
         d["labels"] = self.labels
-        d["shards"] = [asdict(s) for s in self.shards]
+        d["shards"] = [
+            {k: v for k, v in asdict(s).items() if k != "healpix" or v is not None}
+            for s in self.shards
+        ]
+        if self.partition is None:
+            del d["partition"]
         d["bands"] = list(self.bands)
         d["image_shape"] = list(self.image_shape)
         # schema_version first: the first thing a reader of the file should see
@@ -96,6 +116,7 @@ class Manifest:
                 shards=tuple(ShardEntry(**s) for s in d["shards"]),
                 columns={k: ColumnInfo(**v) for k, v in d["columns"].items()},
                 generator=dict(d.get("generator", {})),
+                partition=d.get("partition"),
                 schema_version=version,
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -146,6 +167,12 @@ def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: b
             for name in manifest.columns:
                 if name not in f:
                     problems.append(f"{path}: column {name!r} missing")
+            if full and entry.healpix is not None and fmt.HEALPIX in f:
+                stray = int((f[fmt.HEALPIX][()] != entry.healpix).sum())
+                if stray:
+                    problems.append(
+                        f"{path}: {stray} rows lie outside its HEALPix pixel {entry.healpix}"
+                    )
     except (OSError, KeyError) as e:
         problems.append(f"{path}: unreadable HDF5 ({e})")
     return problems

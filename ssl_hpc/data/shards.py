@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +131,11 @@ def write_shard(
     return entry
 
 
-def shard_contents(path: str | os.PathLike) -> tuple[dict[str, tuple[str, int]], np.ndarray]:
+def shard_contents(
+    path: str | os.PathLike,
+) -> tuple[dict[str, tuple[str, int]], np.ndarray, np.ndarray | None]:
     """One read of a written shard: its catalogue columns (name -> (dtype, rows with a
-    value)) and its object ids."""
+    value)), its object ids, and its ``healpix`` column if it has one."""
     cols = {}
     with h5py.File(path, "r") as f:
         for name, ds in f.items():
@@ -141,7 +143,18 @@ def shard_contents(path: str | os.PathLike) -> tuple[dict[str, tuple[str, int]],
                 continue
             cols[name] = (str(ds.dtype), fmt.valid_count(ds[()]))
         ids = f[fmt.OBJECT_ID][()]
-    return cols, ids
+        pixel = f[fmt.HEALPIX][()] if fmt.HEALPIX in f else None
+    return cols, ids, pixel
+
+
+def shard_pixel(path: Path, pixel: np.ndarray | None) -> int:
+    """The one HEALPix pixel of a partitioned shard's rows; SurveyError if it has none or
+    several."""
+    values = np.unique(pixel) if pixel is not None else np.empty(0)
+    if len(values) != 1:
+        found = "no healpix column" if pixel is None else f"pixels {values[:5].tolist()}"
+        raise SurveyError(f"{path}: a partitioned shard must lie in one pixel; it has {found}")
+    return int(values[0])
 
 
 def build_manifest(
@@ -149,19 +162,26 @@ def build_manifest(
     meta: SurveyMeta,
     entries: list[ShardEntry],
     generator: dict[str, Any] | None = None,
+    healpix_order: int | None = None,
 ) -> Manifest:
     """Assemble and write the manifest of `survey_dir` from its shard entries.
 
     Column counts are summed from the shards themselves, so the manifest states what is on
-    disk. Every shard must have the same columns with the same dtypes.
+    disk. Every shard must have the same columns with the same dtypes. With
+    `healpix_order`, the survey is partitioned: each shard's pixel is read from its
+    ``healpix`` column, which must hold one value.
     """
     survey_dir = Path(survey_dir)
     columns: dict[str, ColumnInfo] = {}
     first: dict[str, str] | None = None
     ids = []
+    placed = []
     for entry in sorted(entries, key=lambda e: e.file):
-        cols, shard_ids = shard_contents(survey_dir / entry.file)
+        cols, shard_ids, pixel = shard_contents(survey_dir / entry.file)
         ids.append(shard_ids)
+        if healpix_order is not None:
+            entry = replace(entry, healpix=shard_pixel(survey_dir / entry.file, pixel))
+        placed.append(entry)
         dtypes = {k: d for k, (d, _) in cols.items()}
         if first is None:
             first = dtypes
@@ -187,9 +207,12 @@ def build_manifest(
         compression=meta.compression,
         pixel_scale_arcsec=meta.pixel_scale_arcsec,
         flux_unit=meta.flux_unit,
-        shards=tuple(sorted(entries, key=lambda e: e.file)),
+        shards=tuple(placed),
         columns=dict(sorted(columns.items())),
         generator=generator or {},
+        partition=None
+        if healpix_order is None
+        else {"scheme": "healpix", "order": healpix_order, "nest": True},
     )
     manifest.write(survey_dir)
     return manifest

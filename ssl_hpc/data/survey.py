@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from h5py import h5s
 
 from ..errors import SurveyError
 from . import format as fmt
+from . import healpix
 from .manifest import Manifest, load_manifest, verify_survey
 
 # Shards are read-only once written; HDF5 file locking only gets in the way on parallel
@@ -182,3 +184,45 @@ class Survey:
             with open_shard(self.shard_paths[s]) as f:
                 read_rows_into(f, fmt.IMAGE, global_rows[sel] - self.shard_offsets[s], out, sel)
         return out
+
+    def cone(self, ra: float, dec: float, radius_arcsec: float) -> Cone:
+        """The objects within `radius_arcsec` of (ra, dec), nearest first. A partitioned
+        survey reads only the shards whose HEALPix pixel overlaps the cone; `shards_read`
+        says which were opened."""
+        if not (0 <= ra < 360 and -90 <= dec <= 90) or not radius_arcsec > 0:
+            raise SurveyError(
+                f"cone ra={ra}, dec={dec}, radius={radius_arcsec}: expected 0 <= ra < 360, "
+                "-90 <= dec <= 90 (deg) and a positive radius (arcsec)"
+            )
+        m = self.manifest
+        wanted = None
+        if m.healpix_order is not None:
+            wanted = healpix.cone_pixels(ra, dec, radius_arcsec, m.healpix_order)
+        found, read = [], []
+        for index in m.shards_in(wanted):
+            path = self.shard_paths[index]
+            read.append(path.name)
+            with open_shard(path) as f:
+                sep = healpix.angular_sep_arcsec(f[fmt.RA][()], f[fmt.DEC][()], ra, dec)
+                rows = np.flatnonzero(sep <= radius_arcsec)
+                ids = f[fmt.OBJECT_ID][()][rows]
+            found.append((rows + self.shard_offsets[index], ids, sep[rows]))
+        rows, ids, sep = (np.concatenate(x) for x in zip(*found)) if found else ([],) * 3
+        nearest = np.argsort(sep, kind="stable")
+        return Cone(
+            np.asarray(rows, np.int64)[nearest],
+            np.asarray(ids, np.int64)[nearest],
+            np.asarray(sep, np.float64)[nearest],
+            tuple(read),
+        )
+
+
+@dataclass(frozen=True)
+class Cone:
+    """A cone search's result: global rows, object ids and separations (arcsec), nearest
+    first, and the shard files it opened."""
+
+    rows: np.ndarray
+    object_id: np.ndarray
+    sep_arcsec: np.ndarray
+    shards_read: tuple[str, ...]

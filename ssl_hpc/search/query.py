@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.captions import captions
 from ..data.cutouts import CutoutError, read_fits_image
+from ..data.healpix import angular_sep_arcsec
 from ..data.survey import Survey
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
@@ -49,13 +50,6 @@ def row_of_id(object_ids: np.ndarray, object_id: int, where: str) -> int:
     if not len(hits):
         raise QueryError(f"{where}: object_id {object_id} not in the embedding set")
     return int(hits[0])
-
-
-def angular_sep_arcsec(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    """Great-circle separation (haversine, stable at small angles) in arcsec."""
-    r, d, r0, d0 = map(np.radians, (ra, dec, ra0, dec0))
-    h = np.sin((d - d0) / 2) ** 2 + np.cos(d) * np.cos(d0) * np.sin((r - r0) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))) * 3600.0
 
 
 def row_of_position(

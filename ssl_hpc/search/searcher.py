@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.survey import Survey
 from ..embed.store import RUN_FILE, EmbeddingSet
-from ..errors import SslHpcError
+from ..errors import SslHpcError, SurveyError
 from ..utils.arrays import normalise
 from .ann import KINDS, AnnConfig, build_or_load
 from .batch import all_neighbours, source_of
@@ -21,6 +21,7 @@ from .query import (
     MAX_SEP_ARCSEC,
     CutoutEmbedder,
     Query,
+    QueryError,
     ResultCatalogue,
     cutout_from_fits,
     row_of_id,
@@ -124,8 +125,21 @@ class Searcher:
         return Query(f"object {object_id}", self.vectors.take(np.array([row]))[0], row)
 
     def by_position(self, ra: float, dec: float, max_sep: float = MAX_SEP_ARCSEC) -> Query:
+        """The object nearest (ra, dec) within `max_sep` arcsec. A HEALPix-partitioned
+        survey is asked by a cone search, which opens only the shards that can hold it."""
         c = self.catalogue.columns
-        row, sep = row_of_position(c["ra"], c["dec"], ra, dec, max_sep, str(self.set.root))
+        if self.survey.manifest.healpix_order is None:
+            row, sep = row_of_position(c["ra"], c["dec"], ra, dec, max_sep, str(self.set.root))
+        else:
+            try:
+                cone = self.survey.cone(ra, dec, max_sep)
+            except SurveyError as e:
+                raise QueryError(str(e)) from e
+            if not len(cone.rows):
+                raise QueryError(
+                    f"{self.survey.root}: no object within {max_sep} arcsec of ra={ra}, dec={dec}"
+                )
+            row, sep = int(cone.rows[0]), float(cone.sep_arcsec[0])
         oid = int(c["object_id"][row])
         label = f'object {oid} ({sep:.2f}" from ra={ra}, dec={dec})'
         return Query(label, self.vectors.take(np.array([row]))[0], row)

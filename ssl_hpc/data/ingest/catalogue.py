@@ -7,6 +7,7 @@ dec, E(B-V) and z_spec are found under their common spellings (`SPELLINGS`) unle
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,6 +48,7 @@ class Catalogue:
     column_map: dict[str, str]
     skipped_columns: dict[str, str]
     rejects: list[Reject] = field(default_factory=list)
+    rows: np.ndarray | None = None  # (N,) the kept rows' indices in the table read
 
 
 def read_table(path: str) -> Table:
@@ -182,13 +184,27 @@ def load_catalogue(config: IngestConfig) -> Catalogue:
     names = list(table.colnames)
     if config.id_column not in names:
         raise IngestError(f"{config.catalog}: no id column {config.id_column!r}; have {names}")
-    if len(table) == 0:
-        raise IngestError(f"{config.catalog}: catalogue has no rows")
     ids, bad = parse_ids(table[config.id_column], config.id_column)
-    valid, rejects = _check_ids(ids, bad, config)
+    return catalogue_from_table(table, ids, bad, config, config.catalog)
+
+
+def catalogue_from_table(
+    table: Table,
+    ids: np.ndarray,
+    bad: dict[int, str],
+    config: IngestConfig,
+    where: str,
+    lower_case: bool = False,
+) -> Catalogue:
+    """The Catalogue of `table`'s rows with integer `ids` ({row: problem} in `bad`): the
+    positions and canonical columns found, the other numeric columns copied (names
+    lower-cased with `lower_case`, for files whose column case varies). `where` names the
+    source in errors and rejects."""
+    names = list(table.colnames)
+    valid, rejects = _check_ids(ids, bad, config, where)
     column_map = _column_map(names, config)
-    ra, dec = (_position(table, column_map.get(c), config.catalog) for c in ("ra", "dec"))
-    columns, skipped = _catalogue_columns(table, column_map, config.id_column)
+    ra, dec = (_position(table, column_map.get(c), where) for c in ("ra", "dec"))
+    columns, skipped = _catalogue_columns(table, column_map, config.id_column, lower_case)
     return Catalogue(
         object_id=ids[valid],
         ra=ra[valid],
@@ -197,14 +213,34 @@ def load_catalogue(config: IngestConfig) -> Catalogue:
         column_map=column_map,
         skipped_columns=skipped,
         rejects=rejects,
+        rows=np.flatnonzero(valid),
     )
 
 
+def stable_ids(names: np.ndarray) -> np.ndarray:
+    """Integer ids (N,) int64 for string object ids, the same for a string every time.
+
+    A non-negative base-10 integer that fits int64 (HSC's and Legacy Surveys' ids) is kept
+    as that integer; any other string gets -(1 + the first 63 bits of its BLAKE2b hash), a
+    negative number, so the two kinds never collide.
+    """
+    out = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        text = name.decode() if isinstance(name, bytes) else str(name)
+        text = text.strip()
+        if text.isdigit() and int(text) <= np.iinfo(np.int64).max:
+            out[i] = int(text)
+        else:
+            digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            out[i] = -1 - (int.from_bytes(digest, "big") >> 1)
+    return out
+
+
 def _check_ids(
-    ids: np.ndarray, bad: dict[int, str], config: IngestConfig
+    ids: np.ndarray, bad: dict[int, str], config: IngestConfig, source: str
 ) -> tuple[np.ndarray, list[Reject]]:
     """Rows with a usable unique id, and rejects for the others (fail mode: IngestError)."""
-    where = f"{config.catalog}: id column {config.id_column!r}"
+    where = f"{source}: id column {config.id_column!r}"
     skip = config.on_error == "skip"
     if bad and not skip:
         shown = "; ".join(f"row {r + 1}: {why}" for r, why in sorted(bad.items())[:5])
@@ -220,13 +256,12 @@ def _check_ids(
         )
         raise IngestError(f"{where}: {len(dups)} duplicated id(s): {shown}")
     rejects = [
-        Reject(None, config.catalog, f"catalogue row {r + 1}: {why}")
-        for r, why in sorted(bad.items())
+        Reject(None, source, f"catalogue row {r + 1}: {why}") for r, why in sorted(bad.items())
     ]
     for object_id, rows in dups.items():
         valid[rows] = False
         reason = f"duplicate id on catalogue rows {[r + 1 for r in rows]}"
-        rejects += [Reject(object_id, config.catalog, reason) for _ in rows]
+        rejects += [Reject(object_id, source, reason) for _ in rows]
     return valid, rejects
 
 
@@ -253,7 +288,7 @@ def _position(table: Table, name: str | None, catalog: str) -> np.ndarray:
 
 
 def _catalogue_columns(
-    table: Table, column_map: dict[str, str], id_column: str
+    table: Table, column_map: dict[str, str], id_column: str, lower_case: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Columns to store (canonical ones renamed) and {catalogue column: why skipped}."""
     renamed = {src: canon for canon, src in column_map.items() if canon not in (fmt.RA, fmt.DEC)}
@@ -263,7 +298,7 @@ def _catalogue_columns(
     for name in table.colnames:
         if name in used and name not in renamed:
             continue
-        out_name = renamed.get(name, name)
+        out_name = renamed.get(name, name.lower() if lower_case else name)
         why = _name_problem(out_name, name in renamed, column_map)
         values, dtype_why = (None, why) if why else numeric_column(table[name])
         if values is None:

@@ -25,14 +25,18 @@ from ... import __version__
 from ...config import to_dict
 from ...errors import IngestError
 from ...utils.atomic import write_text_atomic
+from ...utils.hashing import sha256_json
 from .. import format as fmt
+from .. import healpix
 from ..cutouts import CutoutError, CutoutSpec, load_cutout, sky_sigma
 from ..manifest import Manifest, ShardEntry
 from ..sharded_job import ShardPlan, claim_dir, done_path, remove_temporaries, run_shards
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
+from .arrays import ArraySource, detect_kind, file_stamp, find_files, load_array_input
 from .catalogue import Catalogue, Reject, label_roles, load_catalogue
 from .config import IngestConfig
 from .layout import resolve_layout, survey_meta
+from .pixels import N_MASKED, LoadedRows, load_rows
 
 JOB = "ssl-hpc ingest"
 REJECTS_NAME = "rejects.csv"
@@ -62,62 +66,88 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One shard's catalogue rows and everything a worker needs to write it."""
+    """One shard's catalogue rows and everything a worker needs to write it: a cutout
+    spec (a file per object) or an array source with each row's (file, row) locator."""
 
     object_id: np.ndarray
     ra: np.ndarray
     dec: np.ndarray
     columns: dict[str, np.ndarray]
-    spec: CutoutSpec
+    images: CutoutSpec | ArraySource
     meta: SurveyMeta
     psf_fwhm: np.ndarray  # (B,) float32 arcsec
     attrs: dict[str, Any]
     skip_bad: bool
+    locator: np.ndarray | None = None  # (n, 2) int64, array sources
 
 
 def ingest_shard(plan: ShardPlan, progress) -> tuple[ShardEntry, dict]:
     """Read, check and write one shard (the job's `make`); bad objects raise (fail mode)
-    or are rejected. Polls for a failure elsewhere before each object."""
+    or are rejected. Polls for a failure elsewhere before each object or block."""
     task: ShardTask = plan.payload
-    spec, meta = task.spec, task.meta
-    n, b = len(task.object_id), len(meta.bands)
-    images = np.zeros((n, b, *meta.image_size), dtype=np.float32)
-    sigma = np.zeros((n, b), dtype=np.float32)
-    keep = np.zeros(n, dtype=bool)
-    rejects: list[Reject] = []
-    for i, object_id in enumerate(task.object_id.tolist()):
-        progress.check()
-        try:
-            images[i] = load_cutout(spec, object_id)
-        except CutoutError as e:
-            if not task.skip_bad:
-                raise
-            rejects.append(Reject(object_id, e.file, e.reason))
-        else:
-            check_dtype_range(images[i], meta.image_dtype, object_id, spec)
-            sigma[i] = sky_sigma(images[i])
-            keep[i] = True
-        progress.tick(1)
+    if isinstance(task.images, ArraySource):
+        loaded = load_rows(task.images, task.locator, task.object_id, task.skip_bad, progress)
+    else:
+        loaded = load_cutouts(task, progress)
+    keep, meta = loaded.keep, task.meta
+    for i in np.flatnonzero(keep):
+        oid = int(task.object_id[i])
+        where = (
+            task.images.files[task.locator[i, 0]]
+            if isinstance(task.images, ArraySource)
+            else task.images.paths(oid)[0]
+        )
+        check_dtype_range(loaded.images[i], meta.image_dtype, oid, where)
+    columns = dict(task.columns)
+    if isinstance(task.images, ArraySource) and task.images.kind == "mmu":
+        columns[N_MASKED] = loaded.n_masked
     table = ShardTable(
         object_id=task.object_id[keep],
         ra=task.ra[keep],
         dec=task.dec[keep],
-        images=images[keep],
-        psf_fwhm=np.tile(task.psf_fwhm, (int(keep.sum()), 1)),
-        sky_sigma=sigma[keep],
-        columns={k: v[keep] for k, v in task.columns.items()},
+        images=loaded.images[keep],
+        psf_fwhm=loaded.psf_fwhm[keep],
+        sky_sigma=loaded.sky_sigma[keep],
+        columns={k: v[keep] for k, v in columns.items()},
     )
+    rejects = loaded.rejects
     attrs = {**task.attrs, "ingest_rejects": json.dumps([list(r) for r in rejects])}
     entry = write_shard(plan.path, table, meta, attrs=attrs)
     return entry, {"rejects": [list(r) for r in rejects]}
 
 
-def check_dtype_range(image: np.ndarray, dtype: str, object_id: int, spec: CutoutSpec) -> None:
+def load_cutouts(task: ShardTask, progress) -> LoadedRows:
+    """A shard's objects read from their own files (`task.images`, a CutoutSpec)."""
+    n, b = len(task.object_id), len(task.meta.bands)
+    out = LoadedRows(
+        images=np.zeros((n, b, *task.meta.image_size), dtype=np.float32),
+        sky_sigma=np.zeros((n, b), dtype=np.float32),
+        psf_fwhm=np.tile(task.psf_fwhm, (n, 1)),
+        n_masked=np.zeros(n, np.int64),
+        keep=np.zeros(n, dtype=bool),
+        rejects=[],
+    )
+    for i, object_id in enumerate(task.object_id.tolist()):
+        progress.check()
+        try:
+            out.images[i] = load_cutout(task.images, object_id)
+        except CutoutError as e:
+            if not task.skip_bad:
+                raise
+            out.rejects.append(Reject(object_id, e.file, e.reason))
+        else:
+            out.sky_sigma[i] = sky_sigma(out.images[i])
+            out.keep[i] = True
+        progress.tick(1)
+    return out
+
+
+def check_dtype_range(image: np.ndarray, dtype: str, object_id: int, file: str) -> None:
     """IngestError (fatal in either mode: it is a config problem) if float16 would overflow."""
     peak = float(np.abs(image).max(initial=0))
     if dtype == "float16" and peak > FLOAT16_MAX:
         raise IngestError(
-            f"object {object_id} ({spec.paths(object_id)[0]}): pixel values up to {peak:.4g} "
+            f"object {object_id} ({file}): pixel values up to {peak:.4g} "
             f"overflow float16 (max {FLOAT16_MAX:g}); use image_dtype float32"
         )
 
@@ -139,19 +169,35 @@ def rows_digest(
 
 
 def plan_shards(
-    catalogue: Catalogue, config: IngestConfig, spec: CutoutSpec, meta: SurveyMeta, digest: str
+    catalogue: Catalogue,
+    config: IngestConfig,
+    images: CutoutSpec | ArraySource,
+    meta: SurveyMeta,
+    digest: str,
+    locator: np.ndarray | None = None,
 ) -> list[ShardPlan]:
-    """The catalogue's rows cut into shards of `rows_per_shard`, in catalogue order."""
-    psf = np.full(len(config.bands), np.nan, dtype=np.float32)
+    """The catalogue's rows cut into shards of at most `rows_per_shard`: in catalogue
+    order, or with `healpix_order` grouped by sky pixel (a ``healpix`` column is added)."""
+    psf = np.full(len(meta.bands), np.nan, dtype=np.float32)
     psf[:] = config.psf_fwhm or np.nan
+    columns_all = dict(catalogue.columns)
+    groups, pixel = healpix.shard_rows(
+        catalogue.ra, catalogue.dec, config.rows_per_shard, config.healpix_order
+    )
+    if pixel is not None:
+        columns_all[fmt.HEALPIX] = pixel
     plans = []
-    for index, start in enumerate(range(0, len(catalogue.object_id), config.rows_per_shard)):
-        rows = slice(start, start + config.rows_per_shard)
+    for index, rows in enumerate(groups):
         ids, ra, dec = catalogue.object_id[rows], catalogue.ra[rows], catalogue.dec[rows]
-        columns = {k: v[rows] for k, v in catalogue.columns.items()}
+        columns = {k: v[rows] for k, v in columns_all.items()}
         inputs = rows_digest(ids, ra, dec, columns)
+        where = None if locator is None else locator[rows]
+        if where is not None:  # the files' sizes and times: a replaced file redoes its shards
+            used = [images.files[i] for i in np.unique(where[:, 0])]
+            inputs = sha256_json([inputs, file_stamp(used), where.tolist()])
         attrs = {"config_sha": digest, "shard_index": index, "generator": JOB}
-        task = ShardTask(ids, ra, dec, columns, spec, meta, psf, attrs, config.on_error == "skip")
+        skip = config.on_error == "skip"
+        task = ShardTask(ids, ra, dec, columns, images, meta, psf, attrs, skip, where)
         path = str(Path(config.out) / fmt.SHARD_PATTERN.format(index=index))
         plans.append(ShardPlan(index, path, len(ids), task, inputs))
     return plans
@@ -187,27 +233,24 @@ def write_rejects(path: Path, rejects: list[Reject]) -> None:
 
 
 def ingest(config: IngestConfig) -> IngestReport:
-    """Build (or resume) the survey in ``config.out`` from a catalogue and its cutouts.
+    """Build (or resume) the survey in ``config.out`` from a catalogue and its cutouts, or
+    from array HDF5 files (Multimodal Universe trees, plain image arrays).
 
-    Raises IngestError for a bad catalogue or (fail mode) the first object that cannot
-    be read, naming the object and file, and JobError for a refused out dir; finished
-    shards stay on disk.
+    Raises IngestError for a bad catalogue or input file or (fail mode) the first object
+    that cannot be read, naming the object and file, and JobError for a refused out dir;
+    finished shards stay on disk.
     """
-    catalogue = load_catalogue(config)
-    image_format, pattern = resolve_layout(config, catalogue.object_id)
-    spec = CutoutSpec(
-        config.images, image_format, pattern, config.bands, config.crop, config.resize
-    )
-    meta = survey_meta(config, spec, label_roles(config, catalogue))
+    prepared = _prepare_arrays(config) if config.arrays else _prepare_cutouts(config)
+    catalogue, images, meta, locator, rejects_before, described = prepared
     out = Path(config.out)
     hashed = hashed_config(config)
     digest = claim_dir(out, JOB, hashed, {"version": __version__})
-    plans = plan_shards(catalogue, config, spec, meta, digest)
+    plans = plan_shards(catalogue, config, images, meta, digest, locator)
     remove_temporaries(out)
     remove_unplanned(out, plans)
     kept, made = run_shards(plans, ingest_shard, digest, config.workers, "ingest", "obj")
     results = sorted(kept + made, key=lambda r: r.index)
-    rejects = catalogue.rejects + [Reject(*r) for res in results for r in res.extra["rejects"]]
+    rejects = rejects_before + [Reject(*r) for res in results for r in res.extra["rejects"]]
     write_rejects(out / REJECTS_NAME, rejects)
     n_ingested = sum(r.entry.n_rows for r in results)
     if n_ingested == 0:
@@ -217,11 +260,11 @@ def ingest(config: IngestConfig) -> IngestReport:
         "version": __version__,
         "config": {**hashed, "workers": config.workers},
         "config_hash": digest,
-        "image_format": image_format,
-        "pattern": pattern,
+        **described,
         "column_map": catalogue.column_map,
     }
-    manifest = build_manifest(out, meta, [r.entry for r in results], generator)
+    entries = [r.entry for r in results]
+    manifest = build_manifest(out, meta, entries, generator, config.healpix_order)
     return IngestReport(
         out=out,
         n_ingested=n_ingested,
@@ -229,9 +272,50 @@ def ingest(config: IngestConfig) -> IngestReport:
         shards_written=len(made),
         shards_skipped=len(kept),
         rejects_path=out / REJECTS_NAME,
-        image_format=image_format,
-        pattern=pattern,
+        image_format=described["image_format"],
+        pattern=described["pattern"],
         column_map=catalogue.column_map,
         skipped_columns=catalogue.skipped_columns,
         manifest=manifest,
     )
+
+
+def _prepare_cutouts(config: IngestConfig):
+    """Catalogue, CutoutSpec and survey facts of a catalogue-plus-files input."""
+    catalogue = load_catalogue(config)
+    image_format, pattern = resolve_layout(config, catalogue.object_id)
+    resize = config.resize
+    if resize is None and config.out_pixel_scale:
+        in_scale = config.pixel_scale_arcsec or fmt.SDSS_PIXEL_SCALE
+        resize = round(config.crop * in_scale / config.out_pixel_scale)
+    spec = CutoutSpec(config.images, image_format, pattern, config.bands, config.crop, resize)
+    meta = survey_meta(config, spec, label_roles(config, catalogue))
+    described = {"image_format": image_format, "pattern": pattern}
+    return catalogue, spec, meta, None, list(catalogue.rejects), described
+
+
+def _prepare_arrays(config: IngestConfig):
+    """Catalogue, ArraySource and survey facts of an MMU tree or array HDF5 files."""
+    kind = config.image_format
+    if kind == "auto":
+        kind = detect_kind(find_files(config.images, "mmu")[0])
+    loaded = load_array_input(config, kind)
+    catalogue, source = loaded.catalogue, loaded.source
+    meta = SurveyMeta(
+        survey=config.survey or Path(config.out).resolve().name,
+        bands=loaded.bands,
+        image_size=(source.size, source.size),
+        image_dtype="float32" if config.image_dtype == "auto" else config.image_dtype,
+        pixel_scale_arcsec=loaded.pixel_scale_arcsec,
+        flux_unit=config.flux_unit or "unknown",
+        roles=label_roles(config, catalogue),
+    )
+    described = {
+        "image_format": kind,
+        "pattern": source.image_dataset,
+        "files": len(source.files),
+        "crop": source.crop,
+        "size": source.size,
+    }
+    rejects = loaded.file_rejects + list(catalogue.rejects)
+    return catalogue, source, meta, loaded.locator, rejects, described

@@ -73,6 +73,10 @@ class SynthConfig:
     """stored pixel type (float16 or float32)"""
     compression: str | None = None
     """HDF5 compression of the images (none, gzip, lzf)"""
+    healpix_order: int | None = None
+    """partition the shards by sky area: each shard holds rows of one NESTED HEALPix pixel
+    at this order (nside = 2**order; 4 = Multimodal Universe's nside 16), at most
+    rows_per_shard of them; none: shards in catalogue order"""
     workers: int = 2
     """processes rendering shards at once"""
 
@@ -102,11 +106,8 @@ class SynthConfig:
             "workers": self.workers >= 1,
             "image_dtype": self.image_dtype in fmt.IMAGE_DTYPES,
             "compression": self.compression in fmt.COMPRESSIONS,
+            "healpix_order": self.healpix_order is None or 0 <= self.healpix_order <= 29,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is out of range")
-
-    @property
-    def n_shards(self) -> int:
-        return -(-self.n_objects // self.rows_per_shard)

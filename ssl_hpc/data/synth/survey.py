@@ -14,6 +14,7 @@ from ...config import to_dict, to_yaml
 from ...utils.atomic import write_text_atomic
 from ...utils.hashing import sha256_json
 from .. import format as fmt
+from .. import healpix
 from ..manifest import Manifest, ShardEntry
 from ..sharded_job import Progress, ShardPlan, claim_dir, remove_temporaries, run_shards
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
@@ -51,7 +52,7 @@ def shard_table(block: dict, cfg: SynthConfig, index: int) -> ShardTable:
         images=images,
         psf_fwhm=block["psf_fwhm"],
         sky_sigma=block["sky_sigma"],
-        columns={k: block[k] for k in COLUMN_ROLES},
+        columns={k: block[k] for k in (*COLUMN_ROLES, fmt.HEALPIX) if k in block},
     )
 
 
@@ -72,15 +73,18 @@ def _write_one(plan: ShardPlan, progress: Progress) -> tuple[ShardEntry, dict]:
 
 
 def plan_shards(cfg: SynthConfig, out: Path, catalogue: dict) -> list[ShardPlan]:
-    """One plan per shard of `rows_per_shard` catalogue rows."""
+    """One plan per shard: runs of `rows_per_shard` catalogue rows, or with `healpix_order`
+    each pixel's rows (in catalogue order) cut into such runs, with a ``healpix`` column."""
+    groups, pixel = healpix.shard_rows(
+        catalogue["ra"], catalogue["dec"], cfg.rows_per_shard, cfg.healpix_order
+    )
+    if pixel is not None:
+        catalogue = {**catalogue, fmt.HEALPIX: pixel}
     plans = []
-    for index in range(cfg.n_shards):
-        rows = slice(
-            index * cfg.rows_per_shard, min((index + 1) * cfg.rows_per_shard, cfg.n_objects)
-        )
+    for index, rows in enumerate(groups):
         block = {k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in catalogue.items()}
         path = str(out / fmt.SHARD_PATTERN.format(index=index))
-        plans.append(ShardPlan(index, path, rows.stop - rows.start, (cfg, block)))
+        plans.append(ShardPlan(index, path, len(rows), (cfg, block)))
     return plans
 
 
@@ -110,4 +114,4 @@ def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     entries = [r.entry for r in sorted(kept + made, key=lambda r: r.index)]
-    return build_manifest(out, survey_meta(cfg), entries, generator)
+    return build_manifest(out, survey_meta(cfg), entries, generator, cfg.healpix_order)
