@@ -27,6 +27,7 @@ COMMANDS = {
     "probe": "jobs.probe",
     "finetune": "jobs.finetune",
     "report": "jobs.report",
+    "export": "jobs.export",
     "serve": "jobs.serve",
 }
 

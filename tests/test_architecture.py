@@ -31,6 +31,7 @@ LAYERS = {
     "tune": 4,
     "downstream": 5,
     "report": 6,
+    "export": 6,
     "serve": 6,
 }
 #: viz draws the arrays it is handed: it imports the foundations, and the data format's

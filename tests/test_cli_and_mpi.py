@@ -129,6 +129,7 @@ CONFIGS = {
     "pretrain": ("ssl_hpc.train.config:PretrainConfig", ["--data", "d", "--out", "o"]),
     "embed": ("ssl_hpc.embed:EmbedOptions", ["--checkpoint", "c", "--data", "d", "--out", "o"]),
     "search": ("ssl_hpc.search.searcher:SearchConfig", ["--embeddings", "e", "--all"]),
+    "export": ("ssl_hpc.export:ExportOptions", ["--embeddings", "e", "--out", "o"]),
     "probe": (
         "ssl_hpc.downstream.study:ProbeConfig",
         ["--embeddings", "e", "--data", "d", "--out", "o"],

@@ -1,0 +1,55 @@
+"""`ssl-hpc export`: an embedding set and its results as a catalogue people open."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from ..embed.store import load
+from ..search.searcher import survey_of
+from .options import ExportOptions
+from .output import check_target
+from .sources import probe_columns, report_columns
+from .table import build_table
+from .writers import WRITERS
+
+
+def export_catalogue(
+    embeddings: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ExportOptions | None = None,
+    report: str | os.PathLike | None = None,
+    probe: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the catalogue of embedding set `embeddings` to `out` in `options.format`,
+    with the anomaly and trust scores of `report` (an ssl-hpc report directory) and the
+    photo-z of `probe` (an ssl-hpc probe directory) when given. `data`: the survey (default:
+    the one the set's run.json names). An existing `out` is refused unless `overwrite`.
+    Returns {"path", "format", "rows", "columns"}."""
+    opts = options or ExportOptions()
+    out = Path(out)
+    check_target(out, overwrite)  # before any work, not only at the rename
+    embedding_set = load(embeddings)
+    survey = survey_of(embedding_set, data)
+    ids = embedding_set.object_ids()
+    extra = []
+    if report is not None:
+        extra += report_columns(Path(report), ids)
+    if probe is not None:
+        extra += probe_columns(Path(probe), ids)
+    provenance = {
+        "report": str(Path(report).resolve()) if report is not None else None,
+        "probe": str(Path(probe).resolve()) if probe is not None else None,
+        "options": asdict(opts),
+    }
+    table = build_table(embedding_set, survey, opts, extra, provenance)
+    WRITERS[opts.format](table, out, opts, overwrite)
+    return {
+        "path": str(out),
+        "format": opts.format,
+        "rows": table.n_rows,
+        "columns": [s.name for s in table.specs],
+    }

@@ -1,0 +1,99 @@
+"""Publishing a catalogue: written under a temporary name beside CAT, renamed when whole.
+
+`utils.atomic.atomic_path` does this for one file; a catalogue may also be a directory
+(Parquet parts, a HATS collection), and may replace an old one (--overwrite), so it is
+done here for both: the old CAT is moved aside only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DiskFullError, SslHpcError
+from ..utils.atomic import out_of_space, temporary_name
+
+
+class CatalogueExistsError(SslHpcError):
+    """The output catalogue is there already and --overwrite was not given."""
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse an existing `path` unless `overwrite` (a message naming it)."""
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise CatalogueExistsError(
+            f"{path}: exists; choose another --out, or give --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def staged(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for the writer to make (a file or a
+    directory); when the block succeeds, fsync it and rename it onto `path`, replacing an
+    old `path` only if `overwrite`. A failed write leaves `path` as it was and removes the
+    temporary; a full disk raises DiskFullError naming `path`."""
+    path = Path(path)
+    check_target(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    remove(tmp)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        check_target(path, overwrite)  # another writer may have published it meanwhile
+        _publish(tmp, path)
+    except Exception as e:
+        if out_of_space(e, path.parent):
+            raise DiskFullError(
+                f"no space left writing {path} ({shutil.disk_usage(path.parent).free} bytes "
+                "free on its filesystem); free some space and rerun"
+            ) from e
+        raise
+    finally:
+        remove(tmp)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    had_old = path.exists() or path.is_symlink()
+    if had_old:
+        os.replace(path, aside)  # a directory cannot be renamed over another one
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if had_old:
+            os.replace(aside, path)
+        raise
+    _fsync(path.parent)
+    remove(aside)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or directory tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and directory under `path` (a rename is durable only
+    once what it names is)."""
+    if not path.is_dir():
+        _fsync(path)
+        return
+    for root, _, files in os.walk(path):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
