@@ -6,6 +6,14 @@ Example, SDSS colour JPEGs (R=i, G=r, B=g) named <objid>.jpeg, with a class labe
         --id-column objid --label-columns class --bands i,r,g \\
         --crop 128 --resize 64 --pixel-scale 0.396 --workers 8 --on-error skip
 
+A Multimodal Universe tree (<root>/<dataset>/<config>/healpix=<N>/*.hdf5) or array HDF5
+files carry their own catalogue: no --catalog. Shards can be partitioned by HEALPix pixel:
+
+    ssl-hpc ingest --images mmu/legacysurvey --out surveys/ls --bands g,r,z \\
+        --out-pixel-scale 0.262 --healpix-order 4 --on-error skip
+    ssl-hpc ingest --format hdf5 --images sdss_images.h5 --image-dataset images \\
+        --id-column objid --bands u,g,r,i,z --axis-order NCHW --out surveys/sdss
+
 Rerunning the same command resumes: finished shards are kept, the rest are redone.
 Rerunning with other options into the same --out is refused. With --on-error skip, objects
 that cannot be read are left out and listed in OUT/rejects.csv; with fail (the default) the
@@ -37,6 +45,10 @@ FLAGS = {
     "--crop": "crop",
     "--resize": "resize",
     "--pixel-scale": "pixel_scale_arcsec",
+    "--out-pixel-scale": "out_pixel_scale",
+    "--image-dataset": "image_dataset",
+    "--axis-order": "axis_order",
+    "--healpix-order": "healpix_order",
     "--psf-fwhm": "psf_fwhm",
     "--dtype": "image_dtype",
     "--flux-unit": "flux_unit",

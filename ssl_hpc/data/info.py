@@ -29,6 +29,8 @@ def summarize(survey_dir: str | os.PathLike) -> dict[str, Any]:
         "compression": m.compression,
         "pixel_scale_arcsec": m.pixel_scale_arcsec,
         "flux_unit": m.flux_unit,
+        "partition": m.partition,
+        "healpix_pixels": len({sh.healpix for sh in m.shards}) if m.partition else 0,
         "bytes": n_bytes,
         "labels": {k: {"n": v, "fraction": v / n if n else 0.0} for k, v in m.labels.items()},
         "columns": {k: {"role": c.role, "dtype": c.dtype} for k, c in m.columns.items()},
@@ -46,6 +48,13 @@ def format_summary(s: dict[str, Any]) -> str:
         f'compression {s["compression"] or "none"}, {s["pixel_scale_arcsec"]}"/px, '
         f"{s['flux_unit']}",
         f"storage      {s['bytes'] / 2**20:,.1f} MiB",
+        "partition    "
+        + (
+            f"HEALPix order {s['partition']['order']} nested "
+            f"(nside {2 ** s['partition']['order']}), {s['healpix_pixels']} pixels"
+            if s["partition"]
+            else "none (shards in input order)"
+        ),
         "labels       "
         + (
             ", ".join(

@@ -118,7 +118,7 @@ def write_shard(
             f.create_dataset(fmt.BANDS, data=np.array([b.encode() for b in meta.bands]))
             f.create_dataset(
                 fmt.IMAGE,
-                data=table.images.astype(meta.image_dtype),
+                data=table.images.astype(meta.image_dtype, copy=False),
                 chunks=(1, *table.images.shape[1:]) if n else None,
                 compression=meta.compression,
                 fletcher32=n > 0,

@@ -90,25 +90,27 @@ def ingest_shard(plan: ShardPlan, progress) -> tuple[ShardEntry, dict]:
     else:
         loaded = load_cutouts(task, progress)
     keep, meta = loaded.keep, task.meta
-    for i in np.flatnonzero(keep):
-        oid = int(task.object_id[i])
-        where = (
-            task.images.files[task.locator[i, 0]]
-            if isinstance(task.images, ArraySource)
-            else task.images.paths(oid)[0]
-        )
-        check_dtype_range(loaded.images[i], meta.image_dtype, oid, where)
+    if meta.image_dtype == "float16":
+        for i in np.flatnonzero(keep):
+            oid = int(task.object_id[i])
+            where = (
+                task.images.files[task.locator[i, 0]]
+                if isinstance(task.images, ArraySource)
+                else task.images.paths(oid)[0]
+            )
+            check_dtype_range(loaded.images[i], meta.image_dtype, oid, where)
     columns = dict(task.columns)
     if isinstance(task.images, ArraySource) and task.images.kind == "mmu":
         columns[N_MASKED] = loaded.n_masked
+    kept = slice(None) if keep.all() else keep  # a slice: no copy of the images
     table = ShardTable(
-        object_id=task.object_id[keep],
-        ra=task.ra[keep],
-        dec=task.dec[keep],
-        images=loaded.images[keep],
-        psf_fwhm=loaded.psf_fwhm[keep],
-        sky_sigma=loaded.sky_sigma[keep],
-        columns={k: v[keep] for k, v in columns.items()},
+        object_id=task.object_id[kept],
+        ra=task.ra[kept],
+        dec=task.dec[kept],
+        images=loaded.images[kept],
+        psf_fwhm=loaded.psf_fwhm[kept],
+        sky_sigma=loaded.sky_sigma[kept],
+        columns={k: v[kept] for k, v in columns.items()},
     )
     rejects = loaded.rejects
     attrs = {**task.attrs, "ingest_rejects": json.dumps([list(r) for r in rejects])}

@@ -218,14 +218,15 @@ def fill_bad_pixels(
     frame[border : h - border, border : w - border] = False
     word = int(object_id) % (1 << 64)
     rng = np.random.default_rng([0x6D61736B, word >> 32, word & 0xFFFFFFFF])
-    noise = rng.standard_normal(image.shape)
     out = image.copy()
     for band in range(b):
         ok = clean[band]
+        if ok.all():
+            continue
         sky_pixels = image[band][ok & frame]
         sky = np.median(sky_pixels if sky_pixels.size else image[band][ok])
         bad = ~ok
-        out[band][bad] = sky + sigma[band] * noise[band][bad]
+        out[band][bad] = sky + sigma[band] * rng.standard_normal(int(bad.sum()))
     return out
 
 

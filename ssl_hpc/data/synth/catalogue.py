@@ -101,10 +101,14 @@ def noise_model(bands: tuple[str, ...], seeing_r: float, pixel_scale: float) -> 
     return {"sky_sigma": np.array(sigma), "gain": np.array(gain)}
 
 
-def _positions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Uniform on the sphere over an SDSS-like northern cap, sorted by RA (shards = stripes)."""
-    ra = rng.uniform(120.0, 250.0, n)
-    sin_dec = rng.uniform(np.sin(np.radians(-5.0)), np.sin(np.radians(65.0)), n)
+def _positions(
+    rng: np.random.Generator, n: int, footprint: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform on the sphere over the footprint (ra_min, ra_max, dec_min, dec_max in deg),
+    sorted by RA (shards = stripes)."""
+    ra_min, ra_max, dec_min, dec_max = footprint
+    ra = np.mod(rng.uniform(ra_min, ra_max, n), 360.0)
+    sin_dec = rng.uniform(np.sin(np.radians(dec_min)), np.sin(np.radians(dec_max)), n)
     dec = np.degrees(np.arcsin(sin_dec))
     order = np.argsort(ra, kind="stable")
     return ra[order], dec[order]
@@ -212,7 +216,7 @@ def draw_catalogue(cfg: SynthConfig) -> dict[str, np.ndarray]:
     mag[:, 3] = r_true - colours[:, 2]
     mag[:, 4] = mag[:, 3] - colours[:, 3]
 
-    ra, dec = _positions(rng, n)
+    ra, dec = _positions(rng, n, cfg.footprint)
     ebv = _ebv(cfg, rng, ra, dec)
     ext = np.array([fmt.SDSS_EXTINCTION[b] for b in TEMPLATE_BANDS])
     r_obs = r_true + ext[r_i] * ebv

@@ -40,6 +40,9 @@ class SynthConfig:
     """arcsec per pixel (SDSS: 0.396)"""
     bands: tuple[str, ...] = TEMPLATE_BANDS
     """bands to render, from u g r i z (r is required)"""
+    footprint: tuple[float, ...] = (120.0, 250.0, -5.0, 65.0)
+    """sky area drawn uniformly: ra_min, ra_max, dec_min, dec_max in deg (default: an
+    SDSS-like northern cap; ra_max may pass 360)"""
     seed: int = 0
     """everything drawn follows from it"""
     id_start: int = 1
@@ -90,6 +93,12 @@ class SynthConfig:
             raise ConfigError(
                 f"bands: {self.bands} lacks r, which sizes, colours and the "
                 "spectroscopic selection are defined in"
+            )
+        ra0, ra1, dec0, dec1 = (*self.footprint, None, None, None, None)[:4]
+        if len(self.footprint) != 4 or not (ra0 < ra1 <= ra0 + 360 and -90 <= dec0 < dec1 <= 90):
+            raise ConfigError(
+                f"footprint {self.footprint}: expected ra_min < ra_max (within 360 deg of it) "
+                "and -90 <= dec_min < dec_max <= 90"
             )
         if len(set(self.bands)) != len(self.bands):
             raise ConfigError(f"bands: {self.bands} repeats a band")
