@@ -4,9 +4,12 @@ One row per object: object_id (and the source catalogue's source_id where the su
 it), ra and dec (deg), healpix (nested; its order in the metadata), the principal
 components pca_0.. (from the set's pca.npz), the whole representation as one array column
 (embedding; --no-vectors leaves it out), and with --report the anomaly rank and scores and
-the trust scores of every object, with --probe the photo-z and its uncertainty (the PDF's
-width) of the objects the probe predicted (its held-out test objects; the probe saves no
-other predictions). Provenance (embedding set, survey, checkpoint, ssl-hpc version) is in
+the trust scores of every object, and with --probe every object's predictions by the heads
+the probe saved: photoz and photoz_err (the redshift PDF's mean and standard deviation),
+per morphology question p_<task>_<answer> and <task>_class (the likeliest answer), and
+in_train_<task> (the head was fitted on that object's label). A probe directory without
+heads/ (from before they were saved) gives photoz and photoz_err of its held-out test
+objects only. Provenance (embedding set, survey, checkpoint, ssl-hpc version) is in
 the Parquet schema metadata, the FITS header and hats.properties.
 
 parquet: one file for pandas, polars, pyarrow (above part_rows rows, a directory of part
@@ -41,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="embedding set (ssl-hpc embed)")
     p.add_argument("--data", help="the survey it embeds (default: the one in EMB/run.json)")
     p.add_argument("--report", help="an ssl-hpc report directory: anomaly and trust columns")
-    p.add_argument("--probe", help="an ssl-hpc probe directory: photo-z columns")
+    p.add_argument("--probe", help="an ssl-hpc probe directory: photo-z and morphology columns")
     p.add_argument("--out", required=True, metavar="CAT", help="the catalogue to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CAT")
     add_config_arguments(p, ExportOptions, FLAGS)

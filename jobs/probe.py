@@ -5,8 +5,10 @@ point estimate the probability-weighted mean; one per Galaxy Zoo question: soft 
 fractions) a head is trained on the embedding vectors of a growing fraction of the
 labelled objects and scored on a fixed test set, over repeated random splits. OUT gets
 metrics.json (every fraction and repeat, and the mean curves), curve_<task>.png (score
-against labels), photoz.png (z_phot against z_spec at the largest fraction) and photoz_pdfs.npz
-(the test objects' redshift PDFs).
+against labels), photoz.png (z_phot against z_spec at the largest fraction), photoz_pdfs.npz
+(the test objects' redshift PDFs), and heads/<task>.pt with heads/index.json: each task's
+head at the largest fraction (first repeat), which `ssl-hpc export --probe OUT` applies to
+every object.
 
 example:
   ssl-hpc probe --embeddings runs/demo/embeddings --data runs/demo/survey --out runs/demo/probe

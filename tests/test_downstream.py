@@ -297,6 +297,55 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     assert "its object ids are not those of" in capsys.readouterr().err
 
 
+def test_saved_probe_heads_reload_and_reproduce_the_probe(small_survey, tmp_path):
+    """Each task's head at the largest fraction opens with weights_only=True and, applied
+    to the vectors, gives the probe's own test-set PDFs' means and its recorded scores."""
+    import torch
+
+    from ssl_hpc.downstream.predict import load_heads, predict, trained_on
+    from ssl_hpc.downstream.study import probe_study
+
+    survey = Survey(small_survey)
+    ids = survey.column("object_id")
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
+    names = ["photoz", "smooth_or_featured"]
+    head = HeadConfig(hidden=6, epochs=5)  # the hidden-layer head; the export's is linear
+    summary = probe_study(vectors, survey, tmp_path, names, (0.5, 1.0), 1, head=head)
+    index = json.loads((tmp_path / "heads" / "index.json").read_text())
+    assert list(index["tasks"]) == names
+    saved = {n: torch.load(tmp_path / "heads" / f"{n}.pt", weights_only=True) for n in names}
+    for name, s in saved.items():
+        assert (s["task"], s["input_dim"], s["hidden"]) == (name, 8, 6)
+        assert set(s["state_dict"]) >= {"mean", "std"}  # the inputs' standardisation
+    np.testing.assert_array_equal(saved["photoz"]["bin_edges"].numpy(), RedshiftBins().edges)
+    assert saved["smooth_or_featured"]["answers"] == ["smooth", "featured", "artifact"]
+    heads = load_heads(tmp_path)
+    got = predict(heads, vectors, block=100)  # several blocks
+    with np.load(tmp_path / "photoz_pdfs.npz") as z:
+        test_ids, z_pred = z["object_id"], z["z_pred"]
+    at = {int(v): i for i, v in enumerate(ids)}
+    np.testing.assert_allclose(got["photoz"][[at[int(v)] for v in test_ids]], z_pred, rtol=1e-6)
+    assert (got["photoz_err"] > 0).all()
+    for name in names:
+        task = load_task(survey, name)
+        split = splits(len(task.rows), 1, 0.3, head.seed)[0]
+        train, test = split.train(1.0), task.rows[split.test]
+        in_train = trained_on(heads, ids)[f"in_train_{name}"]
+        np.testing.assert_array_equal(np.flatnonzero(in_train), np.sort(task.rows[train]))
+        (row,) = [r for r in summary["tasks"][name]["rows"] if r["fraction"] == 1.0]
+        if name == "photoz":
+            assert photoz_metrics(got["photoz"][test], task.z[split.test]) == pytest.approx(
+                {k: row[k] for k in ("sigma_mad", "eta", "bias")}, rel=1e-6
+            )
+        else:
+            probs = np.stack([got[f"p_{name}_{a}"] for a in task.answers], axis=1)
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+            score = morphology_metrics(probs[test], task.targets[split.test])
+            assert score["balanced_accuracy"] == pytest.approx(row["balanced_accuracy"])
+            best = np.array(task.answers)[probs.argmax(axis=1)]
+            assert list(got[f"{name}_class"]) == list(best)
+
+
 # -- fine-tuning on Ray Train ---------------------------------------------------------------
 
 TINY_FINETUNE = {

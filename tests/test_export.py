@@ -82,7 +82,8 @@ def mmu_like(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain(small_survey, tmp_path_factory):
     """The shared unpartitioned survey, its embedding set, and a report and a probe of it
-    made by the report's and the probe's own writers."""
+    made by the report's and the probe's own writers; old-probe is the probe as probes
+    were before they saved their heads."""
     root = tmp_path_factory.mktemp("export-plain")
     emb = write_set(small_survey, root / "emb", seed=1)
     survey = Survey(small_survey)
@@ -90,7 +91,8 @@ def plain(small_survey, tmp_path_factory):
     (root / "report").mkdir()
     discovery.anomalies(vectors, None, survey, root / "report", 5, 4, 0)
     discovery.trust(vectors, survey, root / "report", 5, 0)
-    probe_study(vectors, survey, root / "probe", ["photoz"], (1.0,), 1)
+    probe_study(vectors, survey, root / "probe", ["photoz", "smooth_or_featured"], (1.0,), 1)
+    shutil.copytree(root / "probe", root / "old-probe", ignore=shutil.ignore_patterns("heads"))
     return small_survey, emb, root
 
 
@@ -221,7 +223,7 @@ def test_report_and_probe_columns(plain, tmp_path):
     survey_dir, emb, root = plain
     ids = load(emb).object_ids()
     cat = tmp_path / "cat.parquet"
-    done = export_catalogue(emb, cat, report=root / "report", probe=root / "probe")
+    done = export_catalogue(emb, cat, report=root / "report", probe=root / "old-probe")
     t = pq.read_table(cat)
     assert done["columns"] == t.column_names
     at = {int(i): r for r, i in enumerate(ids)}
@@ -318,3 +320,57 @@ def test_hats_refuses_objects_without_a_position(tmp_path):
     with pytest.raises(SslHpcError, match="object 1 has no position"):
         write_hats(table, tmp_path / "cat", ExportOptions(format="hats"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_probe_heads_predict_every_object(plain, tmp_path, capsys):
+    """With the probe's saved heads: photo-z and morphology for every object; on the
+    probe's held-out test objects, its own stored predictions."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    _, emb, root = plain
+    ids = load(emb).object_ids()
+    cat = tmp_path / "cat.parquet"
+    export_catalogue(emb, cat, ExportOptions(vectors=False, pca=0), probe=root / "probe")
+    t = pq.read_table(cat)
+    answers = ["smooth", "featured", "artifact"]
+    probs = [f"p_smooth_or_featured_{a}" for a in answers]
+    trained = ["in_train_photoz", "in_train_smooth_or_featured"]
+    heads = ["photoz", "photoz_err", trained[0], *probs, "smooth_or_featured_class", trained[1]]
+    assert t.column_names[-len(heads) :] == heads and t.num_rows == len(ids)
+    photoz, err = t["photoz"].to_numpy(), t["photoz_err"].to_numpy()
+    assert np.isfinite(photoz).all() and (err > 0).all()
+    p = np.stack([t[c].to_numpy() for c in probs], axis=1)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert t["smooth_or_featured_class"].to_pylist() == list(np.array(answers)[p.argmax(1)])
+    at = {int(i): r for r, i in enumerate(ids)}
+    with np.load(root / "probe" / "photoz_pdfs.npz") as z:
+        rows = np.array([at[int(i)] for i in z["object_id"]])
+        edges, pdf, z_pred = z["bin_edges"], z["pdf"].astype(np.float64), z["z_pred"]
+    np.testing.assert_allclose(photoz[rows], z_pred, rtol=1e-6)
+    centres = (edges[1:] + edges[:-1]) / 2
+    std = np.sqrt((pdf * (centres - (pdf @ centres)[:, None]) ** 2).sum(1) / pdf.sum(1))
+    np.testing.assert_allclose(err[rows], std, rtol=1e-4)
+    in_train = t["in_train_photoz"].to_numpy()
+    assert not in_train[rows].any() and in_train.sum() > len(rows)  # 70% of the labelled
+    assert b"mean of the 180-bin redshift PDF" in t.schema.field("photoz").metadata[b"description"]
+    # FITS: the same columns, each described (TCOMM), the answer names as strings
+    fits_cat = tmp_path / "cat.fits"
+    export_catalogue(
+        emb, fits_cat, ExportOptions(format="fits", vectors=False, pca=0), probe=root / "probe"
+    )
+    with fits.open(fits_cat) as hdus:
+        header = hdus[1].header
+    comments = {header[f"TTYPE{i}"]: header[f"TCOMM{i}"] for i in range(1, header["TFIELDS"] + 1)}
+    assert comments["photoz_err"].endswith("standard deviation of that PDF")
+    assert "smooth_or_featured=featured" in comments["p_smooth_or_featured_featured"]
+    back = Table.read(fits_cat)
+    np.testing.assert_array_equal(back["photoz"], photoz)
+    assert list(back["smooth_or_featured_class"]) == t["smooth_or_featured_class"].to_pylist()
+    # a head file gone: one line naming it
+    broken = tmp_path / "broken-probe"
+    shutil.copytree(root / "probe", broken)
+    (broken / "heads" / "photoz.pt").unlink()
+    args = ["export", "--embeddings", str(emb), "--out", str(tmp_path / "x.parquet")]
+    assert main([*args, "--probe", str(broken)]) == 2
+    assert str(broken / "heads" / "photoz.pt") in capsys.readouterr().err

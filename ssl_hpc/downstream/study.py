@@ -30,6 +30,7 @@ from .efficiency import (
 )
 from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
+from .predict import HEADS, save_head, write_index
 from .representation import untrained_encoder
 from .tasks import PHOTOZ, indices_of_ids, load_task, splits, tasks_of
 
@@ -63,14 +64,16 @@ def probe_study(
     test_ids: np.ndarray | None = None,
 ) -> dict:
     """Linear (or MLP) heads on frozen `vectors` (survey order) for each task; writes
-    metrics.json, curve_<task>.png, and for photoz photoz.png (the scatter) and
-    photoz_pdfs.npz. `test_ids`: a published test set (object ids), kept in every repeat."""
+    metrics.json, curve_<task>.png, heads/<task>.pt and heads/index.json (each task's head
+    at the largest fraction, repeat 0: `predict.load_heads`), and for photoz photoz.png
+    (the scatter) and photoz_pdfs.npz. `test_ids`: a published test set (object ids),
+    kept in every repeat."""
     head = head or HeadConfig()
     names = tasks or tasks_of(survey)
     if not names:
         raise ConfigError(f"{survey.root}: no labels (z_spec or Galaxy Zoo columns) to probe")
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, saved = {}, {}
     for name in names:
         task = load_task(survey, name)
         features = vectors[task.rows]
@@ -85,11 +88,15 @@ def probe_study(
             "rows": rows,
         }
         plot_curves(rows, task, out / f"curve_{name}.png", f"Linear probe on SSL: {name}")
-        if name == PHOTOZ:  # the PDFs and the picture at the largest fraction, repeat 0
-            split = task_splits[0]
-            train = split.train(fractions[-1])
-            weights = task.class_weights(train) if head.balance else None
-            model = fit_head(features[train], task.targets[train], head, weights)
+        # the head at the largest fraction, repeat 0 (fit_head is deterministic: the one
+        # probe_curve scored), saved so it applies to every object; photoz: its PDFs
+        split = task_splits[0]
+        train = split.train(fractions[-1])
+        weights = task.class_weights(train) if head.balance else None
+        model = fit_head(features[train], task.targets[train], head, weights)
+        train_ids = survey.column("object_id")[task.rows[train]]
+        saved[name] = save_head(out / HEADS, task, model, train_ids, fractions[-1])
+        if name == PHOTOZ:
             pdf = predict_proba(model, features[split.test])
             z_pred = task.bins.point(pdf)
             with atomic_path(out / "photoz_pdfs.npz") as tmp, open(tmp, "wb") as f:
@@ -103,6 +110,7 @@ def probe_study(
                 )
             title = f"Linear probe on SSL, {len(train)} training labels"
             plot_photoz(task.z[split.test], z_pred, out / "photoz.png", title)
+    write_index(out / HEADS, saved)
     summary = {
         "method": LINEAR,
         "fractions": list(fractions),

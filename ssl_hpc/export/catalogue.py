@@ -6,11 +6,12 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from ..downstream.predict import has_heads
 from ..embed.store import load
 from ..search.searcher import survey_of
 from .options import ExportOptions
 from .output import check_target
-from .sources import probe_columns, report_columns
+from .sources import probe_columns, probe_head_columns, report_columns
 from .table import build_table
 from .writers import WRITERS
 
@@ -26,26 +27,29 @@ def export_catalogue(
 ) -> dict:
     """Write the catalogue of embedding set `embeddings` to `out` in `options.format`,
     with the anomaly and trust scores of `report` (an ssl-hpc report directory) and the
-    photo-z of `probe` (an ssl-hpc probe directory) when given. `data`: the survey (default:
-    the one the set's run.json names). An existing `out` is refused unless `overwrite`.
-    Returns {"path", "format", "rows", "columns"}."""
+    photo-z and morphology predictions of `probe` (an ssl-hpc probe directory: every
+    object's, from its saved heads; an older probe's: its test objects' photo-z) when
+    given. `data`: the survey (default: the one the set's run.json names). An existing
+    `out` is refused unless `overwrite`. Returns {"path", "format", "rows", "columns"}."""
     opts = options or ExportOptions()
     out = Path(out)
     check_target(out, overwrite)  # before any work, not only at the rename
     embedding_set = load(embeddings)
     survey = survey_of(embedding_set, data)
     ids = embedding_set.object_ids()
-    extra = []
+    extra, derived = [], []
     if report is not None:
         extra += report_columns(Path(report), ids)
-    if probe is not None:
+    if probe is not None and has_heads(Path(probe)):
+        derived.append(probe_head_columns(Path(probe), ids, embedding_set.dim))
+    elif probe is not None:  # a probe from before heads were saved: its test objects only
         extra += probe_columns(Path(probe), ids)
     provenance = {
         "report": str(Path(report).resolve()) if report is not None else None,
         "probe": str(Path(probe).resolve()) if probe is not None else None,
         "options": asdict(opts),
     }
-    table = build_table(embedding_set, survey, opts, extra, provenance)
+    table = build_table(embedding_set, survey, opts, extra, provenance, derived)
     WRITERS[opts.format](table, out, opts, overwrite)
     return {
         "path": str(out),

@@ -2,9 +2,10 @@
 
 `ssl-hpc report` scores every object: anomalies.csv (each object's rank and every anomaly
 score) and trust.npz (trust and the distances it is calibrated from; only for surveys with
-redshifts). `ssl-hpc probe` saves predictions only for its held-out test objects:
-photoz_pdfs.npz (the 180-bin redshift PDFs); it keeps neither its fitted heads nor any
-morphology prediction, so a catalogue can carry photo-z for those objects alone.
+redshifts). `ssl-hpc probe` saves one fitted head per task (heads/, `downstream.predict`),
+which gives photo-z and morphology columns for every object, computed from each shard's
+vectors; from a probe directory without heads (made before they were saved) only the
+held-out test objects' photo-z (photoz_pdfs.npz) can be exported.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ..downstream.predict import HEADS, HeadFileError, columns, load_heads, predict, trained_on
 from ..errors import SslHpcError
-from .table import ExtraColumn, Spec
+from .table import DerivedColumns, ExtraColumn, Spec
 
 ANOMALIES = "anomalies.csv"
 TRUST = "trust.npz"
@@ -179,3 +181,24 @@ def probe_columns(root: Path, set_ids: np.ndarray) -> list[ExtraColumn]:
             _aligned(width, rows, n, np.nan),
         ),
     ]
+
+
+def probe_head_columns(root: Path, set_ids: np.ndarray, dim: int) -> DerivedColumns:
+    """Every object's predictions by the heads saved in probe directory `root`
+    (`downstream.predict`), computed shard by shard from the (n, `dim`) vectors."""
+    try:
+        heads = load_heads(root)
+    except HeadFileError as e:
+        raise ExportInputError(str(e)) from e
+    for h in heads:
+        where = root / HEADS / f"{h.task}.pt"
+        if h.dim != dim:
+            raise ExportInputError(
+                f"{where}: a head for {h.dim}-dim vectors; the embedding set has {dim} "
+                "(a probe of another set?)"
+            )
+        rows_in_set(h.train_ids, set_ids, where, every=False)
+    specs = [Spec(c.name, c.kind, c.description, width=c.width) for c in columns(heads)]
+    return DerivedColumns(
+        specs, lambda vectors, ids: {**predict(heads, vectors), **trained_on(heads, ids)}
+    )

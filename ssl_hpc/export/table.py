@@ -3,8 +3,8 @@
 One row per object of the embedding set, in its order (the survey's): ids and positions
 from the set, `source_id` and `healpix` from the survey where it has them, the principal
 components and the whole vector from the set, then the later stages' columns
-(`sources.py`). Values come one embedding shard at a time, so no writer needs every vector
-in memory.
+(`sources.py`), some of them computed from the vectors (saved probe heads). Values come
+one embedding shard at a time, so no writer needs every vector in memory.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ class ExtraColumn:
     values: np.ndarray  # (N,)
 
 
+@dataclass(frozen=True)
+class DerivedColumns:
+    """Columns of a later stage computed from each shard's vectors (e.g. saved probe
+    heads): `compute(vectors (n, D), object_id (n,))` -> {spec name: (n,) array}."""
+
+    specs: list[Spec]
+    compute: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
 @dataclass
 class CatalogueTable:
     """The catalogue to write: its columns, row count, provenance, and `batches()`, which
@@ -87,9 +96,11 @@ def build_table(
     opts: ExportOptions,
     extra: list[ExtraColumn],
     provenance: dict | None = None,
+    derived: list[DerivedColumns] = (),
 ) -> CatalogueTable:
-    """The catalogue of `embeddings` (of `survey`) with the `extra` columns appended;
-    `provenance` adds to what it records of the set, survey and HEALPix order."""
+    """The catalogue of `embeddings` (of `survey`) with the `extra` columns, then the
+    `derived` ones (computed from each shard's vectors), appended; `provenance` adds to
+    what it records of the set, survey and HEALPix order."""
     sizes = [int(s["n_rows"]) for s in embeddings.manifest["shards"]]
     if sizes != [s.n_rows for s in survey.manifest.shards]:
         raise EmbeddingError(
@@ -107,6 +118,7 @@ def build_table(
         _pca(embeddings, opts.pca),
         opts.vectors,
         extra,
+        list(derived),
     )
     specs = rows.specs()
     names = [s.name for s in specs]
@@ -145,6 +157,7 @@ class _Rows:
     pca: dict[str, np.ndarray] | None  # mean (D,), components (P, D)
     vectors: bool
     extra: list[ExtraColumn]
+    derived: list[DerivedColumns]
 
     @property
     def n_pca(self) -> int:
@@ -175,7 +188,7 @@ class _Rows:
         ]
         if self.vectors:
             specs.append(Spec(EMBEDDING, "vector", f"the representation ({dim} dims)", width=dim))
-        return specs + [c.spec for c in self.extra]
+        return specs + [c.spec for c in self.extra] + [s for d in self.derived for s in d.specs]
 
     def batches(self, names: list[str]) -> Iterator[dict[str, np.ndarray]]:
         """The columns `names` of each embedding shard in turn."""
@@ -184,7 +197,8 @@ class _Rows:
             path = self.embeddings.root / entry["file"]
             with h5py.File(path, "r") as f:
                 batch = {k: f[k][()] for k in ("object_id", "ra", "dec")}
-                vectors = f["embeddings"][()] if self.vectors or self.n_pca else None
+                wanted = self.vectors or self.n_pca or self.derived
+                vectors = f["embeddings"][()] if wanted else None
             batch.update(self._survey_columns(index, batch["object_id"], path))
             if fmt.HEALPIX not in batch:
                 batch[fmt.HEALPIX] = healpix_index(batch["ra"], batch["dec"], self.order)
@@ -197,6 +211,8 @@ class _Rows:
             n = len(batch["object_id"])
             for c in self.extra:
                 batch[c.spec.name] = c.values[offset : offset + n]
+            for d in self.derived:
+                batch.update(d.compute(vectors, batch["object_id"]))
             offset += n
             yield {name: batch[name] for name in names}
 
