@@ -16,9 +16,10 @@ TORCH_PIP_ARGS ?=
 SLURM_DIR := $(or $(SSL_HPC_SLURM_DIR),/tmp/ssl-hpc-slurm)
 DEMO_DIR ?= runs/demo
 DEMO_N ?= 4096
+MMU_DIR ?= runs/demo-mmu
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-stop test demo ablation efficiency lint clean
+.PHONY: help venv services services-stop test demo demo-mmu ablation efficiency lint clean
 
 help:
 	@echo "make venv           create $(VENV) (CPU torch unless nvidia-smi exists) + pip install -e .[dev,mpich]"
@@ -26,6 +27,7 @@ help:
 	@echo "make services-stop  stop the local Slurm"
 	@echo "make test           venv + services, then pytest (CI=true: missing services fail tests)"
 	@echo "make demo           synthetic survey -> pretrain (Ray) -> embed (MPI) -> report, in $(DEMO_DIR)"
+	@echo "make demo-mmu       the pipeline on a Multimodal Universe tree: ingest -> pretrain -> embed -> report -> export, in $(MMU_DIR)"
 	@echo "make ablation       the augmentation ablation sweep (Ray Tune) on the demo survey (~40 min)"
 	@echo "make efficiency     label efficiency (linear / fine-tuned / supervised; photo-z and morphology) on the demo run"
 	@echo "make lint           ruff check + ruff format --check"
@@ -74,6 +76,30 @@ demo: venv
 	    --data "$(DEMO_DIR)/survey" --out "$(DEMO_DIR)/embeddings" --pca 32
 	$(VENV)/bin/ssl-hpc report --embeddings "$(DEMO_DIR)/embeddings" --data "$(DEMO_DIR)/survey" \
 	    --out "$(DEMO_DIR)/report"
+
+# The whole pipeline on a survey in Multimodal Universe layout (HEALPix nside-16 HDF5 files,
+# gzip, masks and ivar, string ids), made from the synthetic survey over a 20x20 deg patch;
+# ingested into HEALPix order-2 shards, exported as Parquet and HATS. A rerun resumes.
+demo-mmu: venv
+	$(VENV)/bin/ssl-hpc synth --out "$(MMU_DIR)/synth" --config jobs/configs/synth.yaml \
+	    n_objects=$(DEMO_N) footprint=150,170,0,20
+	test -f "$(MMU_DIR)/mmu.done" || { $(VENV)/bin/python -m ssl_hpc.data.synth.mmu_tree \
+	    --survey "$(MMU_DIR)/synth" --out "$(MMU_DIR)/mmu" --overwrite && touch "$(MMU_DIR)/mmu.done"; }
+	$(VENV)/bin/ssl-hpc ingest --images "$(MMU_DIR)/mmu" --out "$(MMU_DIR)/survey" \
+	    --healpix-order 2 --on-error skip --workers 2
+	$(VENV)/bin/ssl-hpc info "$(MMU_DIR)/survey"
+	$(VENV)/bin/ssl-hpc pretrain --data "$(MMU_DIR)/survey" --out "$(MMU_DIR)/pretrain" \
+	    --config jobs/configs/pretrain-demo.yaml
+	$(VENV)/bin/mpiexec -n 2 $(VENV)/bin/ssl-hpc embed --checkpoint "$(MMU_DIR)/pretrain" \
+	    --data "$(MMU_DIR)/survey" --out "$(MMU_DIR)/embeddings" --pca 32
+	$(VENV)/bin/ssl-hpc report --embeddings "$(MMU_DIR)/embeddings" --data "$(MMU_DIR)/survey" \
+	    --out "$(MMU_DIR)/report"
+	$(VENV)/bin/ssl-hpc probe --embeddings "$(MMU_DIR)/embeddings" --data "$(MMU_DIR)/survey" \
+	    --out "$(MMU_DIR)/probe"
+	$(VENV)/bin/ssl-hpc export --embeddings "$(MMU_DIR)/embeddings" --report "$(MMU_DIR)/report" \
+	    --probe "$(MMU_DIR)/probe" --out "$(MMU_DIR)/catalogue.parquet" --format parquet --overwrite
+	$(VENV)/bin/ssl-hpc export --embeddings "$(MMU_DIR)/embeddings" --report "$(MMU_DIR)/report" \
+	    --probe "$(MMU_DIR)/probe" --out "$(MMU_DIR)/catalogue-hats" --format hats --overwrite
 
 # Needs the survey `make demo` builds first; a rerun resumes the sweep.
 ablation: venv

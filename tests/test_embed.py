@@ -15,6 +15,7 @@ from conftest import REPO, skip_or_fail
 
 from ssl_hpc.augment.stats import sdss_like_stats
 from ssl_hpc.config import build
+from ssl_hpc.data.synth import SynthConfig, generate_survey
 from ssl_hpc.embed import EmbeddingError, EmbedOptions, embed_survey, load
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.train.config import PretrainConfig
@@ -106,6 +107,29 @@ def test_two_mpi_ranks_equal_one_process(single, checkpoint, small_survey, tmp_p
     np.testing.assert_allclose(x2, x1, rtol=1e-5, atol=1e-5)
     ranks = json.loads((out / "manifest.json").read_text())["ranks"]
     assert sorted(r["embedded"] for r in ranks) == [192, 192]  # balanced by rows
+
+
+@pytest.mark.services
+def test_healpix_partitioned_survey_two_ranks_equal_one_process(checkpoint, tmp_path):
+    survey = tmp_path / "hpx"
+    config = SynthConfig(
+        n_objects=160,
+        image_size=32,
+        rows_per_shard=32,
+        healpix_order=3,
+        footprint=(150.0, 165.0, 0.0, 12.0),
+        workers=1,
+    )
+    m = generate_survey(config, survey)
+    sizes = [s.n_rows for s in m.shards]
+    assert m.partition and len({s.healpix for s in m.shards}) >= 3 and min(sizes) < max(sizes)
+    embed_survey(checkpoint, survey, tmp_path / "one", EmbedOptions(batch_size=64))
+    r = run_mpi(checkpoint, survey, tmp_path / "two")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ids1, x1 = load(tmp_path / "one").load()
+    ids2, x2 = load(tmp_path / "two", verify="full").load()
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(x2, x1, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.services

@@ -113,9 +113,9 @@ def load_array_input(config: IngestConfig, kind: str) -> ArrayInput:
             if not skip:
                 raise
             rejects.append(Reject(None, str(path), str(e).removeprefix(f"{path}: ")))
+    layouts = _same_as_first(layouts, skip, rejects)
     if not layouts:
         raise IngestError(f"{config.images}: no readable input file; reasons in the rejects")
-    _check_same(layouts)
     first = layouts[0]
     bands, band_index = _select_bands(first, config)
     table, names, locator = _concatenate(layouts)
@@ -130,25 +130,7 @@ def load_array_input(config: IngestConfig, kind: str) -> ArrayInput:
     if kind == "mmu":
         width = max(1, max(len(n) for n in names))
         catalogue.columns[fmt.SOURCE_ID] = names.astype(f"S{width}")[catalogue.rows]
-    crop = config.crop or min(first.height, first.width)
-    if crop > min(first.height, first.width):
-        raise IngestError(
-            f"{first.path}: images are {first.height}x{first.width} px, smaller than the "
-            f"{crop} px crop"
-        )
-    in_scale = config.pixel_scale_arcsec
-    if in_scale is None:
-        in_scale = first.scale if kind == "mmu" else fmt.SDSS_PIXEL_SCALE
-    scale_known = in_scale is not None
-    size = config.resize or (
-        round(crop * in_scale / config.out_pixel_scale)
-        if config.out_pixel_scale and scale_known
-        else crop
-    )
-    per_object_scale = kind == "mmu" and config.pixel_scale_arcsec is None
-    out_scale = config.out_pixel_scale or (in_scale * crop / size if scale_known else None)
-    if out_scale is None:
-        raise IngestError(f"{first.path}: no image_scale; give the input pixel scale")
+    crop, size, in_scale, out_scale = _geometry(first, config, kind)
     psf = np.full(len(bands), np.nan, dtype=np.float32)
     psf[:] = config.psf_fwhm or np.nan
     source = ArraySource(
@@ -157,13 +139,13 @@ def load_array_input(config: IngestConfig, kind: str) -> ArrayInput:
         image_dataset=first.image_dataset,
         channels_last=first.channels_last,
         band_index=band_index,
-        crop=0 if per_object_scale and config.out_pixel_scale else crop,
+        crop=crop,
         size=size,
-        in_scale=None if per_object_scale else in_scale,
+        in_scale=in_scale,
         out_scale=out_scale,
         psf_fwhm=tuple(psf.tolist()),
     )
-    return ArrayInput(catalogue, locator[catalogue.rows], source, bands, float(out_scale), rejects)
+    return ArrayInput(catalogue, locator[catalogue.rows], source, bands, out_scale, rejects)
 
 
 @dataclass
@@ -293,20 +275,56 @@ def _find_column(columns: dict, spellings: tuple[str, ...]) -> str:
     return next((lower[s] for s in spellings if s in lower), "")
 
 
-def _check_same(layouts: list[_Layout]) -> None:
-    """IngestError naming the first file whose bands or image size differ from the first's."""
-    first = layouts[0]
+def _same_as_first(layouts: list[_Layout], skip: bool, rejects: list[Reject]) -> list[_Layout]:
+    """The files whose bands and image size match the first file's; a file that differs
+    raises IngestError naming it, or in skip mode is left out and listed in `rejects`."""
+    if not layouts:
+        return layouts
+    first, kept = layouts[0], layouts[:1]
     for lay in layouts[1:]:
+        why = ""
         if lay.band_names != first.band_names:
-            raise IngestError(
-                f"{lay.path}: bands {list(lay.band_names)} differ from "
-                f"{first.path}'s {list(first.band_names)}"
+            why = (
+                f"bands {list(lay.band_names)} differ from {first.path}'s {list(first.band_names)}"
             )
-        if (lay.height, lay.width) != (first.height, first.width):
-            raise IngestError(
-                f"{lay.path}: images {lay.height}x{lay.width} px, {first.path} has "
-                f"{first.height}x{first.width}"
+        elif (lay.height, lay.width) != (first.height, first.width):
+            why = (
+                f"images {lay.height}x{lay.width} px, {first.path} has {first.height}x{first.width}"
             )
+        if why and not skip:
+            raise IngestError(f"{lay.path}: {why}")
+        if why:
+            rejects.append(Reject(None, str(lay.path), why))
+        else:
+            kept.append(lay)
+    return kept
+
+
+def _geometry(
+    first: _Layout, config: IngestConfig, kind: str
+) -> tuple[int, int, float | None, float]:
+    """(crop in input px, or 0 to derive it per object from its image_scale; stored size px;
+    the one input scale, or None to read each object's; the survey's arcsec/px)."""
+    full = min(first.height, first.width)
+    crop = config.crop or full
+    if crop > full:
+        raise IngestError(
+            f"{first.path}: images are {first.height}x{first.width} px, smaller than the "
+            f"{crop} px crop"
+        )
+    per_object = kind == "mmu" and config.pixel_scale_arcsec is None
+    in_scale = config.pixel_scale_arcsec or (first.scale if kind == "mmu" else fmt.SDSS_PIXEL_SCALE)
+    if in_scale is None:
+        raise IngestError(f"{first.path}: no image_scale; give the input pixel scale")
+    target = config.out_pixel_scale
+    size = config.resize or (round(crop * in_scale / target) if target else crop)
+    out_scale = target or in_scale * crop / size
+    return (
+        (0 if per_object and target else crop),
+        size,
+        (None if per_object else in_scale),
+        out_scale,
+    )
 
 
 def short_band(name: str) -> str:
