@@ -275,3 +275,35 @@ def test_healpix_partition_and_cone_search_opens_only_matching_shards(mmu, tmp_p
     holding = {e.file for e in m.shards if e.healpix == got["healpix"][i]}
     assert holding <= set(opened) and set(opened) == set(cone.shards_read)
     assert len(opened) < len(m.shards) / 4  # only the pixels the 30" cone touches
+
+
+def test_position_search_on_a_partitioned_survey_opens_only_the_cone_shards(mmu, tmp_path):
+    from test_export import write_set
+
+    from ssl_hpc.embed import load
+    from ssl_hpc.search.searcher import Searcher
+
+    tree, _, _, _ = mmu
+    out = tmp_path / "survey"
+    ingest(IngestConfig(images=str(tree.root), out=str(out), healpix_order=3))
+    emb = write_set(out, tmp_path / "emb")
+    searcher = Searcher(load(emb), Survey(out))
+    cat = Survey(out).catalogue(["healpix"])
+    i = 101
+    opened: list[str] = []
+    original = h5py.File.__init__
+
+    def spy(self, name, *args, **kwargs):
+        if isinstance(name, str | Path):
+            opened.append(Path(name).name)
+        original(self, name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(h5py.File, "__init__", spy)
+        query = searcher.by_position(float(cat["ra"][i]), float(cat["dec"][i]) + 0.5 / 3600)
+    assert query.row == i and str(cat["object_id"][i]) in query.label
+    shards = {e.file for e in Survey(out).manifest.shards if e.healpix == cat["healpix"][i]}
+    assert set(opened) >= shards and len(opened) < len(Survey(out).manifest.shards) / 4
+    ra, dec = float(cat["ra"][i]), float(cat["dec"][i])
+    args = ["search", "--embeddings", str(emb), "--ra", str(ra), "--dec", str(dec)]
+    assert main([*args, "--out", str(tmp_path / "q"), "--k", "5"]) == 0
