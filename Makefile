@@ -86,7 +86,7 @@ demo-mmu: venv
 	test -f "$(MMU_DIR)/mmu.done" || { $(VENV)/bin/python -m ssl_hpc.data.synth.mmu_tree \
 	    --survey "$(MMU_DIR)/synth" --out "$(MMU_DIR)/mmu" --overwrite && touch "$(MMU_DIR)/mmu.done"; }
 	$(VENV)/bin/ssl-hpc ingest --images "$(MMU_DIR)/mmu" --out "$(MMU_DIR)/survey" \
-	    --healpix-order 2 --on-error skip --workers 2
+	    --healpix-order 2 --on-error skip --workers 2 --survey-name demo-mmu --flux-unit nanomaggy
 	$(VENV)/bin/ssl-hpc info "$(MMU_DIR)/survey"
 	$(VENV)/bin/ssl-hpc pretrain --data "$(MMU_DIR)/survey" --out "$(MMU_DIR)/pretrain" \
 	    --config jobs/configs/pretrain-demo.yaml

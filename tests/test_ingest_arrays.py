@@ -307,3 +307,33 @@ def test_position_search_on_a_partitioned_survey_opens_only_the_cone_shards(mmu,
     ra, dec = float(cat["ra"][i]), float(cat["dec"][i])
     args = ["search", "--embeddings", str(emb), "--ra", str(ra), "--dec", str(dec)]
     assert main([*args, "--out", str(tmp_path / "q"), "--k", "5"]) == 0
+
+
+def test_web_page_api_serves_hashed_string_ids_exactly(small_survey, tmp_path):
+    """MMU name ids become negative 63-bit integers, beyond JavaScript's exact 2**53: the
+    API takes them as queries and returns each id also as exact text for the page."""
+    from fastapi.testclient import TestClient
+    from test_export import write_set
+
+    from ssl_hpc.embed import load
+    from ssl_hpc.search.searcher import Searcher
+    from ssl_hpc.serve.app import create_app
+    from ssl_hpc.serve.state import ServeState
+
+    write_mmu_tree(small_survey, tmp_path / "tree", id_style="name", bad_pixels=0)
+    ingest(IngestConfig(images=str(tmp_path / "tree"), out=str(tmp_path / "survey")))
+    emb = write_set(tmp_path / "survey", tmp_path / "emb")
+    state = ServeState(Searcher(load(emb), Survey(tmp_path / "survey")), log=lambda *_: None)
+    token = "t" * 20
+    with TestClient(
+        create_app(state, token=token), headers={"Authorization": f"token {token}"}
+    ) as c:
+        big = int(Survey(tmp_path / "survey").column("object_id")[3])
+        assert big < -(2**53)
+        page = c.get("/api/search", params={"object_id": str(big), "k": 3}).json()
+        assert page["query"]["id"] == str(big)
+        for card in page["results"]:
+            assert int(card["id"]) == card["object_id"] and card["image"].endswith(
+                f"/{card['id']}.png"
+            )
+            assert c.get(card["image"]).status_code == 200

@@ -165,7 +165,7 @@ def test_scores_from_a_report_directory(served, tmp_path):
     [
         ("/api/search?object_id=abc", 422, "object_id: Input should be a valid integer"),
         ("/api/search?object_id=1e9", 422, "object_id"),
-        ("/api/search?object_id=-3", 422, "greater than or equal to 0"),
+        ("/api/search?object_id=-3", 404, "object_id -3 not in the embedding set"),
         ("/api/search?object_id=99999999", 404, "object_id 99999999 not in the embedding set"),
         ("/api/search?object_id=5&k=100000", 422, "k: Input should be less than or equal to 100"),
         ("/api/search?object_id=5&k=100&page=11", 400, "reaches rank 1100 > 1000"),

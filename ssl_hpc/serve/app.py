@@ -182,7 +182,7 @@ def create_app(
 
     @app.get("/api/search")
     def search(
-        object_id: int | None = Query(None, ge=0, description="search from this object"),
+        object_id: int | None = Query(None, description="search from this object (any int64)"),
         ra: float | None = Query(None, ge=0, lt=360, description="or from the object nearest"),
         dec: float | None = Query(None, ge=-90, le=90),
         k: int = Query(12, ge=1, le=MAX_K, description="results per page"),
@@ -193,7 +193,7 @@ def create_app(
 
     @app.get("/api/search.csv")
     def search_csv(
-        object_id: int | None = Query(None, ge=0),
+        object_id: int | None = Query(None),
         ra: float | None = Query(None, ge=0, lt=360),
         dec: float | None = Query(None, ge=-90, le=90),
         k: int = Query(12, ge=1, le=MAX_K),
@@ -217,7 +217,8 @@ def create_app(
     def random_object() -> dict:
         """A randomly chosen object id."""
         row = int(np.random.default_rng().integers(state.n))
-        return {"object_id": int(state.searcher.catalogue.columns["object_id"][row])}
+        object_id = int(state.searcher.catalogue.columns["object_id"][row])
+        return {"object_id": object_id, "id": str(object_id)}
 
     @app.get("/api/anomalous")
     def anomalous(rank: int = Query(1, ge=1, le=100)) -> dict:
@@ -225,8 +226,10 @@ def create_app(
         if state.anomalous is None:
             raise ApiError(404, "no anomaly scores on this server")
         row = int(state.anomalous[min(rank, len(state.anomalous)) - 1])
+        object_id = int(state.searcher.catalogue.columns["object_id"][row])
         return {
-            "object_id": int(state.searcher.catalogue.columns["object_id"][row]),
+            "object_id": object_id,
+            "id": str(object_id),
             "anomaly_score": float(state.anomaly[row]),
             "rank": rank,
         }

@@ -82,6 +82,7 @@ class ServeState:
         row = entry["row"]
         return {
             **{k: v for k, v in entry.items() if k != "row"},
+            "id": str(entry["object_id"]),  # exact in JavaScript, whose numbers stop at 2**53
             "trust": None if self.trust is None else round(float(self.trust[row]), 3),
             "anomaly_score": None if self.anomaly is None else round(float(self.anomaly[row]), 5),
             "image": f"/api/image/{entry['object_id']}.png",
