@@ -5,6 +5,7 @@ and the cone search over them."""
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import astropy.units as u
@@ -246,6 +247,22 @@ def test_array_hdf5_ambiguous_axes_ask_for_the_order(tmp_path):
         )
 
 
+@contextmanager
+def files_opened():
+    """The names of the HDF5 files opened inside the block, in order."""
+    opened: list[str] = []
+    original = h5py.File.__init__
+
+    def spy(self, name, *args, **kwargs):
+        if isinstance(name, str | Path):
+            opened.append(Path(name).name)
+        original(self, name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(h5py.File, "__init__", spy)
+        yield opened
+
+
 def test_healpix_partition_and_cone_search_opens_only_matching_shards(mmu, tmp_path):
     tree, raw, _, _ = mmu
     out = tmp_path / "survey"
@@ -260,16 +277,7 @@ def test_healpix_partition_and_cone_search_opens_only_matching_shards(mmu, tmp_p
     for entry, offset, size in zip(m.shards, s.shard_offsets, s.shard_sizes):
         assert (got["healpix"][offset : offset + size] == entry.healpix).all()
     i = 17
-    opened: list[str] = []
-    original = h5py.File.__init__
-
-    def spy(self, name, *args, **kwargs):
-        if isinstance(name, str | Path):
-            opened.append(Path(name).name)
-        original(self, name, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(h5py.File, "__init__", spy)
+    with files_opened() as opened:
         cone = s.cone(float(got["ra"][i]), float(got["dec"][i]), 30.0)
     assert cone.object_id[0] == got["object_id"][i] and cone.sep_arcsec[0] < 1e-6
     holding = {e.file for e in m.shards if e.healpix == got["healpix"][i]}
@@ -290,16 +298,7 @@ def test_position_search_on_a_partitioned_survey_opens_only_the_cone_shards(mmu,
     searcher = Searcher(load(emb), Survey(out))
     cat = Survey(out).catalogue(["healpix"])
     i = 101
-    opened: list[str] = []
-    original = h5py.File.__init__
-
-    def spy(self, name, *args, **kwargs):
-        if isinstance(name, str | Path):
-            opened.append(Path(name).name)
-        original(self, name, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(h5py.File, "__init__", spy)
+    with files_opened() as opened:
         query = searcher.by_position(float(cat["ra"][i]), float(cat["dec"][i]) + 0.5 / 3600)
     assert query.row == i and str(cat["object_id"][i]) in query.label
     shards = {e.file for e in Survey(out).manifest.shards if e.healpix == cat["healpix"][i]}

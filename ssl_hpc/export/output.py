@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DiskFullError, SslHpcError
-from ..utils.atomic import out_of_space, temporary_name
+from ..utils.atomic import fsync_path, out_of_space, temporary_name
 
 
 class CatalogueExistsError(SslHpcError):
@@ -67,7 +67,7 @@ def _publish(tmp: Path, path: Path) -> None:
         if had_old:
             os.replace(aside, path)
         raise
-    _fsync(path.parent)
+    fsync_path(path.parent)
     remove(aside)
 
 
@@ -79,21 +79,13 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     """fsync a file, or every file and directory under `path` (a rename is durable only
     once what it names is)."""
     if not path.is_dir():
-        _fsync(path)
+        fsync_path(path)
         return
     for root, _, files in os.walk(path):
         for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))

@@ -29,9 +29,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp.unlink(missing_ok=True)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)  # the rename itself survives a crash only once the dir is synced
+        fsync_path(path.parent)  # the rename itself survives a crash only once the dir is synced
     except Exception as e:
         if out_of_space(e, path.parent):
             free = shutil.disk_usage(path.parent).free
@@ -63,7 +63,8 @@ def out_of_space(error: BaseException, directory: Path) -> bool:
         return False
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
