@@ -2,26 +2,30 @@
 run, rerun it to completion, and compare every output file with a clean run's, bitwise.
 
 For each job: one clean run (timed), then for each of `kills` points (half spread over
-the clean run's wall time, half just after the k-th shard's done-record appears): start
-the command in its own session, SIGKILL the group there, check that nothing left behind
-looks complete when it is not (every done-record names a shard that exists with its
-recorded sha256; a manifest lists only recorded shards), rerun to completion, and compare
-the whole output tree with the clean one (paths and sha256s; JSON files without their
-run-history keys, the only thing a rerun may change). The test suite runs a few kill
-points per job (tests/test_crash_consistency.py);
+the clean run's wall time, half just after the k-th shard's done-record appears, the last
+of those replaced by the job's named point, see NAMED): start the command in its own
+session, SIGKILL the group there, check that nothing left behind looks complete when it is
+not (every done-record names a shard that exists with its recorded sha256; a manifest
+lists only recorded shards; a catalogue under its final name is the whole clean one),
+rerun to completion, and compare the whole output tree with the clean one (paths and
+sha256s; JSON files without their run-history keys, a catalogue without its creation
+time, the only things a rerun may change). The test suite runs a few kill points per job
+(tests/test_crash_consistency.py);
 
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
-runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs), embed (2 MPI ranks),
-search_all (`search --all`), pretrain (Ray Train, killed with its local Ray cluster; its
-encoder.pt and losses must come out identical, its Ray checkpoint folder and throughput
-columns are run history).
+runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs), ingest_mmu (a Multimodal
+Universe tree, HEALPix-partitioned), embed (2 MPI ranks), search_all (`search --all`),
+export and export_fits (a catalogue, one file), pretrain (Ray Train, killed with its local
+Ray cluster; its encoder.pt and losses must come out identical, its Ray checkpoint folder
+and throughput columns are run history).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from ssl_hpc.utils.faults import ENV as KILL_AT
 from ssl_hpc.utils.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +66,19 @@ def _survey(root: Path) -> Path:
     return survey
 
 
+def ingest_mmu(root: Path) -> tuple[list[str], Path]:
+    """The survey rewritten as a Multimodal Universe tree (made once), ingested into
+    HEALPix order-2 shards of at most 64 rows (48 shards)."""
+    mmu = root / "inputs" / "mmu"
+    if not mmu.exists():
+        cmd = [sys.executable, "-m", "ssl_hpc.data.synth.mmu_tree", "--survey",
+               str(_survey(root)), "--out", str(mmu)]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+    out = root / "out"
+    return [CLI, "ingest", "--images", str(mmu), "--out", str(out), "--healpix-order", "2",
+            "rows_per_shard=64"], out  # fmt: skip
+
+
 def _encoder(root: Path) -> Path:
     """Input made once per job: an untrained ResNet-18 for 24 px views."""
     from ssl_hpc.augment.stats import sdss_like_stats
@@ -84,14 +102,29 @@ def embed(root: Path) -> tuple[list[str], Path]:
             str(survey), "--out", str(out), "--batch-size", "64"], out  # fmt: skip
 
 
-def search_all(root: Path) -> tuple[list[str], Path]:
-    """Every object's top 10, into EMB/neighbours/ (the embedding set is made once)."""
+def _embeddings(root: Path) -> Path:
+    """Input made once per job: the survey embedded by the untrained encoder."""
     survey, encoder = _survey(root), _encoder(root)
     emb = root / "inputs" / "embeddings"
     if not (emb / "manifest.json").exists():
         cmd = [CLI, "embed", "--checkpoint", str(encoder), "--data", str(survey), "--out", str(emb)]
         subprocess.run(cmd, check=True, capture_output=True)
+    return emb
+
+
+def search_all(root: Path) -> tuple[list[str], Path]:
+    """Every object's top 10, into EMB/neighbours/."""
+    emb = _embeddings(root)
     return [CLI, "search", "--embeddings", str(emb), "--all", "--k", "10"], emb / "neighbours"
+
+
+def export(root: Path, fmt: str = "parquet") -> tuple[list[str], Path]:
+    """The embedding set's catalogue, one file in root/out. With --overwrite: a run killed
+    after its rename has published the whole catalogue, and a rerun without it is refused
+    (the catalogue exists), as it should be."""
+    out = root / "out"
+    return [CLI, "export", "--embeddings", str(_embeddings(root)), "--out",
+            str(out / f"catalogue.{fmt}"), "--format", fmt, "--overwrite"], out  # fmt: skip
 
 
 def pretrain(root: Path) -> tuple[list[str], Path]:
@@ -112,6 +145,19 @@ JOBS = {
     "embed": embed,
     "search_all": search_all,
     "pretrain": pretrain,
+    "ingest_mmu": ingest_mmu,
+    "export": export,
+    "export_fits": functools.partial(export, fmt="fits"),
+}
+
+#: each job's named kill point: a library hook (SSL_HPC_KILL_AT, see ssl_hpc.utils.faults)
+#: at its n-th pass, or for export (one file, no hook of its own) as soon as the
+#: catalogue's temporary appears, mid-write
+NAMED = {
+    **dict.fromkeys(JOBS, {"kill_at": "shard-before-record:2"}),
+    "pretrain": {"kill_at": "checkpoint-mid-write:2"},
+    "export": {"after_temporary": True},
+    "export_fits": {"after_temporary": True},
 }
 
 #: What a training run writes that records how it went rather than what it learnt: Ray's
@@ -123,15 +169,19 @@ RUN_HISTORY_COLUMNS = {"pairs_per_s_worker", "pairs_per_s_total", "note"}
 
 
 def progress(out: Path) -> int:
-    """Units of work a run has finished: shard done-records, or training checkpoints."""
+    """Units of work a run has finished: shard done-records, training checkpoints, or a
+    catalogue under its final name."""
     records = len(list(out.glob("*.done")))
-    return records or len(list(out.glob("ray/*/checkpoint_*")))
+    checkpoints = [p for p in out.glob("ray/*/checkpoint_*") if p.is_dir()]  # not Ray's json
+    return records or len(checkpoints) or len(list(out.glob("catalogue.*")))
 
 
 #: JSON keys that record how a run went, not what it made (its wall time, the shards or
 #: rows a rerun found finished or did itself): the only things a resumed run may write
 #: differently
 RUN_HISTORY = {"seconds", "shards_reused", "embedded"}
+#: a catalogue's run history: when it was written (Parquet provenance key, FITS card)
+CREATED, FITS_CREATED = "created_utc", b"DATE    ="
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -148,6 +198,10 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def _digest(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return _parquet_digest(path)
+    if path.suffix == ".fits":
+        return _fits_digest(path)
     if path.name == "metrics.csv":
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if not r.get("note")]
@@ -159,6 +213,40 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
+def _parquet_digest(path: Path) -> str:
+    """The table (data, schema, field metadata), its row groups' sizes and its provenance
+    without its creation time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ssl_hpc.export.writers import PROVENANCE_KEY
+
+    file = pq.ParquetFile(path)
+    table = file.read()
+    meta, key = dict(table.schema.metadata), PROVENANCE_KEY.encode()
+    provenance = json.loads(meta[key])
+    meta[key] = json.dumps({k: v for k, v in provenance.items() if k != CREATED})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema.with_metadata(meta)) as writer:
+        writer.write_table(table)
+    groups = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+    return hashlib.sha256(sink.getvalue().to_pybytes() + json.dumps(groups).encode()).hexdigest()
+
+
+def _fits_digest(path: Path) -> str:
+    """The file's bytes with each header's DATE card blanked."""
+    from astropy.io import fits
+
+    data = bytearray(path.read_bytes())
+    with fits.open(path) as hdus:
+        spans = [(h.fileinfo()["hdrLoc"], h.fileinfo()["datLoc"]) for h in hdus]
+    for start, end in spans:
+        for card in range(start, end, 80):
+            if data[card : card + 9] == FITS_CREATED:
+                data[card : card + 80] = b" " * 80
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
 def _without_history(obj):
     if isinstance(obj, dict):
         return {k: _without_history(v) for k, v in obj.items() if k not in RUN_HISTORY}
@@ -167,9 +255,18 @@ def _without_history(obj):
     return obj
 
 
-def falsely_complete(out: Path) -> list[str]:
-    """Outputs a rerun or a reader would take as complete that are not."""
+def falsely_complete(out: Path, clean: dict[str, str]) -> list[str]:
+    """Outputs a rerun or a reader would take as complete that are not (`clean`: the clean
+    run's tree)."""
     problems = []
+    for catalogue in out.glob("catalogue.*"):
+        try:
+            same = _digest(catalogue) == clean.get(catalogue.name)
+        except Exception as e:  # a half-written file under the final name
+            problems.append(f"{catalogue.name}: unreadable ({type(e).__name__}: {e})")
+            continue
+        if not same:
+            problems.append(f"{catalogue.name}: differs from the clean run's")
     for record in out.glob("*.done"):
         done = json.loads(record.read_text())
         shard = out / done["file"]
@@ -185,10 +282,16 @@ def falsely_complete(out: Path) -> list[str]:
     return problems
 
 
-def run(cmd: list[str], kill_after: float | None = None, kill_when=None) -> tuple[int, float]:
+def run(
+    cmd: list[str], kill_after: float | None = None, kill_when=None, kill_at: str | None = None
+) -> tuple[int, float]:
     """Run `cmd` in its own session; SIGKILL the whole group after `kill_after` s, or as
-    soon as `kill_when()` is true (polled every 5 ms)."""
+    soon as `kill_when()` is true (polled every 5 ms); `kill_at`: it kills itself at that
+    named point (SSL_HPC_KILL_AT)."""
     env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
+    env.pop(KILL_AT, None)
+    if kill_at is not None:
+        env[KILL_AT] = kill_at
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=env)  # fmt: skip
@@ -202,15 +305,22 @@ def run(cmd: list[str], kill_after: float | None = None, kill_when=None) -> tupl
     return proc.returncode, time.perf_counter() - t0
 
 
-def kill_points(wall: float, shards: int, kills: int) -> list[dict]:
+def kill_points(wall: float, shards: int, kills: int, named: dict | None = None) -> list[dict]:
     """Where to kill: half spread over the clean run's wall time, half just after the k-th
     shard's done-record (or training checkpoint) appears (k spread over them: between
-    "record written" and whatever comes next)."""
+    "record written" and whatever comes next; each k once), the last of those replaced by
+    `named`."""
     by_time = [{"after_s": round(wall * (k + 0.5) / (kills - kills // 2), 2)}
                for k in range(kills - kills // 2)]  # fmt: skip
-    by_record = [{"after_records": 1 + k * max(shards - 1, 1) // max(kills // 2, 1)}
-                 for k in range(kills // 2)]  # fmt: skip
+    records = sorted({1 + k * max(shards - 1, 1) // max(kills // 2, 1) for k in range(kills // 2)})
+    by_record = [{"after_records": n} for n in records]
+    if named and kills // 2:
+        by_record = by_record[: kills // 2 - 1] + [named]
     return by_time + by_record
+
+
+def _temporary_in(out: Path) -> bool:
+    return out.is_dir() and any(".tmp-" in p.name for p in out.iterdir())
 
 
 def crash_and_resume(job: str, root: Path, kills: int) -> dict:
@@ -223,12 +333,14 @@ def crash_and_resume(job: str, root: Path, kills: int) -> dict:
     clean = tree(out)
     shards = progress(out)
     trials = []
-    for point in kill_points(wall, shards, kills):
+    for point in kill_points(wall, shards, kills, NAMED.get(job)):
         shutil.rmtree(out)
         records = point.get("after_records")
         when = None if records is None else lambda n=records: progress(out) >= n
-        rc_killed, at = run(cmd, point.get("after_s"), when)
-        partial = falsely_complete(out) if out.exists() else []
+        if point.get("after_temporary"):
+            when = functools.partial(_temporary_in, out)
+        rc_killed, at = run(cmd, point.get("after_s"), when, point.get("kill_at"))
+        partial = falsely_complete(out, clean) if out.exists() else []
         done_before = progress(out) if out.exists() else 0
         rc_rerun, _ = run(cmd)
         resumed = tree(out) if out.exists() else {}
@@ -261,7 +373,7 @@ def main() -> None:
     for r in results:
         bad = [t for t in r["trials"] if t["falsely_complete"] or t["files_differing"]]
         killed = sum(t["killed"] for t in r["trials"])
-        print(f"{r['job']:8s} {len(r['trials'])} kill points ({killed} landed before the end): "
+        print(f"{r['job']:11s} {len(r['trials'])} kill points ({killed} landed before the end): "
               f"{len(bad)} with a difference")  # fmt: skip
     print(write_results({"machine": machine_info(), "jobs": results}, args.out))
 

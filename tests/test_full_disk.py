@@ -1,5 +1,5 @@
-"""A full filesystem (scratch fills up on shared clusters): synth, embed and pretraining's
-checkpoints end with one line naming what they could not write and exit 2 (not a
+"""A full filesystem (scratch fills up on shared clusters): synth, ingest, embed and
+pretraining's checkpoints end with one line naming what they could not write and exit 2 (not a
 segfault: HDF5 2.0 crashes closing a file whose write hit a full disk, see
 utils/h5write.py), leave nothing a rerun would take as complete, and once space is freed
 a rerun finishes with the clean run's outputs. The filesystem is a real size-limited
@@ -96,6 +96,48 @@ def test_synth_on_a_full_disk_stops_cleanly_and_resumes(small_fs, tmp_path, caps
     clean, resumed = _images(tmp_path / "clean"), _images(out)
     assert clean.keys() == resumed.keys() and len(clean) == 5
     assert all(np.array_equal(clean[k], resumed[k]) for k in clean)
+
+
+def _shards(survey):
+    """Every dataset of every shard as (dtype, shape, bytes): bitwise, NaN equal to NaN."""
+    out = {}
+    for shard in sorted(survey.glob("shard-*.h5")):
+        with h5py.File(shard) as f:
+            out[shard.name] = {k: (d.dtype, d.shape, d[()].tobytes()) for k, d in f.items()}
+    return out
+
+
+def test_ingest_on_a_full_disk_stops_cleanly_and_resumes(small_fs, tmp_path):
+    """The shipped Galaxy Zoo 1 JPEGs, 4 objects a shard, ingested onto a nearly full
+    disk: one line naming the shard it could not write, exit 2, no manifest, nothing
+    half-written; once space is freed the rerun keeps the finished shards and ends with
+    the clean run's shards, bitwise."""
+    from conftest import REPO
+
+    gz1 = REPO / "tests" / "data" / "gz1_sdss"
+    args = ["--catalog", str(gz1 / "labels.csv"), "--images", str(gz1 / "images"),
+            "--id-column", "objid", "--label-columns", "class", "--bands", "i,r,g",
+            "--crop", "128", "--resize", "64", "--pixel-scale", "0.396",
+            "rows_per_shard=4"]  # fmt: skip
+    assert main(["ingest", "--out", str(tmp_path / "clean"), *args]) == 0
+    ballast = _fill(small_fs, 450_000)  # room for about three of the ten 108 kB shards
+    out = small_fs / "survey"
+    cmd = [sys.executable, "-m", "jobs.cli", "ingest", "--out", str(out), *args]
+    failed = subprocess.run(cmd, capture_output=True, text=True)
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    _one_error_line(
+        failed.stderr, "ssl-hpc ingest: error: no space left writing " + str(out / "shard-")
+    )
+    assert not (out / "manifest.json").exists()
+    _no_partial_files(out)
+    written = sorted(p.name for p in out.glob("shard-*.h5"))
+    assert 0 < len(written) < 10, written
+    ballast.unlink()
+    kept = {name: (out / name).stat().st_mtime_ns for name in written}
+    assert main(["ingest", "--out", str(out), *args]) == 0
+    assert all((out / name).stat().st_mtime_ns == t for name, t in kept.items())
+    clean, resumed = _shards(tmp_path / "clean"), _shards(out)
+    assert clean == resumed and len(clean) == 10
 
 
 def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, tmp_path, capsys):

@@ -38,7 +38,8 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from ..errors import SslHpcError
-from ..utils.atomic import pid_alive, write_json_atomic
+from ..utils.atomic import remove_stale_temporaries, write_json_atomic
+from ..utils.faults import kill_point
 from ..utils.hashing import sha256_file, sha256_json
 from ..utils.progress import progress
 from .manifest import ShardEntry
@@ -144,10 +145,7 @@ def read_claim(out: str | os.PathLike, name: str = JOB_FILE) -> dict:
 
 def remove_temporaries(out: str | os.PathLike) -> None:
     """Delete the hidden temporaries of writers that are no longer running."""
-    for path in Path(out).glob(".*.tmp-*"):
-        pid = path.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or not pid_alive(int(pid)):
-            path.unlink(missing_ok=True)
+    remove_stale_temporaries(out)
 
 
 # -- shards -----------------------------------------------------------------------------------
@@ -158,6 +156,7 @@ def done_path(path: str | os.PathLike) -> Path:
 
 def record(plan: ShardPlan, digest: str, entry: ShardEntry, extra: dict) -> ShardRecord:
     """Write the done-record of a shard `make` has just written."""
+    kill_point("shard-before-record")  # renamed, not yet recorded: see utils.faults
     write_json_atomic(
         done_path(plan.path),
         {

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DiskFullError, SslHpcError
-from ..utils.atomic import fsync_path, out_of_space, temporary_name
+from ..utils.atomic import fsync_path, out_of_space, remove_stale_temporaries, temporary_name
 
 
 class CatalogueExistsError(SslHpcError):
@@ -38,6 +38,7 @@ def staged(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     check_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)  # a killed export's partial copy
     tmp = temporary_name(path)
     remove(tmp)
     try:

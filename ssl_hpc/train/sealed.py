@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.faults import kill_point
 from ..utils.hashing import sha256_file
 
 SEAL = "sha256-rank-{rank}.json"
@@ -34,6 +35,7 @@ UNREADABLE = (
 
 def seal(directory: Path, rank: int) -> None:
     """Write this rank's seal over the files it has just written into `directory`."""
+    kill_point("checkpoint-mid-write")  # written, not yet sealed: see utils.faults
     sums = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
     (directory / SEAL.format(rank=rank)).write_text(json.dumps(sums, indent=1))
 

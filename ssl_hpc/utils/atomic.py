@@ -72,6 +72,22 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temporaries(directory: str | os.PathLike, name: str = "*") -> None:
+    """Delete the hidden temporaries (``.NAME.tmp-<pid>``, and ``.NAME.old-<pid>`` set
+    aside by a replacing writer) in `directory` whose writer is no longer running: what a
+    killed writer leaves behind. Files or whole directories; `name` narrows it to one
+    output's."""
+    for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
+        for path in Path(directory).glob(pattern):
+            pid = path.name.rsplit("-", 1)[1]
+            if pid.isdigit() and pid_alive(int(pid)):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists (a temporary file's writer may still run)."""
     try:
