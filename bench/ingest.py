@@ -9,7 +9,7 @@ fills masked pixels, measures the noise, crops and writes and hashes the shards.
 objects/s, MB/s of input (uncompressed bytes of the datasets read, and bytes on disk)
 and ingest/raw ratios. Files are read warm (page cache), best of `repeats`.
 
-usage: python bench/ingest.py [--n 2048] [--size 152] [--bands 5] [--repeats 3]
+usage: python bench/ingest.py [--n 4096] [--size 152] [--bands 5] [--repeats 3] [--patch 8]
                              [--workers 1 2] [--out bench/results/ingest.json]
 """
 
@@ -54,18 +54,30 @@ def best_of(repeats: int, fn) -> tuple[float, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=2048)
+    p.add_argument("--n", type=int, default=4096)
     p.add_argument("--size", type=int, default=152, help="cutout side, px (Legacy Surveys: 152)")
     p.add_argument("--bands", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument(
+        "--patch",
+        type=float,
+        default=8.0,
+        help="side of the sky patch, deg: 8 puts ~370 objects in each nside-16 file for "
+        "4,096 objects (real MMU files hold thousands)",
+    )
     p.add_argument("--out", default="bench/results/ingest.json")
     args = p.parse_args()
     bands = ("u", "g", "r", "i", "z")[: args.bands]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         cfg = SynthConfig(
-            n_objects=args.n, image_size=args.size, bands=bands, rows_per_shard=512, workers=2
+            n_objects=args.n,
+            image_size=args.size,
+            bands=bands,
+            rows_per_shard=512,
+            workers=2,
+            footprint=(150.0, 150.0 + args.patch, 0.0, args.patch),
         )
         generate_survey(cfg, tmp / "synth")
         tree = write_mmu_tree(tmp / "synth", tmp / "mmu", band_prefix="ls")

@@ -112,7 +112,7 @@ def read_block(f: h5py.File, source: ArraySource, rows: np.ndarray) -> dict[str,
         if name == source.image_dataset and source.channels_last:
             data = np.moveaxis(data, -1, 1)
         if data.ndim >= 2 and not (name == MMU_MASK and data.ndim == 3):
-            data = data[:, bands]
+            data = data if _in_order(bands, data.shape[1]) else data[:, bands]
         return data
 
     arrays = {"image": take(source.image_dataset).astype(np.float32, copy=False)}
@@ -128,6 +128,11 @@ def read_block(f: h5py.File, source: ArraySource, rows: np.ndarray) -> dict[str,
         if "mask" in arrays and arrays["mask"].ndim == 3:  # one mask for every band
             arrays["mask"] = np.broadcast_to(arrays["mask"][:, None], arrays["image"].shape)
     return arrays
+
+
+def _in_order(bands: list[int], planes: int) -> bool:
+    """True if `bands` selects every plane in stored order (no copy needed)."""
+    return bands == list(range(planes))
 
 
 def prepare(
@@ -201,7 +206,7 @@ def noise_from_ivar(ivar: np.ndarray, clean: np.ndarray, object_id: int, path: s
         good = ivar[band][clean[band]]
         if good.size == 0:
             raise CutoutError(object_id, path, f"band plane {band} has no clean pixel")
-        sigma[band] = 1.0 / np.sqrt(np.median(good.astype(np.float64)))
+        sigma[band] = 1.0 / np.sqrt(float(np.median(good)))
     return sigma
 
 
