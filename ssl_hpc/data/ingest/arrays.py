@@ -104,6 +104,8 @@ def load_array_input(config: IngestConfig, kind: str) -> ArrayInput:
     and listed as a reject.
     """
     files = find_files(config.images, kind)
+    if kind == "hdf5" and not config.bands:
+        raise IngestError(f"{files[0]}: array HDF5 files need --bands, a name per image plane")
     skip = config.on_error == "skip"
     layouts, rejects = [], []
     for path in files:
