@@ -119,11 +119,7 @@ def test_reader_shards_across_two_mpi_ranks(small_survey, tmp_path):
 # every command's config: where its keys come from, and the arguments it cannot go without
 CONFIGS = {
     "synth": ("ssl_hpc.data.synth:SynthConfig", ["--out", "o"]),
-    "ingest": (
-        "ssl_hpc.data.ingest:IngestConfig",
-        ["--catalog", "c", "--images", "i", "--out", "o", "--id-column", "id"]
-        + ["--bands", "g,r", "--crop", "8"],
-    ),
+    "ingest": ("ssl_hpc.data.ingest:IngestConfig", ["--images", "i", "--out", "o"]),
     "info": ("ssl_hpc.data.info:InfoConfig", ["s"]),
     "show": ("ssl_hpc.augment.gallery:ShowConfig", ["s", "--out", "o"]),
     "pretrain": ("ssl_hpc.train.config:PretrainConfig", ["--data", "d", "--out", "o"]),
