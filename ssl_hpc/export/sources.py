@@ -20,10 +20,9 @@ import pyarrow.csv as pacsv
 
 from ..downstream.predict import HEADS, HeadFileError, columns, load_heads, predict, trained_on
 from ..errors import SslHpcError
+from ..report.files import ANOMALIES, TRUST
 from .table import DerivedColumns, ExtraColumn, Spec
 
-ANOMALIES = "anomalies.csv"
-TRUST = "trust.npz"
 PHOTOZ_PDFS = "photoz_pdfs.npz"
 
 

@@ -20,6 +20,7 @@ from ..utils.atomic import atomic_path
 from ..viz.grid import save_cutout_grid
 from ..viz.maps import MAP_NAMES, embedding_map, plot_maps
 from ..viz.science import plot_error_by_trust
+from .files import ANOMALIES, TRUST
 from .section import Section, truth
 
 
@@ -126,7 +127,7 @@ def anomalies(
         section.tables.append(("detection of injected anomalies", rows))
     ranking = scores[rank_by]
     order = np.argsort(-ranking, kind="stable")
-    _write_ranking(out / "anomalies.csv", survey.column("object_id"), order, ranking, scores)
+    _write_ranking(out / ANOMALIES, survey.column("object_id"), order, ranking, scores)
     top = order[:n_show]
     what = f"{rank_by[1]} on {rank_by[0]}"
     save_cutout_grid(
@@ -160,7 +161,7 @@ def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int):
         return None, None
     result = photoz_trust(vectors, survey, k, seed)
     scores, binned, what = result["scores"], result["binned"], result["judged"]
-    with atomic_path(out / "trust.npz") as tmp, open(tmp, "wb") as f:
+    with atomic_path(out / TRUST) as tmp, open(tmp, "wb") as f:
         np.savez(f, object_id=survey.column("object_id"), labelled=result["labelled"], **scores)
     section = Section("trust", "Trust: how far from the labels")
     section.text.append(

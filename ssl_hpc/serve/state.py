@@ -11,6 +11,7 @@ import numpy as np
 
 from ..downstream.anomaly import knn_distance
 from ..downstream.trust import trust_scores
+from ..report.files import ANOMALIES, TRUST
 from ..search.searcher import Searcher
 from ..utils.byte_cache import ByteLRU
 from ..viz.composite import rgb_composite
@@ -54,12 +55,12 @@ class ServeState:
     def _load_report(self, root: Path) -> None:
         """trust.npz and anomalies.csv of `ssl-hpc report` for this survey."""
         ids = self.searcher.catalogue.columns["object_id"]
-        if (root / "trust.npz").exists():
-            with np.load(root / "trust.npz") as z:
+        if (root / TRUST).exists():
+            with np.load(root / TRUST) as z:
                 if np.array_equal(z["object_id"], ids):
                     self.trust = z["trust"]
-        if (root / "anomalies.csv").exists():
-            table = np.genfromtxt(root / "anomalies.csv", delimiter=",", names=True)
+        if (root / ANOMALIES).exists():
+            table = np.genfromtxt(root / ANOMALIES, delimiter=",", names=True)
             order = np.argsort(ids)
             pos = order[np.searchsorted(ids, table["object_id"].astype(np.int64), sorter=order)]
             self.anomaly = np.empty(self.n)

@@ -91,11 +91,6 @@ class MmuTree:
     columns: dict[str, str] = field(default_factory=dict)  # MMU name -> survey column
 
 
-def healpix_of(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """The nside-16 NESTED HEALPix pixel (int64) of each position in degrees."""
-    return healpix.pixels(ra, dec, healpix.MMU_ORDER)
-
-
 def mmu_object_ids(
     object_id: np.ndarray, ra: np.ndarray, dec: np.ndarray, style: str
 ) -> np.ndarray:
@@ -219,7 +214,7 @@ def _pixel_file(survey: Survey, cat: dict, rows: np.ndarray, p: MmuParams) -> tu
         "object_id": mmu_object_ids(cat[fmt.OBJECT_ID][rows], ra, dec, p.id_style),
         "ra": ra.astype(np.float64),
         "dec": dec.astype(np.float64),
-        "healpix": healpix_of(ra, dec),
+        "healpix": healpix.pixels(ra, dec, healpix.MMU_ORDER),
         "image_band": np.tile(np.array(bands, dtype="S"), (n, 1)),
         "image_array": images,
         "image_ivar": ivar,
@@ -312,7 +307,7 @@ def write_mmu_tree(
     before = _claim(tree, overwrite)
     cat = _objects(survey)
     names = column_names(survey, params.include_truth)
-    pixels = healpix_of(cat[fmt.RA], cat[fmt.DEC])
+    pixels = healpix.pixels(cat[fmt.RA], cat[fmt.DEC], healpix.MMU_ORDER)
     files: dict[Path, int] = {}
     masked: dict[int, int] = {}
     order = np.argsort(pixels, kind="stable")  # stable: survey order within each pixel
