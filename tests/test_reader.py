@@ -90,6 +90,8 @@ def test_order_is_seeded_and_independent_of_worker_count(small_survey):
     c = ShardedReader(small_survey, batch_size=12, seed=10)
     base = np.concatenate(ids_of(a, workers=0))
     np.testing.assert_array_equal(base, np.concatenate(ids_of(b, workers=2)))
+    # one worker shares the reading with this process (every other batch): the same stream
+    np.testing.assert_array_equal(base, np.concatenate(ids_of(b, workers=1)))
     assert not np.array_equal(base, np.concatenate(ids_of(c)))
     a.set_epoch(1)
     assert not np.array_equal(base, np.concatenate(ids_of(a)))
@@ -143,6 +145,9 @@ def test_resume_mid_epoch_yields_the_same_remaining_sequence(small_survey):
     rest = ids_of(resumed, workers=2)
     assert len(rest) == len(whole) - 5
     for x, y in zip(rest, whole[5:]):
+        np.testing.assert_array_equal(x, y)
+    resumed.load_state_dict(state)  # with one worker (and this process reading too)
+    for x, y in zip(ids_of(resumed, workers=1), whole[5:], strict=True):
         np.testing.assert_array_equal(x, y)
 
 

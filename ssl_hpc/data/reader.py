@@ -123,6 +123,7 @@ class ShardedReader(IterableDataset):
         self.image_dtype = np.dtype(image_dtype or self.survey.manifest.image_dtype)
         self.position = ReaderPosition()
         self._flags: torch.Tensor | None = None  # the current loader's buffer table
+        self._main_reads = False  # whether this process reads some of the loader's batches
         self._sizes = self.survey.shard_sizes
         self._paths = [str(p) for p in self.survey.shard_paths]
         assign_shards(self._sizes, world_size, 0, seed, shuffle)  # fail early if too few shards
@@ -178,18 +179,25 @@ class ShardedReader(IterableDataset):
         is released (see data/batch_buffers.py)."""
         self._flags = new_flags(num_workers) if num_workers > 0 else None
         flags = self._flags
+        # One worker alone can at best match this process's own read rate, less the cost
+        # of handing each batch over, so with one worker this process reads every other
+        # batch itself (reader 0 of 2; first, while the worker starts). Two or more outrun
+        # it on their own.
+        self._main_reads = num_workers == 1
         try:
             loader = DataLoader(
                 self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory
             )
-            for batch in loader:
-                yield track(batch, flags)
+            batches = (track(batch, flags) for batch in loader)  # starts the workers
+            yield from _alternate(iter(self), batches) if self._main_reads else batches
         finally:
-            self._flags = None
+            self._flags, self._main_reads = None, False
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        # the readers take batches in turn: this process (if it reads), then each worker
+        main = int(self._main_reads)
+        worker, n_workers = (info.id + main, info.num_workers + main) if info else (0, 1 + main)
         epoch, start = self.position.epoch, self.position.batch
         shard_idx, rows = self.rank_order(epoch)
         n_batches = self.batches_per_epoch(epoch)
@@ -222,6 +230,16 @@ class ShardedReader(IterableDataset):
         if info is not None and self._flags is not None:  # for `loader`, which unpacks it
             return {"image": image_tensor, SLOT_KEY: Parcel(info.id, slot, out)}
         return {"image": image_tensor, **{k: torch.from_numpy(v) for k, v in out.items()}}
+
+
+def _alternate(first: Iterator[dict], second: Iterator[dict]) -> Iterator[dict]:
+    """first's item, second's, first's, ... until both run out."""
+    for item in first:
+        yield item
+        other = next(second, None)
+        if other is not None:
+            yield other
+    yield from second
 
 
 class _OpenShard:
