@@ -212,3 +212,38 @@ def test_cpu_ranks_split_the_node_unless_the_launcher_bound_them():
     code += "print(rank_threads(1))"
     bound = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert bound.stdout.strip() == ("1" if cores > 1 else str(cores)), bound.stderr
+
+
+def test_opening_a_set_rehashes_only_shards_changed_since_the_last_check(
+    single, tmp_path, monkeypatch
+):
+    """Every reader opens a set verified: the first open re-hashes each shard and stamps it
+    in verified.json; later opens re-hash only a shard whose size or mtime moved, so a
+    damaged one is still caught; a stale or garbled stamp file means re-hashing all."""
+    from ssl_hpc.embed import store
+
+    emb = tmp_path / "emb"
+    shutil.copytree(single[0], emb)  # sizes and mtimes kept: a stamp there would still hold
+    (emb / store.VERIFIED_FILE).unlink(missing_ok=True)
+    hashed = []
+    real = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    shards = [e["file"] for e in json.loads((emb / "manifest.json").read_text())["shards"]]
+    load(emb)
+    assert sorted(hashed) == sorted(shards) and (emb / store.VERIFIED_FILE).exists()
+    hashed.clear()
+    load(emb)
+    assert hashed == []  # nothing moved since the check
+    victim = emb / shards[-1]
+    original = victim.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF  # a vector's byte: memory-mapped, no checksum of its own
+    victim.write_bytes(bytes(damaged))
+    with pytest.raises(EmbeddingError, match=f"{victim.name}: sha256 differs"):
+        load(emb)
+    assert hashed == [victim.name]
+    victim.write_bytes(original)  # mended; and a garbled stamp file: everything re-hashed
+    (emb / store.VERIFIED_FILE).write_text("[not a mapping")
+    hashed.clear()
+    load(emb)
+    assert sorted(hashed) == sorted(shards)

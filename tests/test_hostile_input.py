@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -15,6 +16,7 @@ from test_ingest import CROP, cli_args, fake_cube
 from test_ingest import fits_set as fits_set  # the fixture
 
 from jobs.cli import main
+from ssl_hpc.data import format as fmt
 
 
 @pytest.fixture(autouse=True)
@@ -224,6 +226,52 @@ def checkpoint_truncated(tmp, images, cat):
     return argv, [str(path), "not a readable encoder checkpoint"]
 
 
+def _flip_bytes(path, start: int, stop: int, n: int = 16, seed: int = 0) -> None:
+    """XOR n bytes of `path` at random offsets in [start, stop) with 0xFF."""
+    data = bytearray(path.read_bytes())
+    for offset in np.random.default_rng(seed).integers(start, stop, n):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _small_survey(tmp):
+    survey = tmp / "survey"
+    argv = ["synth", "--out", str(survey), "n_objects=64", "rows_per_shard=32", "image_size=32"]
+    assert main([*argv, "seed=1", "workers=1"]) == 0
+    return survey
+
+
+def shard_flipped_bytes(tmp, images, cat):
+    """Bytes flipped at random offsets in a shard's pixels: embedding stops on the image
+    chunks' checksums (1-D columns have none: `ssl-hpc info` re-hashes whole shards)."""
+    from test_embed import make_checkpoint
+
+    survey = _small_survey(tmp)
+    shard = survey / "shard-00001.h5"
+    with h5py.File(shard) as f:
+        chunks = f[fmt.IMAGE].id
+        first, last = chunks.get_chunk_info(0), chunks.get_chunk_info(chunks.get_num_chunks() - 1)
+        start, stop = first.byte_offset, last.byte_offset + last.size
+    _flip_bytes(shard, start, stop)
+    path = make_checkpoint(tmp / "encoder.pt", seed=0)
+    argv = ["embed", "--checkpoint", str(path), "--data", str(survey), "--out", str(tmp / "out")]
+    return argv, ["shard-00001.h5", "read"]
+
+
+def embedding_flipped_bytes(tmp, images, cat):
+    """Bytes flipped at random offsets anywhere in an embedding shard: its vectors are
+    memory-mapped without a checksum, so opening the set re-hashes it."""
+    from test_embed import make_checkpoint
+
+    survey = _small_survey(tmp)
+    path = make_checkpoint(tmp / "encoder.pt", seed=0)
+    emb = tmp / "embeddings"
+    assert main(["embed", "--checkpoint", str(path), "--data", str(survey), "--out", str(emb)]) == 0
+    shard = emb / "emb-00000.h5"
+    _flip_bytes(shard, 0, shard.stat().st_size)
+    return ["search", "--embeddings", str(emb), "--query", "0"], [str(shard), "sha256"]
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -257,6 +305,8 @@ CASES = {
         pretrain_zero_temperature,
         checkpoint_flipped_bytes,
         checkpoint_truncated,
+        shard_flipped_bytes,
+        embedding_flipped_bytes,
     )
 }
 

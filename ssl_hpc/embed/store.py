@@ -12,10 +12,13 @@ manifest written when every shard is there.
                             the survey shard's sha256, the shard's rows, bytes and sha256
 ``EMB/manifest.json``       the run identity + every shard's rows, bytes, sha256
 ``EMB/pca.npz``             optional: mean, components, explained variance (fitted on a sample)
+``EMB/verified.json``       which shards were last re-hashed against the manifest, by their
+                            size and modification time (see `EmbeddingSet.open`)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ import numpy as np
 
 from ..data.manifest import ShardEntry
 from ..errors import SslHpcError
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.h5write import new_h5_file
 from ..utils.hashing import sha256_file
 
@@ -35,6 +38,7 @@ SCHEMA = 1
 RUN_FILE = "run.json"
 MANIFEST = "manifest.json"
 PCA_FILE = "pca.npz"
+VERIFIED_FILE = "verified.json"
 SHARD = "emb-{index:05d}.h5"
 
 
@@ -77,26 +81,42 @@ def write_embedding_shard(
 class EmbeddingSet:
     """A finished embedding set: vectors aligned with object ids, shard by shard.
 
-    `verify="full"` re-hashes every shard against the manifest (EmbeddingError naming the
-    first bad one); "quick" checks sizes only.
+    `verify="full"` (what every reader of a set uses) re-hashes every shard against the
+    manifest, EmbeddingError naming the first bad one: the vectors are memory-mapped with
+    no checksum of their own, so a flipped byte would otherwise be searched as a vector.
+    A shard whose size and modification time match verified.json, written after the last
+    check, is not re-hashed (skipped silently on a read-only set); "quick" checks sizes only.
     """
 
     root: Path
     manifest: dict
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify: str = "quick") -> EmbeddingSet:
+    def open(cls, path: str | os.PathLike, verify: str = "full") -> EmbeddingSet:
         root = Path(path)
         mpath = root / MANIFEST
         if not mpath.exists():
             raise EmbeddingError(f"{root}: no {MANIFEST} (not an embedding set, or unfinished)")
         manifest = json.loads(mpath.read_text())
+        checked = _read_verified(root) if verify == "full" else {}
+        stamps = {}
         for entry in manifest["shards"]:
             p = root / entry["file"]
             if not p.exists() or p.stat().st_size != entry["bytes"]:
                 raise EmbeddingError(f"{p}: missing or of the wrong size")
-            if verify == "full" and sha256_file(p) != entry["sha256"]:
-                raise EmbeddingError(f"{p}: sha256 differs from the manifest (corrupt)")
+            if verify != "full":
+                continue
+            stamp = [entry["sha256"], p.stat().st_size, p.stat().st_mtime_ns]
+            if checked.get(entry["file"]) != stamp and sha256_file(p) != entry["sha256"]:
+                raise EmbeddingError(
+                    f"{p}: sha256 differs from the manifest (the file was damaged after it "
+                    "was written); embed its survey shard again"
+                )
+            stamps[entry["file"]] = stamp
+        if verify == "full" and stamps != checked:
+            # a set others made may be read-only to us: then it is checked every time
+            with contextlib.suppress(OSError):
+                write_json_atomic(root / VERIFIED_FILE, stamps)
         return cls(root, manifest)
 
     @property
@@ -154,9 +174,18 @@ class EmbeddingSet:
             return {k: z[k] for k in z.files}
 
 
-def load(path: str | os.PathLike, verify: str = "quick") -> EmbeddingSet:
-    """Open the embedding set at `path` (see EmbeddingSet)."""
+def load(path: str | os.PathLike, verify: str = "full") -> EmbeddingSet:
+    """Open the embedding set at `path`, every shard checked (see EmbeddingSet)."""
     return EmbeddingSet.open(path, verify)
+
+
+def _read_verified(root: Path) -> dict[str, list]:
+    """verified.json's stamps ({} if absent or unreadable: everything is re-hashed)."""
+    try:
+        stamps = json.loads((root / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
 
 
 def write_pca(root: Path, sample: np.ndarray, dims: int, seed: int = 0) -> dict:
