@@ -6,19 +6,24 @@ the clean run's wall time, half just after the k-th shard's done-record appears,
 of those replaced by the job's named point, see NAMED): start the command in its own
 session, SIGKILL the group there, check that nothing left behind looks complete when it is
 not (every done-record names a shard that exists with its recorded sha256; a manifest
-lists only recorded shards; a catalogue under its final name is the whole clean one),
-rerun to completion, and compare the whole output tree with the clean one (paths and
-sha256s; JSON files without their run-history keys, a catalogue without its creation
-time, the only things a rerun may change). The test suite runs a few kill points per job
+lists only recorded shards; a catalogue under its final name is the whole clean one; a
+training job's finished products, PRODUCTS, are the clean ones), rerun to completion,
+and compare the whole output tree with the clean one (paths and sha256s; JSON files
+without their run-history keys, a catalogue without its creation time, the only things a
+rerun may change). The test suite runs a few kill points per job
 (tests/test_crash_consistency.py);
 
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
 runs more. Jobs: synth, ingest (the shipped Galaxy Zoo 1 JPEGs), ingest_mmu (a Multimodal
 Universe tree, HEALPix-partitioned), embed (2 MPI ranks), search_all (`search --all`),
-export and export_fits (a catalogue, one file), pretrain (Ray Train, killed with its local
-Ray cluster; its encoder.pt and losses must come out identical, its Ray checkpoint folder
-and throughput columns are run history).
+export and export_fits (a catalogue, one file), and the Ray jobs, each killed with the
+local Ray cluster its driver started: pretrain (Ray Train: its encoder.pt and losses must
+come out identical, its Ray checkpoint folder and throughput columns are run history),
+tune (a 4-trial Ray Tune sweep, 2 trials at a time: each trial's encoder, config and
+losses, the ranked table and the plots; Tune's own bookkeeping is run history, see
+sweep_tree) and finetune (the label-efficiency study: 4 Ray Train runs, their models,
+predictions and test scores, the study's curves and plots).
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from ssl_hpc.utils.faults import ENV as KILL_AT
 from ssl_hpc.utils.hashing import sha256_file
@@ -139,6 +147,39 @@ def pretrain(root: Path) -> tuple[list[str], Path]:
             "max_failures=0"], out  # fmt: skip
 
 
+def tune(root: Path) -> tuple[list[str], Path]:
+    """A 4-trial sweep (temperature x augmentation subset, FIFO, 2 trials at a time), each
+    trial an 8-step Ray Train pretraining run on one worker, on a local Ray cluster the
+    driver starts (killed with it)."""
+    sweep = root / "inputs" / "sweep.yaml"
+    if not sweep.exists():
+        tiny = {"arch": "resnet18", "num_workers": 1, "cpus_per_worker": 0.9,
+                "batch_size": 16, "queue_size": 64, "base_lr": 0.3, "warmup_steps": 2,
+                "steps": 8, "loader_workers": 0, "augment": {"out_size": 16, "max_shift": 2},
+                "checkpoint_every": 2, "log_every": 2, "eval_every": 4,
+                "eval_objects": 128}  # fmt: skip
+        raw = {"overrides": tiny, "search": {"temperature": {"grid": [0.1, 0.5]}},
+               "ablation": {"codes": ["RR", "GN"], "subsets": ["all"], "sets": [["RR"]]},
+               "scheduler": {"type": "fifo"}, "max_concurrent_trials": 2}  # fmt: skip
+        sweep.parent.mkdir(parents=True, exist_ok=True)
+        sweep.write_text(json.dumps(raw))  # JSON is YAML
+    out = root / "out"
+    return [CLI, "tune", "--data", str(_survey(root)), "--out", str(out), "--config",
+            str(sweep)], out  # fmt: skip
+
+
+def finetune(root: Path) -> tuple[list[str], Path]:
+    """The photo-z label-efficiency study at 2 fractions: linear probes, then 4 Ray Train
+    runs (fine-tuned and from scratch) of 12 steps on one worker, on a local Ray cluster
+    the driver starts (killed with it)."""
+    survey, encoder = _survey(root), _encoder(root)
+    out = root / "out"
+    return [CLI, "finetune", "--checkpoint", str(encoder), "--data", str(survey), "--out",
+            str(out), "--fractions", "0.5,1", "--repeats", "1", "steps=12", "batch_size=16",
+            "eval_every=12", "checkpoint_every=4", "warmup_steps=1", "num_workers=1",
+            "cpus_per_worker=2", "augment.out_size=16", "augment.max_shift=2"], out  # fmt: skip
+
+
 JOBS = {
     "synth": synth,
     "ingest": ingest,
@@ -148,6 +189,8 @@ JOBS = {
     "ingest_mmu": ingest_mmu,
     "export": export,
     "export_fits": functools.partial(export, fmt="fits"),
+    "tune": tune,
+    "finetune": finetune,
 }
 
 #: each job's named kill point: a library hook (SSL_HPC_KILL_AT, see ssl_hpc.utils.faults)
@@ -156,6 +199,8 @@ JOBS = {
 NAMED = {
     **dict.fromkeys(JOBS, {"kill_at": "shard-before-record:2"}),
     "pretrain": {"kill_at": "checkpoint-mid-write:2"},
+    "tune": {"kill_at": "checkpoint-mid-write:2"},
+    "finetune": {"kill_at": "checkpoint-mid-write:2"},
     "export": {"after_temporary": True},
     "export_fits": {"after_temporary": True},
 }
@@ -172,7 +217,7 @@ def progress(out: Path) -> int:
     """Units of work a run has finished: shard done-records, training checkpoints, or a
     catalogue under its final name."""
     records = len(list(out.glob("*.done")))
-    checkpoints = [p for p in out.glob("ray/*/checkpoint_*") if p.is_dir()]  # not Ray's json
+    checkpoints = [p for p in out.glob("**/ray/*/checkpoint_*") if p.is_dir()]  # not Ray's json
     return records or len(checkpoints) or len(list(out.glob("catalogue.*")))
 
 
@@ -187,14 +232,76 @@ CREATED, FITS_CREATED = "created_utc", b"DATE    ="
 def tree(root: Path) -> dict[str, str]:
     """Every file under `root` (relative path -> sha256): bitwise, except that JSON files
     are hashed without their RUN_HISTORY keys, metrics.csv without its RUN_HISTORY_COLUMNS,
-    and RUN_HISTORY_PATHS are left out."""
+    a fine-tuning run's history.jsonl without its resume notes, and RUN_HISTORY_PATHS are
+    left out. A sweep's is `sweep_tree`."""
+    if (root / SWEEP_DIR).is_dir():
+        return sweep_tree(root)
     files = (p for p in sorted(root.rglob("*")) if p.is_file())
     named = {str(p.relative_to(root)): p for p in files}
     return {
         name: _digest(p)
         for name, p in named.items()
-        if not any(name == h or name.startswith(h) for h in RUN_HISTORY_PATHS)
+        if not any(name == h or name.startswith(h) or f"/{h}" in name for h in RUN_HISTORY_PATHS)
     }
+
+
+#: Tune's experiment in a sweep's output; its trials are trial_<experiment id>_<index>,
+#: the experiment id drawn afresh by each clean run
+SWEEP_DIR, TRIAL_NAME = "sweep", re.compile(r"trial_[0-9a-f]+_(\d+)")
+#: what a sweep made: per trial its config, encoder and learning curve (as a pretraining
+#: run's), and the ranked table, summary, best config (without its comment) and plots.
+#: Tune's own bookkeeping (experiment state, result.json, progress.csv, events),
+#: attempts.jsonl and trials.md (trials.csv as Markdown, with this run's wall time)
+#: record how the sweep went.
+SWEEP_TRIAL_FILES = ("config.yaml", "encoder.pt", "metrics.csv")
+SWEEP_FILES = ("sweep.yaml", "ablation.png", "params.png")
+#: a sweep table's run history: wall times, attempts, and where the encoder was written
+SWEEP_HISTORY = {"this_run_wall_s", "trial_time_s_median", "time_s", "attempts", "encoder"}
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+#: a sweep's tables, compared without their SWEEP_HISTORY
+SWEEP_TABLES = {"trials.csv": _csv_rows, "summary.json": lambda p: json.loads(p.read_text())}
+
+
+def trial_index(name: str) -> str:
+    """`name` with Tune's trial_<experiment id>_<index> replaced by trial_<index>."""
+    return TRIAL_NAME.sub(r"trial_\1", name)
+
+
+def sweep_tree(root: Path) -> dict[str, str]:
+    """A sweep's outputs (SWEEP_FILES, SWEEP_TRIAL_FILES, trials.csv and summary.json
+    without SWEEP_HISTORY), trials named by their index."""
+    out = {}
+    for trial in sorted((root / SWEEP_DIR).glob("trial_*")):
+        for name in SWEEP_TRIAL_FILES:
+            if (trial / name).is_file():
+                out[trial_index(f"{SWEEP_DIR}/{trial.name}/{name}")] = _digest(trial / name)
+    for name in SWEEP_FILES:
+        if (root / name).is_file():
+            out[name] = _digest(root / name)
+    best = root / "best_config.yaml"  # its comment names the best trial by its id
+    if best.is_file():
+        config = json.dumps(yaml.safe_load(best.read_text()), sort_keys=True)
+        out[best.name] = hashlib.sha256(config.encode()).hexdigest()
+    for name, read in SWEEP_TABLES.items():
+        if (root / name).is_file():
+            kept = json.dumps(_sweep_table(read(root / name)), sort_keys=True)
+            out[name] = hashlib.sha256(kept.encode()).hexdigest()
+    return out
+
+
+def _sweep_table(obj):
+    if isinstance(obj, dict):
+        return {k: trial_index(f"trial_{v}") if k == "trial" else _sweep_table(v)
+                for k, v in obj.items() if k not in SWEEP_HISTORY}  # fmt: skip
+    if isinstance(obj, list):
+        return [_sweep_table(v) for v in obj]
+    return obj
 
 
 def _digest(path: Path) -> str:
@@ -203,10 +310,12 @@ def _digest(path: Path) -> str:
     if path.suffix == ".fits":
         return _fits_digest(path)
     if path.name == "metrics.csv":
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if not r.get("note")]
+        rows = [r for r in _csv_rows(path) if not r.get("note")]
         kept = [{k: v for k, v in r.items() if k not in RUN_HISTORY_COLUMNS} for r in rows]
         return hashlib.sha256(json.dumps(kept).encode()).hexdigest()
+    if path.name == "history.jsonl":  # a fine-tuning run's evaluations and resume notes
+        lines = [line for line in path.read_text().splitlines() if '"note"' not in line]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
     if path.suffix != ".json":
         return sha256_file(path)
     data = json.dumps(_without_history(json.loads(path.read_bytes())), sort_keys=True)
@@ -255,10 +364,28 @@ def _without_history(obj):
     return obj
 
 
-def falsely_complete(out: Path, clean: dict[str, str]) -> list[str]:
+#: each training job's finished products (globs): what a rerun keeps, or a user reads,
+#: once it exists, so present at a kill it must already be the clean run's
+PRODUCTS = {
+    "pretrain": ("encoder.pt",),
+    "tune": ("sweep/trial_*/encoder.pt", "trials.csv", "summary.json"),
+    "finetune": ("*/metrics.json", "*/model.pt", "*/predictions.npz", "metrics.json"),
+}
+
+
+def falsely_complete(out: Path, clean: dict[str, str], products: tuple[str, ...] = ()) -> list[str]:
     """Outputs a rerun or a reader would take as complete that are not (`clean`: the clean
-    run's tree)."""
+    run's tree; `products`: globs of finished products, see PRODUCTS)."""
     problems = []
+    for pattern in products:
+        for path in out.glob(pattern):
+            name = trial_index(str(path.relative_to(out)))
+            if name in SWEEP_TABLES:  # the table's rows, not its file
+                same = sweep_tree(out).get(name) == clean.get(name)
+            else:
+                same = _digest(path) == clean.get(name)
+            if not same:
+                problems.append(f"{name}: differs from the clean run's")
     for catalogue in out.glob("catalogue.*"):
         try:
             same = _digest(catalogue) == clean.get(catalogue.name)
@@ -323,9 +450,10 @@ def _temporary_in(out: Path) -> bool:
     return out.is_dir() and any(".tmp-" in p.name for p in out.iterdir())
 
 
-def crash_and_resume(job: str, root: Path, kills: int) -> dict:
+def crash_and_resume(job: str, root: Path, kills: int, points: list[dict] | None = None) -> dict:
     """The clean run, then `kills` killed-and-rerun runs of `job`, all into the same output
-    (a job's outputs record where they were written); its inputs are made once in root."""
+    (a job's outputs record where they were written); its inputs are made once in root.
+    `points`: these kill points instead (see kill_points)."""
     cmd, out = JOBS[job](root)
     rc, wall = run(cmd)
     if rc != 0:
@@ -333,14 +461,14 @@ def crash_and_resume(job: str, root: Path, kills: int) -> dict:
     clean = tree(out)
     shards = progress(out)
     trials = []
-    for point in kill_points(wall, shards, kills, NAMED.get(job)):
+    for point in points or kill_points(wall, shards, kills, NAMED.get(job)):
         shutil.rmtree(out)
         records = point.get("after_records")
         when = None if records is None else lambda n=records: progress(out) >= n
         if point.get("after_temporary"):
             when = functools.partial(_temporary_in, out)
         rc_killed, at = run(cmd, point.get("after_s"), when, point.get("kill_at"))
-        partial = falsely_complete(out, clean) if out.exists() else []
+        partial = falsely_complete(out, clean, PRODUCTS.get(job, ())) if out.exists() else []
         done_before = progress(out) if out.exists() else 0
         rc_rerun, _ = run(cmd)
         resumed = tree(out) if out.exists() else {}

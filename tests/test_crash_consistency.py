@@ -5,8 +5,10 @@ done-record (a named kill point, ssl_hpc.utils.faults), then rerun: nothing left
 ever taken as complete, and the resumed outputs equal a clean run's bitwise (JSON files
 without their run-history keys: wall time, shards reused, rows embedded). Export is killed
 mid-write and after its rename; pretraining by time and mid-way through writing a
-checkpoint. `bench/faults.py` runs the same with more kill points; pretraining is compared
-on what it learnt (encoder.pt, losses, evaluations), a catalogue without its creation time.
+checkpoint; a Ray Tune sweep and a label-efficiency study (Ray Train runs in sequence)
+mid-way through a checkpoint. `bench/faults.py` runs the same with more kill points;
+training is compared on what it learnt (encoder.pt, losses, evaluations), a catalogue
+without its creation time.
 """
 
 from __future__ import annotations
@@ -107,3 +109,19 @@ def test_a_kill_point_kills_its_command_at_the_named_pass_only():
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, start_new_session=True)
         expected = out.split() + (["command", "done"] if rc == 0 else [])
         assert (done.returncode, done.stdout.split()) == (rc, expected), (spec, done.stderr)
+
+
+@pytest.mark.parametrize("job", ["tune", "finetune"])
+def test_killed_sweep_and_study_resume_to_the_clean_results(job, root):
+    """A 4-trial sweep (2 trials at a time) and a label-efficiency study (4 Ray Train runs
+    in turn), each killed with its local Ray cluster while a run writes its second
+    checkpoint: every finished product present at the kill was already the clean one,
+    and the rerun ends with the clean run's encoders or models, losses, test scores,
+    tables and plots."""
+    result = crash.crash_and_resume(job, root, kills=1, points=[crash.NAMED[job]])
+    [trial] = result["trials"]
+    assert trial["killed"] and trial["falsely_complete"] == [], trial
+    assert trial["rerun_exit"] == 0 and trial["files_differing"] == [], trial
+    assert 1 <= trial["shards_done_at_kill"], trial  # a run's first checkpoint was whole
+    products = {"tune": 4 * 3 + 6, "finetune": 4 * 5 + 4}[job]  # see bench/faults.py
+    assert result["files"] == products, result

@@ -110,7 +110,8 @@ class EmbeddingSet:
             if checked.get(entry["file"]) != stamp and sha256_file(p) != entry["sha256"]:
                 raise EmbeddingError(
                     f"{p}: sha256 differs from the manifest (the file was damaged after it "
-                    "was written); embed its survey shard again"
+                    f"was written); rerun ssl-hpc embed with --out {root}: it embeds that "
+                    "shard again"
                 )
             stamps[entry["file"]] = stamp
         if verify == "full" and stamps != checked:

@@ -71,7 +71,8 @@ class PretrainConfig:
     # data
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader_workers: int = 4
-    """DataLoader worker processes per training worker (0: read in the training process)"""
+    """DataLoader worker processes per training worker (0: read in the training process;
+    1: the worker and the training process read every other batch each)"""
     shuffle_window: int = 8192
     """objects shuffled together by the reader"""
     seed: int = 0
