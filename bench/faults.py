@@ -7,11 +7,12 @@ of those replaced by the job's named point, see NAMED): start the command in its
 session, SIGKILL the group there, check that nothing left behind looks complete when it is
 not (every done-record names a shard that exists with its recorded sha256; a manifest
 lists only recorded shards; a catalogue under its final name is the whole clean one; a
-training job's finished products, PRODUCTS, are the clean ones), rerun to completion,
-and compare the whole output tree with the clean one (paths and sha256s; JSON files
-without their run-history keys, a catalogue without its creation time, the only things a
-rerun may change). The test suite runs a few kill points per job
-(tests/test_crash_consistency.py);
+training job's finished products, PRODUCTS, are the clean ones), rerun to completion (a
+Ray job's rerun also removes the checkpoint staging directories its killed workers left
+in the temp dir: `staging_left` lists any still there), and compare the whole output
+tree with the clean one (paths and sha256s; JSON files without their run-history keys,
+a catalogue without its creation time, the only things a rerun may change). The test
+suite runs a few kill points per job (tests/test_crash_consistency.py);
 
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
@@ -39,11 +40,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from ssl_hpc.train.ray_loop import STAGING_PREFIX
 from ssl_hpc.utils.faults import ENV as KILL_AT
 from ssl_hpc.utils.hashing import sha256_file
 
@@ -169,13 +172,13 @@ def tune(root: Path) -> tuple[list[str], Path]:
 
 
 def finetune(root: Path) -> tuple[list[str], Path]:
-    """The photo-z label-efficiency study at 2 fractions: linear probes, then 4 Ray Train
-    runs (fine-tuned and from scratch) of 12 steps on one worker, on a local Ray cluster
-    the driver starts (killed with it)."""
+    """The photo-z label-efficiency study with all the labels, 1 repeat: linear probes,
+    then 2 Ray Train runs (fine-tuned and from scratch) of 12 steps on one worker, on a
+    local Ray cluster the driver starts (killed with it)."""
     survey, encoder = _survey(root), _encoder(root)
     out = root / "out"
     return [CLI, "finetune", "--checkpoint", str(encoder), "--data", str(survey), "--out",
-            str(out), "--fractions", "0.5,1", "--repeats", "1", "steps=12", "batch_size=16",
+            str(out), "--fractions", "1", "--repeats", "1", "steps=12", "batch_size=16",
             "eval_every=12", "checkpoint_every=4", "warmup_steps=1", "num_workers=1",
             "cpus_per_worker=2", "augment.out_size=16", "augment.max_shift=2"], out  # fmt: skip
 
@@ -472,6 +475,7 @@ def crash_and_resume(job: str, root: Path, kills: int, points: list[dict] | None
         done_before = progress(out) if out.exists() else 0
         rc_rerun, _ = run(cmd)
         resumed = tree(out) if out.exists() else {}
+        staging = [d.name for d in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*")]
         differs = sorted(p for p in clean.keys() | resumed.keys() if clean.get(p) != resumed.get(p))
         trials.append({
             **point,
@@ -481,6 +485,7 @@ def crash_and_resume(job: str, root: Path, kills: int, points: list[dict] | None
             "falsely_complete": partial,
             "rerun_exit": rc_rerun,
             "files_differing": differs,
+            "staging_left": staging,
         })  # fmt: skip
     return {"job": job, "clean_wall_s": round(wall, 2), "files": len(clean), "trials": trials}
 

@@ -3,6 +3,8 @@ damage, and older checkpoints (no seal) are checked by loading them."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -80,3 +82,24 @@ def test_a_checkpoint_missing_a_ranks_part_is_incomplete(tmp_path):
     assert damage(d, world=2) == "sha256-rank-1.json missing (rank 1's part never arrived)"
     seal(d, 1)  # rank 1 wrote nothing of its own but its seal: now whole
     assert damage(d, world=2) is None
+
+
+def test_staging_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_path):
+    """A worker SIGKILLed while writing or reporting a checkpoint leaves its staging
+    directory (a whole checkpoint) in the node's temp dir; the next worker started there
+    removes it, but not one whose worker still runs, nor anything that is not staging."""
+    import subprocess
+    import sys
+
+    from ssl_hpc.train.ray_loop import STAGING_PREFIX, remove_dead_staging
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    left = tmp_path / f"{STAGING_PREFIX}{int(dead.stdout)}-abc"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "ssl-hpc-checkpoint-notes"
+    for d in (left, live, other):
+        d.mkdir()
+        (d / "trainer.pt").write_bytes(b"x" * 100)
+    assert remove_dead_staging(tmp_path) == [left]
+    assert not left.exists() and live.exists() and other.exists()

@@ -312,6 +312,14 @@ def finetune_loop(loop: dict) -> None:
             kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
             kept.append({"note": restored.note(t.step), "step": t.step})
         write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
+    if t.step >= config.steps:  # a relaunch of a run killed after its last checkpoint
+        metrics: dict = {"step": t.step}
+        if worker.rank == 0:  # its end reported again, for the driver's model.pt
+            test, probs = t.evaluate()
+            metrics.update({f"test_{k}": v for k, v in test.items()})
+            _write_predictions(out, t, probs)
+        report(metrics, t.save)
+        return
     hook: StepHook | None = loop.get("hook")
     while t.step < config.steps:
         loss = t.train_step()

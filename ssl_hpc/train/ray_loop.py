@@ -3,7 +3,8 @@
 Every worker function does the same five things, here once:
 
 - `start(cpus)`: its rank, world size and device, with torch's threads set to the CPUs
-  Ray granted it (not every core of the node);
+  Ray granted it (not every core of the node); it removes the checkpoint staging
+  directories killed workers left on the node (`remove_dead_staging`);
 - `ddp(model, worker)`: DistributedDataParallel when there is more than one worker;
 - `restore(load, checkpoints, world)`: the run's newest intact checkpoint on disk (a
   relaunch on the same storage, a restart after a worker died, a requeued job whose
@@ -24,6 +25,7 @@ the same storage and name, Ray Train restores the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +40,9 @@ from ..errors import CheckpointError, DiskFullError
 from ..utils.atomic import out_of_space
 from ..utils.hardware import cpu_threads
 from .sealed import damage, newest_first, seal
+
+#: a checkpoint's staging directory in the node's temp dir: prefix, worker pid, random part
+STAGING_PREFIX = "ssl-hpc-checkpoint-"
 
 #: called after every step with (step, rank): fault injection in tests, None in production
 StepHook = Callable[[int, int], None]
@@ -59,6 +64,7 @@ def start(cpus: float) -> Worker:
 
     ctx = ray.train.get_context()
     torch.set_num_threads(cpu_threads(cpus))
+    remove_dead_staging()
     return Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
 
 
@@ -125,16 +131,42 @@ def restore(load: Callable[[Path], None], checkpoints: str | Path, world: int) -
 
 
 def report(metrics: dict, save: Callable[[Path], None] | None = None) -> None:
-    """Report `metrics` from this rank, with a checkpoint `save(directory)` writes."""
+    """Report `metrics` from this rank, with a checkpoint `save(directory)` writes in a
+    staging directory of the node's temp dir (Ray copies it to the run's storage)."""
     import ray.train
 
     if save is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as d:
         save(Path(d))
         seal(Path(d), ray.train.get_context().get_world_rank())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def remove_dead_staging(temp: str | Path | None = None) -> list[Path]:
+    """Remove the checkpoint staging directories that workers killed on this node left in
+    its temp dir (`temp`; default: tempfile's), one whole checkpoint each (144 MB for the
+    demo's), which nothing else would ever delete. Only this user's, and only those whose
+    worker process is gone; returns what was removed."""
+    removed = []
+    for directory in Path(temp or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        pid = directory.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and directory.stat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(directory)
+                removed.append(directory)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def claim_run(out: str | Path, config, what: str) -> Path:
