@@ -3,7 +3,8 @@ and mode.
 
 Variants: precision (fp32 / bf16 autocast), memory format (NCHW / channels_last), eager or
 torch.compile'd encoders, each on views already on the device. Then the full input path:
-ShardedReader (DataLoader workers, pinned memory, float16 as stored) over a survey on local
+ShardedReader.loader (as pretraining reads: DataLoader workers filling reused shared
+buffers, pinned memory, float16 as stored) over a 50-batch survey on local
 disk + the augmentations (fused kernels on CUDA) making both views, prefetched one batch
 ahead on a side stream (ViewPrefetcher), against the same step on views already on the
 device; their ratio is what the input pipeline costs.
@@ -172,21 +173,14 @@ def main() -> None:
         arch = args.archs.split(",")[-1]
         v = parse_variant(args.loader_variant)
         with tempfile.TemporaryDirectory() as tmp:
-            write_noise_survey(Path(tmp) / "survey", batch * 20)
+            write_noise_survey(Path(tmp) / "survey", batch * 50)
             reader = ShardedReader(Path(tmp) / "survey", batch, columns=("ebv",), image_dtype=None)
-            loader = torch.utils.data.DataLoader(
-                reader,
-                batch_size=None,
-                num_workers=args.workers,
-                pin_memory=gpu,
-                persistent_workers=args.workers > 0,
-            )
             aug = Augmenter(AugmentConfig(codes=args.codes, out_size=args.size), STATS, seed=0)
             model, opt = build(arch, device, batch, v)
 
-            def endless():
+            def endless():  # epoch after epoch, as pretraining reads (workers start each)
                 while True:
-                    yield from loader
+                    yield from reader.loader(args.workers, pin_memory=gpu)
 
             it = endless()
             views = iter(ViewPrefetcher(it, aug, device))  # the same stream of batches
