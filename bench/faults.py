@@ -23,7 +23,7 @@ local Ray cluster its driver started: pretrain (Ray Train: its encoder.pt and lo
 come out identical, its Ray checkpoint folder and throughput columns are run history),
 tune (a 4-trial Ray Tune sweep, 2 trials at a time: each trial's encoder, config and
 losses, the ranked table and the plots; Tune's own bookkeeping is run history, see
-sweep_tree) and finetune (the label-efficiency study: 4 Ray Train runs, their models,
+sweep_tree) and finetune (the label-efficiency study: 2 Ray Train runs, their models,
 predictions and test scores, the study's curves and plots).
 """
 
