@@ -148,7 +148,8 @@ def remove_dead_staging(temp: str | Path | None = None) -> list[Path]:
     """Remove the checkpoint staging directories that workers killed on this node left in
     its temp dir (`temp`; default: tempfile's), one whole checkpoint each (144 MB for the
     demo's), which nothing else would ever delete. Only this user's, and only those whose
-    worker process is gone; returns what was removed."""
+    worker process is gone (by pid: workers sharing a temp dir must share a pid namespace,
+    as Slurm jobs on a node do); returns what was removed."""
     removed = []
     for directory in Path(temp or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
         pid = directory.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
