@@ -315,9 +315,7 @@ def finetune_loop(loop: dict) -> None:
     if t.step >= config.steps:  # a relaunch of a run killed after its last checkpoint
         metrics: dict = {"step": t.step}
         if worker.rank == 0:  # its end reported again, for the driver's model.pt
-            test, probs = t.evaluate()
-            metrics.update({f"test_{k}": v for k, v in test.items()})
-            _write_predictions(out, t, probs)
+            _evaluate(t, out, metrics, last=True)
         report(metrics, t.save)
         return
     hook: StepHook | None = loop.get("hook")
@@ -326,16 +324,21 @@ def finetune_loop(loop: dict) -> None:
         step, last = t.step, t.step == config.steps
         metrics: dict = {"step": step, "loss": loss}
         if (step % config.eval_every == 0 or last) and worker.rank == 0:
-            test, probs = t.evaluate()
-            metrics.update({f"test_{k}": v for k, v in test.items()})
+            _evaluate(t, out, metrics, last)
             with open(history, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            if last:
-                _write_predictions(out, t, probs)
         if step % config.checkpoint_every == 0 or last:
             report(metrics, t.save)
         if hook is not None:
             hook(step, worker.rank)
+
+
+def _evaluate(t: Finetuner, out: Path, metrics: dict, last: bool) -> None:
+    """Rank 0: the test scores into `metrics` (as test_*), and at the end the predictions."""
+    test, probs = t.evaluate()
+    metrics.update({f"test_{k}": v for k, v in test.items()})
+    if last:
+        _write_predictions(out, t, probs)
 
 
 def _write_predictions(out: Path, t: Finetuner, probs: np.ndarray) -> None:

@@ -102,11 +102,12 @@ class EmbeddingSet:
         stamps = {}
         for entry in manifest["shards"]:
             p = root / entry["file"]
-            if not p.exists() or p.stat().st_size != entry["bytes"]:
+            stat = p.stat() if p.exists() else None
+            if stat is None or stat.st_size != entry["bytes"]:
                 raise EmbeddingError(f"{p}: missing or of the wrong size")
             if verify != "full":
                 continue
-            stamp = [entry["sha256"], p.stat().st_size, p.stat().st_mtime_ns]
+            stamp = [entry["sha256"], stat.st_size, stat.st_mtime_ns]
             if checked.get(entry["file"]) != stamp and sha256_file(p) != entry["sha256"]:
                 raise EmbeddingError(
                     f"{p}: sha256 differs from the manifest (the file was damaged after it "
