@@ -204,7 +204,8 @@ def draw_catalogue(cfg: SynthConfig) -> dict[str, np.ndarray]:
     pick = rng.integers(0, len(t.gal_z), n)
     z_t = t.gal_z[pick]
     z = np.clip(z_t * np.exp(rng.normal(0, 0.03, n)), 0.003, 0.399)
-    colours = -np.diff(t.gal_mag[pick], axis=1) + rng.normal(0, 0.04, (n, 4))  # u-g ... i-z
+    colours = -np.diff(t.gal_mag[pick], axis=1)  # u-g ... i-z
+    colours += rng.normal(0, cfg.colour_scatter_mag, (n, 4))
     abs_r = t.gal_mag[pick, r_i] - distance_modulus(z_t)
     dimming = rng.uniform(0, cfg.faint_range, n)
     r_true = abs_r + distance_modulus(z) + dimming
