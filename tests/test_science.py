@@ -11,7 +11,7 @@ import pytest
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
-from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, detection_metrics
+from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, auc_interval, detection_metrics
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.trust import error_by_trust, trust_scores
 from ssl_hpc.errors import ConfigError
@@ -28,6 +28,30 @@ def test_detection_metrics_by_hand():
     assert m["base_rate"] == pytest.approx(1 / 3) and m["n_anomalies"] == 2
     with pytest.raises(ConfigError, match="both anomalies and normal"):
         detection_metrics(scores, np.zeros(6, bool))
+
+
+def test_auc_interval_brackets_the_auc_and_narrows_with_more_anomalies():
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    negative = rng.normal(size=4000)
+    widths = []
+    for n in (5, 20, 80):
+        # the same distribution at every n (its quantiles), so only n changes
+        positive = 1.5 + norm.ppf((np.arange(n) + 0.5) / n)
+        low, high = auc_interval(positive, negative)
+        auc = roc_auc_score(np.r_[np.ones(n), np.zeros(4000)], np.r_[positive, negative])
+        assert low <= auc <= high, (n, low, auc, high)
+        widths.append(high - low)
+    # the spread of a mean of n, about 1/sqrt(n): measured 0.21, 0.13, 0.065
+    assert widths[0] > 1.4 * widths[1] and widths[1] > 1.6 * widths[2], widths
+    # ties count half, as in the AUC itself
+    assert auc_interval(np.zeros(3), np.zeros(10)) == (0.5, 0.5)
+    kinds = {"rare": np.r_[np.ones(5, bool), np.zeros(4000, bool)]}
+    m = detection_metrics(np.r_[rng.normal(1.5, 1, 5), negative], kinds["rare"], kinds=kinds)
+    low, high = m["by_kind"]["rare"]["roc_auc_90"]
+    assert low < m["by_kind"]["rare"]["roc_auc"] < high
 
 
 def test_umap_maps_are_deterministic_under_a_seed_and_keep_clumps_together():

@@ -56,8 +56,8 @@ class SynthConfig:
     """per-colour Gaussian scatter added to the template's colours. The templates already
     carry real SDSS scatter and photometric errors; this only keeps galaxies drawn from
     one template apart. At 0.015 the colours-only kNN photo-z of the labelled galaxies
-    matches the real SDSS r < 17.77 sample the templates come from (sigma_MAD 0.019 vs
-    0.018); the 0.04 used before 2026-12-01 made it 27% looser (0.023)"""
+    is close to that of real SDSS r < 17.77 galaxies (sigma_MAD 0.0198 vs 0.0186); the
+    0.04 used before 2026-12-01 made it 24% looser (0.0232)"""
     # selection of labels (SDSS main galaxy sample and Galaxy Zoo 2)
     spec_mag_limit: float = 17.77  # extinction-corrected r, Strauss et al. 2002
     spec_completeness: float = 0.94  # fibre collisions lose ~6%
