@@ -3,10 +3,10 @@
 The demo's photo-z target compares kNN sigma_MAD on embeddings with random initialisation.
 The images carry little redshift information beyond the catalogue the generator drew them
 from: observed ugriz magnitudes with the same photometric noise (reddened, as the pixels
-hold them, and de-reddened with the catalogue's E(B-V)), half-light radius and class. This prints sigma_MAD from those for
-the galaxies with z_spec: leave-one-out kNN as the report scores embeddings (cosine,
-median z of 20 neighbours, on standardised features), and 5-fold gradient boosting, a
-regressor that uses every feature well.
+hold them, and de-reddened with the catalogue's E(B-V)), half-light radius and class.
+This prints sigma_MAD from those for the galaxies with z_spec: leave-one-out kNN as the
+report scores embeddings (cosine, median z of 20 neighbours, on standardised features),
+and 5-fold gradient boosting, a regressor that uses every feature well.
 
   python tools/photoz_floor.py runs/demo/survey
 """
