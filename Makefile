@@ -104,7 +104,7 @@ demo-mmu: venv
 
 # The demo survey holds 5 lensed arcs and 11 rings: too few to measure a detector. This
 # embeds an independent survey (seed 1) of 16,384 objects with 3% injected anomalies
-# (~120 of each kind) with the demo encoder and reports per-kind ROC AUC. Needs `make demo`.
+# (~120 of each kind, 492 in all) with the demo encoder and reports per-kind ROC AUC. Needs `make demo`.
 anomaly-check: venv
 	$(VENV)/bin/ssl-hpc synth --out "$(DEMO_DIR)/anomaly-check/survey" --config jobs/configs/synth.yaml \
 	    n_objects=16384 anomaly_fraction=0.03 seed=1

@@ -142,8 +142,9 @@ def score_views(
     vectors: np.ndarray, field: np.ndarray | None, k: int = 10, seed: int = 0
 ) -> tuple[dict[tuple[str, str], np.ndarray], tuple[str, str]]:
     """Every method's score on every view, {(view, method): (N,)}, and the (view, method)
-    galaxies are ranked by: the mixture on both vectors where the field is there (it found
-    every injected kind at AUC >= 0.94 on the demo), else kNN on the galaxy's."""
+    galaxies are ranked by: the mixture on both vectors where the field is there (the best
+    overall ROC AUC, 0.91, on `make anomaly-check`'s 492 injected anomalies), else kNN on
+    the galaxy's."""
     views = views_of(vectors, field)
     scores = {
         (view, m): anomaly_scores(x, m, k=k, seed=seed)
