@@ -20,6 +20,7 @@ from ssl_hpc.data.synth import ANOMALY_KINDS, MORPH_CLASSES, SynthConfig, genera
 from ssl_hpc.data.synth.catalogue import draw_catalogue
 from ssl_hpc.data.synth.render import render_rows
 from ssl_hpc.errors import ConfigError
+from ssl_hpc.metrics import photoz_metrics
 
 N_CAT = 20000
 
@@ -58,8 +59,7 @@ def colour_photoz_scatter(mags: np.ndarray, z: np.ndarray) -> float:
     colours = np.diff(mags, axis=1)
     colours = (colours - colours.mean(0)) / colours.std(0)
     predicted = cross_val_predict(KNeighborsRegressor(20), colours, z, cv=5)
-    dz = (predicted - z) / (1 + z)
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+    return photoz_metrics(predicted, z)["sigma_mad"]
 
 
 def test_colours_tell_the_redshift_of_labelled_galaxies_as_well_as_real_ones(cat, real_data):

@@ -168,8 +168,7 @@ def detection_by_view(
             (d["by_kind"][kind]["roc_auc"], key) for key, d in out.items() if kind in d["by_kind"]
         ]
         if found:
-            auc, key = max(found)
-            best[kind] = {"roc_auc": auc, "score": key, "n": out[key]["by_kind"][kind]["n"]}
-            best[kind]["roc_auc_90"] = out[key]["by_kind"][kind]["roc_auc_90"]
+            _, key = max(found)
+            best[kind] = {**out[key]["by_kind"][kind], "score": key}
     out["best_by_kind"] = best
     return out
