@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(PretrainConfig, args)
     survey = Survey(args.data)  # fail here, naming the survey, before Ray starts
-    cfg.augment.check_geometry(survey.manifest.image_shape[1:])
+    cfg.check_fits(survey)
     result = fit(cfg, args.data, args.out, address=args.address, name=args.name)
     if result.error is not None:
         print(f"pretraining failed: {result.error}")

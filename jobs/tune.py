@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--num-samples {args.num_samples}: must be >= 1")
         config = replace(config, num_samples=args.num_samples)
     survey = Survey(args.data)  # fail here, naming the survey, before Ray starts
-    config.base_config.augment.check_geometry(survey.manifest.image_shape[1:])
+    config.base_config.check_fits(survey)
     start = time.perf_counter()
     results = sweep(config, args.data, args.out, address=args.address, name=args.name)
     rows = collect(results, config)

@@ -185,6 +185,37 @@ def test_another_checkpoint_is_refused(single, small_survey, tmp_path):
         embed_survey(tmp_path / "missing", small_survey, single[0])
 
 
+def test_embed_size_sets_the_window_every_stage_embeds_through(small_survey, tmp_path):
+    """A run's embed_size, not its view size, is the centred window `embed` (and search,
+    and the studies' linear heads) put through the encoder; one that does not fit the
+    cutouts is refused before anything is written."""
+    import torch
+
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
+    from ssl_hpc.models.inference import centre_crops, embed
+
+    config = build(PretrainConfig, {**CONFIG, "embed_size": 40})
+    path = write_untrained_encoder(tmp_path / "wide.pt", config, sdss_like_stats())
+    ckpt = EncoderCheckpoint(path)
+    assert (ckpt.crop, config.augment.out_size) == (40, 24)
+    out = tmp_path / "wide"
+    embed_survey(path, small_survey, out, EmbedOptions(batch_size=64, precision="fp32"))
+    _, vecs = load(out).load()
+    survey = Survey(small_survey)
+    with torch.no_grad():
+        ref = embed(ckpt.encoder(), centre_crops(survey, np.arange(len(survey)), 40), "cpu")
+        views = embed(ckpt.encoder(), centre_crops(survey, np.arange(len(survey)), 24), "cpu")
+    np.testing.assert_allclose(vecs, ref.numpy(), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(vecs, views.numpy(), atol=1e-2)
+
+    too_wide = build(PretrainConfig, {**CONFIG, "embed_size": 48})
+    path = write_untrained_encoder(tmp_path / "too_wide.pt", too_wide, sdss_like_stats())
+    with pytest.raises(SslHpcError, match="embed_size.*48 px window does not fit.*48x48"):
+        embed_survey(path, small_survey, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_corrupt_shard_is_detected_and_redone(checkpoint, small_survey, tmp_path):
     out = tmp_path / "corrupt"
     embed_survey(checkpoint, small_survey, out, EmbedOptions(batch_size=64))

@@ -93,6 +93,8 @@ def test_config_errors_name_the_problem(small_survey):
         tiny(arch="vit")
     with pytest.raises(ConfigError, match="augment: unknown key"):
         tiny(**{"augment.sizes": 3})
+    with pytest.raises(ConfigError, match="embed_size=48: a centred 48 px window does not fit"):
+        Pretrainer(tiny(embed_size=48), small_survey)
     with pytest.raises(ConfigError, match="too few objects"):
         Pretrainer(tiny(batch_size=512, queue_size=512), small_survey)
     cfg = tiny(**{"augment.codes": "RR,GN"})

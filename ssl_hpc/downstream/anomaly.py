@@ -123,8 +123,8 @@ def detection_metrics(
 
 #: the representations anomalies are scored on, and what each is
 VIEWS = {
-    "galaxy": "the centre crop the encoder was trained on",
-    "field": "the whole cutout binned to the view size (models.inference.field_view)",
+    "galaxy": "the centre crop the encoder embeds (its run's embed_size, else the view)",
+    "field": "the whole cutout binned to the galaxy's window (models.inference.field_view)",
     "galaxy+field": "both unit vectors side by side",
 }
 

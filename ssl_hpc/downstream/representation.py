@@ -70,17 +70,20 @@ def measure(
     seed: int = 0,
     k: int = 20,
     precision: str = "fp32",
+    window: int | None = None,
 ) -> dict:
     """kNN metrics, random-pair cosine and invariance of one encoder (module docstring),
-    the encoder run at `precision`."""
+    the encoder run at `precision`; kNN and pair cosine on centred `window` px crops (the
+    embedding window; default the view size), invariance on views."""
     out: dict = {}
-    eval_set = load_eval_set(survey, n_eval, augment.out_size, seed)
+    window = window or augment.out_size
+    eval_set = load_eval_set(survey, n_eval, window, seed)
     if eval_set is not None:
         features = embed(encoder, eval_set.images, "cpu", precision=precision)
         out.update(knn_metrics(features, eval_set, k))
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(survey), min(n_eval, len(survey)), replace=False))
-    crops = centre_crops(survey, rows, augment.out_size)
+    crops = centre_crops(survey, rows, window)
     if hasattr(encoder, "pooled"):  # one pass for both: the neck is applied by hand
         pooled = embed(_Pooled(encoder), crops, "cpu", precision=precision)
         with torch.no_grad():
@@ -114,6 +117,15 @@ def against_random_init(
         "random_init": untrained_encoder(checkpoint, survey),
     }
     return {
-        name: measure(enc, survey, augment, n_eval, n_invariance, seed, precision=precision)
+        name: measure(
+            enc,
+            survey,
+            augment,
+            n_eval,
+            n_invariance,
+            seed,
+            precision=precision,
+            window=checkpoint.crop,
+        )
         for name, enc in encoders.items()
     }

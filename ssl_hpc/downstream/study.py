@@ -190,7 +190,7 @@ def frozen_features(base: FinetuneConfig, survey: Survey, task) -> dict[str, np.
     initialisation, and the principal components of the pixels it sees."""
     checkpoint = EncoderCheckpoint(base.checkpoint)
     trained = checkpoint.encoder()
-    images = centre_crops(survey, task.rows, base.augment.out_size)
+    images = centre_crops(survey, task.rows, checkpoint.crop)  # as `ssl-hpc embed` sees them
     with torch.no_grad():
         pixels = trained.input(images).flatten(1).numpy()
     n_components = min(PIXEL_PCA_DIMS, *pixels.shape)

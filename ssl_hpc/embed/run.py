@@ -35,7 +35,7 @@ from ..data.sharded_job import (
 from ..data.survey import Survey, open_shard
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
-from ..models.inference import autocast, centre_crop, field_factor, field_view
+from ..models.inference import autocast, centre_crop, check_window, field_factor, field_view
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import resolve_precision
 from ..utils.hashing import sha256_file
@@ -306,9 +306,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     # rank 0's machine decides for every rank: one set, one arithmetic
     precision = resolve_precision(opts.precision, pick_device(opts.device, 0))
     identity = run_identity(ckpt, survey, opts.with_head, factor, precision)
-    h, w = survey.manifest.image_shape[1:]
-    if crop > min(h, w):
-        raise SslHpcError(f"{ckpt.path}: trained on {crop} px views, larger than {data}'s {h}x{w}")
+    check_window(crop, survey, f"{ckpt.path} (its embed_size, else its view size)")
     if opts.with_head and not ckpt.has_head:
         raise SslHpcError(f"{ckpt.path}: holds no projection head for --with-head")
     in_ch = ckpt.in_channels

@@ -8,7 +8,8 @@ in_channels        bands the encoder takes
 input_stretch      how pixels enter it (`InputScaling`; the per-band scale is in state_dict)
 neck               what the pooled features leave through ("bn" or "none")
 step               pretraining steps behind the weights
-config             the whole pretraining config (its ``augment.out_size`` is the view size)
+config             the whole pretraining config (``augment.out_size``: the view size;
+                   ``embed_size``: the window later stages embed through, 0 = the view)
 state_dict         the query encoder's weights and buffers
 head_state_dict    its projection head (may be empty)
 weights_sha256     sha256 of both state dicts' names, shapes and bytes: checked on load,
@@ -141,8 +142,9 @@ class EncoderCheckpoint:
 
     @property
     def crop(self) -> int:
-        """The view size it was trained at: the centre crop every stage embeds."""
-        return int(self.augment.get("out_size", 64))
+        """The centred window every stage embeds a cutout through: the run's embed_size,
+        else the view size it was trained at."""
+        return int(self.config.get("embed_size") or self.augment.get("out_size", 64))
 
     @property
     def has_head(self) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.survey import Survey
+from ..errors import ConfigError
 
 
 def window_start(length: int, size: int) -> int | None:
@@ -32,6 +33,17 @@ def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
     if y0 is None or x0 is None:
         raise ValueError(f"centre_crop: a centred {size} px window does not fit {h}x{w} images")
     return images[..., y0 : y0 + size, x0 : x0 + size]
+
+
+def check_window(size: int, survey: Survey, what: str) -> None:
+    """Refuse a centred `size` px window that does not fit `survey`'s cutouts, naming the
+    setting (`what`) it came from."""
+    h, w = survey.manifest.image_shape[-2:]
+    if window_start(h, size) is None or window_start(w, size) is None:
+        raise ConfigError(
+            f"{what}: a centred {size} px window does not fit {survey.root}'s {h}x{w} "
+            f"cutouts (at most {min(h, w) - (min(h, w) + 1) % 2} px)"
+        )
 
 
 def field_factor(shape: tuple[int, ...], size: int) -> int:

@@ -114,7 +114,7 @@ def _pixel_scale_arcsec(header) -> float | None:
 
 class CutoutEmbedder:
     """The set's encoder, loaded once, embedding new cutouts as the set was embedded (the
-    central crop of the training view size)."""
+    central crop of the checkpoint's embedding window)."""
 
     def __init__(self, checkpoint: str | os.PathLike, precision: str = "fp32") -> None:
         ckpt = EncoderCheckpoint(checkpoint)

@@ -70,6 +70,9 @@ class PretrainConfig:
     """torch.compile the encoders (GPU)"""
     # data
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    embed_size: int = 0
+    """the centred window (px) every later stage embeds a cutout through; 0: the view size
+    (augment.out_size). Larger where a galaxy spills out of the views (docs/representation.md)"""
     loader_workers: int = 4
     """DataLoader worker processes per training worker (0: read in the training process;
     1: the worker and the training process read every other batch each)"""
@@ -128,6 +131,8 @@ class PretrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.embed_size < 0:
+            raise ConfigError(f"embed_size={self.embed_size}: a window in px (0: the view)")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum={self.momentum}: must be in [0, 1)")
         if self.temperature <= 0 or self.base_lr <= 0 or self.input_softening <= 0:
@@ -143,6 +148,18 @@ class PretrainConfig:
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.num_workers
+
+    def check_fits(self, survey) -> None:
+        """Refuse a survey whose cutouts are too small for the views or the embedding window."""
+        from ..models.inference import check_window
+
+        self.augment.check_geometry(survey.manifest.image_shape[1:])
+        check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
+
+    @property
+    def embed_window(self) -> int:
+        """The window (px) the encoder embeds whole cutouts through: embed_size, else the view."""
+        return self.embed_size or self.augment.out_size
 
     @property
     def peak_lr(self) -> float:

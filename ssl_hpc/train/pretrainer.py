@@ -82,6 +82,7 @@ class Pretrainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.channels_last = config.channels_last
         cfg_aug = config.augment
+        config.check_fits(self.survey)
         stats = survey_stats(self.survey, cfg_aug.psf_percentiles, cfg_aug.extinction)
         self.augmenter = Augmenter(cfg_aug, stats, seed=config.seed * 100_003 + rank)
         self.reader = ShardedReader(
@@ -176,7 +177,7 @@ class Pretrainer:
             self._eval_set = load_eval_set(
                 self.survey,
                 self.config.eval_objects,
-                self.config.augment.out_size,
+                self.config.embed_window,
                 seed=self.config.seed,
             )
         if self._eval_set is None:
