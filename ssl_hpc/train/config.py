@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..augment import AugmentConfig
+from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, STEMS
+from ..models.inference import check_window
 from ..models.resnet import NECKS, STRETCHES
 from ..utils.hardware import PRECISIONS
 
@@ -149,10 +151,8 @@ class PretrainConfig:
     def global_batch(self) -> int:
         return self.batch_size * self.num_workers
 
-    def check_fits(self, survey) -> None:
+    def check_fits(self, survey: Survey) -> None:
         """Refuse a survey whose cutouts are too small for the views or the embedding window."""
-        from ..models.inference import check_window
-
         self.augment.check_geometry(survey.manifest.image_shape[1:])
         check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
 
