@@ -1,8 +1,9 @@
 """Anomaly detection by an encoder at its random initialisation, for comparison.
 
 Embeds a synthetic survey's galaxy and field views with the network of a pretraining
-checkpoint at its starting weights (input scaled as the trained one's), scores them as
-`ssl-hpc report` does, and prints each injected kind's best ROC AUC with its 90% interval.
+checkpoint at its starting weights (input scaled as the trained one's), through the window
+`ssl-hpc embed` uses, scores them as `ssl-hpc report` does, and prints each injected
+kind's best ROC AUC with its 90% interval.
 
   python tools/anomaly_random_init.py runs/demo/anomaly-check/survey runs/demo/pretrain/encoder.pt
 """
@@ -14,8 +15,6 @@ import argparse
 import numpy as np
 import torch
 
-from ssl_hpc.augment import AugmentConfig
-from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.downstream.anomaly import detection_by_view, score_views
 from ssl_hpc.downstream.representation import untrained_encoder
@@ -30,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     survey = Survey(args.survey)
     checkpoint = EncoderCheckpoint(args.checkpoint)
-    size = build(AugmentConfig, checkpoint.augment, "augment").out_size
+    size = checkpoint.crop  # the window `ssl-hpc embed` put the trained encoder through
     encoder = untrained_encoder(checkpoint, survey)
     galaxy, field = [], []
     for start in range(0, len(survey), 2048):
@@ -38,9 +37,10 @@ def main() -> None:
         images = images.astype(np.float32)
         crops = np.ascontiguousarray(centre_crop(images, size))
         galaxy.append(embed(encoder, torch.from_numpy(crops), "cpu", precision="bf16").numpy())
-        whole = torch.from_numpy(field_view(images, size))
-        field.append(embed(encoder, whole, "cpu", precision="bf16").numpy())
-    scores, rank_by = score_views(np.vstack(galaxy), np.vstack(field))
+        whole = field_view(images, size)
+        if whole is not None:  # None: cutouts under two windows wide
+            field.append(embed(encoder, torch.from_numpy(whole), "cpu", precision="bf16").numpy())
+    scores, rank_by = score_views(np.vstack(galaxy), np.vstack(field) if field else None)
     kind = survey.column("anomaly_kind")
     names = survey.manifest.generator.get("anomaly_kinds", [])
     detection = detection_by_view(
