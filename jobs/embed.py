@@ -2,10 +2,11 @@
 
 Each rank embeds whole shards (balanced by rows) with the deterministic centre crop the
 encoder was trained at, and each cutout's whole field binned to that size (the `field`
-vectors anomaly detection uses; --no-field leaves them out), on its GPU (bf16) where there
-is one, and writes one embedding
-shard per survey shard, atomically. A rerun skips finished, intact shards; outputs of
-another checkpoint or survey are refused. Rank 0 writes EMB/manifest.json at the end.
+vectors anomaly detection uses; --no-field leaves them out) and the texture of an early
+encoder stage (--texture-stage, 0 for none: what finds rings and arcs), on its GPU (bf16)
+where there is one, and writes one embedding shard per survey shard, atomically. A rerun
+skips finished, intact shards; outputs of another checkpoint or survey are refused. Rank 0
+writes EMB/manifest.json at the end.
 
 example:
   ssl-hpc embed --checkpoint runs/demo/pretrain --data runs/demo/survey --out runs/demo/emb
@@ -28,6 +29,7 @@ FLAGS = {
     "--precision": "precision",
     "--with-head": ("with_head", "true"),
     "--no-field": ("field", "false"),
+    "--texture-stage": "texture_stage",
 }
 
 

@@ -105,6 +105,7 @@ def test_two_mpi_ranks_equal_one_process(single, checkpoint, small_survey, tmp_p
     ids2, x2 = load(out, verify="full").load()
     assert np.array_equal(ids1, ids2)
     np.testing.assert_allclose(x2, x1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(load(out).texture(), load(single[0]).texture(), atol=1e-4)
     ranks = json.loads((out / "manifest.json").read_text())["ranks"]
     assert sorted(r["embedded"] for r in ranks) == [192, 192]  # balanced by rows
 
@@ -213,6 +214,43 @@ def test_embed_size_sets_the_window_every_stage_embeds_through(small_survey, tmp
     path = write_untrained_encoder(tmp_path / "too_wide.pt", too_wide, sdss_like_stats())
     with pytest.raises(SslHpcError, match="embed_size.*48 px window does not fit.*48x48"):
         embed_survey(path, small_survey, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_texture_is_the_chosen_stages_channel_statistics(checkpoint, small_survey, tmp_path):
+    """The stored texture is each channel's mean and spread over the chosen stage's feature
+    map of the same centre crop the representation comes from; stage 0 stores none, and a
+    stage the encoder does not have is refused, naming the option, before anything is
+    written."""
+    import torch
+
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
+    from ssl_hpc.models.inference import centre_crops
+
+    out = tmp_path / "stage2"
+    embed_survey(checkpoint, small_survey, out, EmbedOptions(precision="fp32", texture_stage=2))
+    emb = load(out)
+    _, vecs = emb.load()
+    texture = emb.texture()
+    assert emb.manifest["texture"] == 2 and texture.shape == (384, 2 * 128)
+
+    encoder = EncoderCheckpoint(checkpoint).encoder()
+    rows = np.arange(0, 384, 7)
+    with torch.no_grad():
+        x = centre_crops(Survey(small_survey), rows, 24)
+        maps = encoder.stages[:2](encoder.stem(encoder.input(x))).numpy()
+        np.testing.assert_allclose(vecs[rows], encoder(x).numpy(), rtol=1e-4, atol=1e-4)
+    flat = maps.reshape(len(rows), 128, -1)
+    expected = np.concatenate([flat.mean(2), flat.std(2, ddof=1)], axis=1)
+    np.testing.assert_allclose(texture[rows], expected, rtol=1e-4, atol=1e-5)
+    assert (texture[:, 128:] > 0).mean() > 0.5  # spreads, not a copy of the means
+
+    none = tmp_path / "none"
+    embed_survey(checkpoint, small_survey, none, EmbedOptions(texture_stage=0, field=False))
+    assert load(none).texture() is None
+    with pytest.raises(SslHpcError, match="texture_stage=5: expected 0 \\(none\\) or"):
+        embed_survey(checkpoint, small_survey, tmp_path / "refused", EmbedOptions(texture_stage=5))
     assert not (tmp_path / "refused").exists()
 
 

@@ -219,7 +219,8 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     flags = np.array([truth[int(i)] for i in table["object_id"]])
     detection = metrics["sections"]["anomalies"]
     for m in METHODS:
-        for view, column in (("galaxy", f"score_{m}"), ("field", f"score_field_{m}")):
+        columns = {"galaxy": "score", "field": "score_field", "texture": "score_texture"}
+        for view, column in ((v, f"{c}_{m}") for v, c in columns.items()):
             auc = roc_auc_score(flags, table[column])
             assert detection[f"{view}/{m}"]["roc_auc"] == pytest.approx(auc, abs=1e-4)
     ranked_by = detection["rank_by"].replace("galaxy+field", "both").replace("/", "_")

@@ -126,26 +126,37 @@ VIEWS = {
     "galaxy": "the centre crop the encoder embeds (its run's embed_size, else the view)",
     "field": "the whole cutout binned to the galaxy's window (models.inference.field_view)",
     "galaxy+field": "both unit vectors side by side",
+    "texture": "an early encoder stage's channel means and spreads on the centre crop "
+    "(ResNet.with_texture)",
 }
 
 
-def views_of(vectors: np.ndarray, field: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The galaxy's vectors, and where the set has them its field's and both together."""
+def views_of(
+    vectors: np.ndarray, field: np.ndarray | None, texture: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The galaxy's vectors, and where the set has them its field's, both together, and
+    its texture."""
     views = {"galaxy": vectors}
     if field is not None:
         views["field"] = field
         views["galaxy+field"] = np.concatenate([normalise(vectors), normalise(field)], axis=1)
+    if texture is not None:
+        views["texture"] = texture
     return views
 
 
 def score_views(
-    vectors: np.ndarray, field: np.ndarray | None, k: int = 10, seed: int = 0
+    vectors: np.ndarray,
+    field: np.ndarray | None,
+    k: int = 10,
+    seed: int = 0,
+    texture: np.ndarray | None = None,
 ) -> tuple[dict[tuple[str, str], np.ndarray], tuple[str, str]]:
     """Every method's score on every view, {(view, method): (N,)}, and the (view, method)
     galaxies are ranked by: the mixture on both vectors where the field is there (the best
     overall ROC AUC, 0.91, on `make anomaly-check`'s 492 injected anomalies), else kNN on
     the galaxy's."""
-    views = views_of(vectors, field)
+    views = views_of(vectors, field, texture)
     scores = {
         (view, m): anomaly_scores(x, m, k=k, seed=seed)
         for view, x in views.items()

@@ -43,6 +43,8 @@ from ..utils.progress import progress
 from . import store
 
 JOB = "ssl-hpc embed"
+#: what `embed_shard` returns, in `store.write_embedding_shard`'s order
+FIELDS = ("id", "ra", "dec", "emb", "proj", "field", "texture")
 
 
 @dataclass
@@ -64,6 +66,10 @@ class EmbedOptions:
     detection uses; doubles the work)"""
     precision: str = "auto"
     """auto: bf16 on GPUs and on CPUs with native bf16, else fp32; or bf16, fp32"""
+    texture_stage: int = 1
+    """also store the texture of this encoder stage, 1-4 (`ResNet.with_texture`: each
+    channel's mean and spread over its feature map, from the same forward pass), which
+    finds rings and lensed arcs that the pooled representation blurs; 0: none"""
 
 
 class Comm:
@@ -98,10 +104,12 @@ def run_identity(
     with_head: bool,
     field: int = 0,
     precision: str = "fp32",
+    texture: int = 0,
 ) -> dict:
     """What an embedding set is of: the exact checkpoint and survey contents (a moved
     directory is still the same run), what it holds (`field`: the field views' binning
-    factor, 0 for none) and how it was computed."""
+    factor, 0 for none; `texture`: the stage whose texture it holds, 0 for none) and how
+    it was computed."""
     return {
         "schema": store.SCHEMA,
         "checkpoint_sha256": checkpoint.sha256,
@@ -109,6 +117,7 @@ def run_identity(
         "with_head": with_head,
         "field": int(field),
         "precision": precision,
+        "texture": int(texture),
     }
 
 
@@ -174,20 +183,24 @@ def embed_shard(
     crop: int,
     field: bool,
     precision: str = "fp32",
+    texture: int = 0,
 ) -> dict[str, np.ndarray | None]:
     """One survey shard's id, ra, dec, emb (centre crops), proj (their projection, or
-    None) and field (the field views' representations, or None), computed at `precision`
-    ("bf16" or "fp32")."""
+    None), field (the field views' representations, or None) and texture (the centre
+    crops' texture of stage `texture`, or None for 0), computed at `precision` ("bf16" or
+    "fp32")."""
 
-    def run(images: np.ndarray) -> torch.Tensor:
+    def run(images: np.ndarray, stage: int = 0):
         x = torch.from_numpy(images).to(device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            return encoder(x)
+            return encoder.with_texture(x, stage) if stage else (encoder(x), None)
 
-    parts: dict[str, list] = {k: [] for k in ("id", "ra", "dec", "emb", "proj", "field")}
+    parts: dict[str, list] = {k: [] for k in FIELDS}
     for ids, ra, dec, images, fields in _batches(path, batch, crop, field):
-        z = run(images)
+        z, tex = run(images, texture)
+        if tex is not None:
+            parts["texture"].append(tex.cpu().numpy())
         parts["id"].append(ids)
         parts["ra"].append(ra)
         parts["dec"].append(dec)
@@ -196,7 +209,7 @@ def embed_shard(
             with autocast(device, precision):
                 parts["proj"].append(head(z).float().cpu().numpy())
         if fields is not None:
-            parts["field"].append(run(fields).float().cpu().numpy())
+            parts["field"].append(run(fields)[0].float().cpu().numpy())
     return {k: np.concatenate(v) if v else None for k, v in parts.items()}
 
 
@@ -264,6 +277,7 @@ def _embed_shards(
     encoder = checkpoint.encoder(device).to(memory_format=torch.channels_last)
     head = checkpoint.head(device) if opts.with_head else None
     run = (encoder, head, device, opts.batch_size, crop, bool(identity["field"]))
+    how = (identity["precision"], identity["texture"])
     records, embedded = {}, 0
     total = int(survey.shard_sizes[mine].sum())
     with progress(total=total, desc=f"embed rank {rank}", unit="gal") as bar:
@@ -276,11 +290,9 @@ def _embed_shards(
             try:
                 done = finished(plan, digest)
                 if done is None:
-                    out_ = embed_shard(survey.shard_paths[index], *run, identity["precision"])
+                    out_ = embed_shard(survey.shard_paths[index], *run, *how)
                     entry = store.write_embedding_shard(
-                        Path(plan.path),
-                        identity,
-                        *(out_[k] for k in ("id", "ra", "dec", "emb", "proj", "field")),
+                        Path(plan.path), identity, *(out_[k] for k in FIELDS)
                     )
                     done = record(plan, digest, entry, {})
                     embedded += entry.n_rows
@@ -305,8 +317,13 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     factor = field_factor(survey.manifest.image_shape, crop) if opts.field else 0
     # rank 0's machine decides for every rank: one set, one arithmetic
     precision = resolve_precision(opts.precision, pick_device(opts.device, 0))
-    identity = run_identity(ckpt, survey, opts.with_head, factor, precision)
+    identity = run_identity(ckpt, survey, opts.with_head, factor, precision, opts.texture_stage)
     check_window(crop, survey, f"{ckpt.path} (its embed_size, else its view size)")
+    if not 0 <= opts.texture_stage <= 4:
+        raise SslHpcError(
+            f"embed option texture_stage={opts.texture_stage}: expected 0 (none) or an "
+            "encoder stage, 1 to 4"
+        )
     if opts.with_head and not ckpt.has_head:
         raise SslHpcError(f"{ckpt.path}: holds no projection head for --with-head")
     in_ch = ckpt.in_channels

@@ -2,12 +2,14 @@
 manifest written when every shard is there.
 
 ``EMB/run.json``            the job's claim (`data.sharded_job.claim_dir`): what the set is
-                            of (checkpoint and survey sha256, head, field, precision), and
-                            the checkpoint's and survey's paths
+                            of (checkpoint and survey sha256, head, field, texture,
+                            precision), and the checkpoint's and survey's paths
 ``EMB/emb-00000.h5``        ``embeddings`` (N, D) float32, contiguous (memory-mappable),
                             ``object_id``, ``ra``, ``dec``; optionally ``projection`` (N, P)
                             and ``field`` (N, D): the whole cutout seen at 1/f resolution
-                            (`models.inference.field_view`), for anomalies anywhere in it
+                            (`models.inference.field_view`), for anomalies anywhere in it;
+                            ``texture`` (N, 2C): one early stage's channel means and
+                            spreads on the centre crop (`ResNet.with_texture`)
 ``EMB/emb-00000.h5.done``   the sharded job's done-record: the run's identity checksum,
                             the survey shard's sha256, the shard's rows, bytes and sha256
 ``EMB/manifest.json``       the run identity + every shard's rows, bytes, sha256
@@ -59,6 +61,7 @@ def write_embedding_shard(
     embeddings: np.ndarray,
     projection: np.ndarray | None = None,
     field: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
 ) -> ShardEntry:
     """Write one shard atomically (its run `identity` in the attributes); returns its
     entry (the done-record is the sharded job's: `data.sharded_job.record`)."""
@@ -72,6 +75,8 @@ def write_embedding_shard(
                 f.create_dataset("projection", data=projection.astype(np.float32))
             if field is not None:
                 f.create_dataset("field", data=field.astype(np.float32))
+            if texture is not None:
+                f.create_dataset("texture", data=texture.astype(np.float32))
             f.attrs["identity"] = json.dumps(identity, sort_keys=True)
         entry = ShardEntry.of_file(tmp, len(object_id), name=path.name)
     return entry
@@ -166,6 +171,12 @@ class EmbeddingSet:
         if not self.manifest.get("field"):
             return None
         return self.column("field").astype(np.float32)
+
+    def texture(self) -> np.ndarray | None:
+        """(N, 2C) textures of each centre crop's early encoder stage, or None if not stored."""
+        if not self.manifest.get("texture"):
+            return None
+        return self.column("texture").astype(np.float32)
 
     def pca(self) -> dict[str, np.ndarray] | None:
         """The PCA fitted at embedding time (mean, components, explained_variance_ratio)."""

@@ -84,7 +84,6 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
 def embed(
     encoder: torch.nn.Module,
     images: torch.Tensor,
@@ -94,13 +93,34 @@ def embed(
 ) -> torch.Tensor:
     """(N, D) float32 representations of (N, bands, H, W) `images`, the encoder in eval
     mode (its mode is restored afterwards), `batch` images at a time."""
+    return _batched(encoder, encoder, images, device, batch, precision)
+
+
+def textures(
+    encoder: torch.nn.Module,
+    images: torch.Tensor,
+    device,
+    stage: int = 1,
+    batch: int = 256,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """(N, 2 x channels) float32 textures of stage `stage` (`ResNet.with_texture`) of
+    (N, bands, H, W) `images`, run as `embed` runs the encoder."""
+    return _batched(
+        encoder, lambda x: encoder.with_texture(x, stage)[1], images, device, batch, precision
+    )
+
+
+@torch.no_grad()
+def _batched(encoder, fn, images: torch.Tensor, device, batch: int, precision: str):
+    """`fn` over `images`, `batch` at a time, with `encoder` in eval mode meanwhile."""
     was_training = encoder.training
     encoder.eval()
     try:
         parts = []
         for i in range(0, len(images), batch):
             with autocast(torch.device(device), precision):
-                parts.append(encoder(images[i : i + batch].to(device)).float().cpu())
+                parts.append(fn(images[i : i + batch].to(device)).float().cpu())
     finally:
         encoder.train(was_training)
     if not parts:

@@ -191,6 +191,24 @@ class ResNet(nn.Module):
         """The average-pooled features before the neck, (N, feature_dim)."""
         return torch.flatten(self.pool(self.stages(self.stem(self.input(x)))), 1)
 
+    def with_texture(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward's representation, the texture of stage `stage`, 1-4), in one pass.
+
+        The texture is each channel's mean and standard deviation over the stage's
+        feature map, (N, 2 x channels), in float32: statistics of local structure (a
+        ring's edges, an arc's curvature) that the final average pool mixes with the
+        galaxy's overall light (Gatys et al. 2016 read style from such statistics)."""
+        if not 1 <= stage <= len(self.stages):
+            raise ConfigError(f"texture stage {stage}: expected 1 to {len(self.stages)}")
+        h = self.stem(self.input(x))
+        texture = None
+        for i, block in enumerate(self.stages, 1):
+            h = block(h)
+            if i == stage:
+                maps = h.float().flatten(2)
+                texture = torch.cat([maps.mean(2), maps.std(2)], dim=1)
+        return self.neck(torch.flatten(self.pool(h), 1)), texture
+
 
 def build_encoder(
     arch: str,

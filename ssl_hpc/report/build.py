@@ -117,6 +117,7 @@ def build_report(
         opts.k,
         opts.anomalies_shown,
         opts.seed,
+        embeddings.texture(),
     )
     parts.append(anomaly_section)
     trust_section, trust = timed("trust", discovery.trust, vectors, survey, out, opts.k, opts.seed)

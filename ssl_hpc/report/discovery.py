@@ -76,7 +76,12 @@ def search_examples(searcher: Searcher, out: Path, k: int, n: int, seed: int) ->
 
 
 #: CSV column prefix of each view
-VIEW_COLUMNS = {"galaxy": "score", "field": "score_field", "galaxy+field": "score_both"}
+VIEW_COLUMNS = {
+    "galaxy": "score",
+    "field": "score_field",
+    "galaxy+field": "score_both",
+    "texture": "score_texture",
+}
 
 
 def anomalies(
@@ -87,10 +92,11 @@ def anomalies(
     k: int,
     n_show: int,
     seed: int,
+    texture: np.ndarray | None = None,
 ) -> tuple[Section, np.ndarray]:
     """Anomaly scores on each view, their detection of injected anomalies (per kind), and
     the most anomalous; returns (section, the ranking score of every object)."""
-    scores, rank_by = score_views(vectors, field, k, seed)
+    scores, rank_by = score_views(vectors, field, k, seed, texture)
     views = sorted({v for v, _ in scores}, key=list(VIEWS).index)
     section = Section("anomalies", "Anomaly detection")
     section.text.append(
