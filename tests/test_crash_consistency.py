@@ -81,18 +81,18 @@ def test_killed_export_leaves_the_catalogue_whole_or_absent(root):
 
 
 def test_killed_pretraining_resumes_to_the_clean_encoder(root):
-    """Pretraining (Ray Train, killed with its local Ray cluster) half-way through its run
-    and while writing its second checkpoint (files written, not yet sealed): the rerun
-    ends with the clean run's encoder.pt, bitwise, and its losses and evaluations, each
-    step once."""
-    result = crash.crash_and_resume("pretrain", root, kills=2)
+    """Pretraining (Ray Train, killed with its local Ray cluster) while writing its second
+    checkpoint (files written, not yet sealed): the rerun ends with the clean run's
+    encoder.pt, bitwise, and its losses and evaluations, each step once. (Kills spread over
+    the run's time and checkpoints are bench/faults.py's: each costs two Ray launches.)"""
+    named = crash.NAMED["pretrain"]
+    result = crash.crash_and_resume("pretrain", root, kills=1, points=[named])
     assert result["files"] == 3  # config.yaml, encoder.pt, metrics.csv (without run history)
-    for trial in result["trials"]:
-        assert trial["killed"] and trial["rerun_exit"] == 0, trial
-        assert trial["files_differing"] == [] and trial["staging_left"] == [], trial
-    named = result["trials"][-1]
-    assert named["kill_at"] == "checkpoint-mid-write:2", result["trials"]
-    assert named["shards_done_at_kill"] == 1  # the first checkpoint whole, the second never
+    [trial] = result["trials"]
+    assert trial["killed"] and trial["rerun_exit"] == 0, trial
+    assert trial["files_differing"] == [] and trial["staging_left"] == [], trial
+    assert trial["kill_at"] == "checkpoint-mid-write:2", trial
+    assert trial["shards_done_at_kill"] == 1  # the first checkpoint whole, the second never
 
 
 def test_a_kill_point_kills_its_command_at_the_named_pass_only():
@@ -125,7 +125,9 @@ def test_killed_study_resumes_to_the_clean_results(root):
     assert trial["killed"] and trial["falsely_complete"] == [], trial
     assert trial["staging_left"] == [], trial  # the killed workers' checkpoint copies
     assert trial["rerun_exit"] == 0 and trial["files_differing"] == [], trial
-    assert trial["shards_done_at_kill"] == 3, trial
+    # The kill fires when the third checkpoint appears; Ray then prunes the oldest (the
+    # study keeps 2), and the SIGKILL may land on either side of that deletion.
+    assert trial["shards_done_at_kill"] in (2, 3), trial
     assert result["files"] == 2 * 5 + 4, result  # see bench/faults.py
 
 
