@@ -275,10 +275,14 @@ def test_uploads_and_slow_requests_stay_bounded(served):
         assert c.post("/api/upload", files=upload).status_code == 200  # the slot is free again
     release.clear()
     searcher.table = held(searcher.table)
+    # TestClient hands back an answer only once the app's handler thread has ended: the hung
+    # request is let go after 2 s, and the answer must still be the 504 of 0.5 s
+    unhang = threading.Timer(2.0, release.set)
     with TestClient(create_app(state, token=TOKEN, request_timeout_s=0.5), headers=auth) as c:
+        unhang.start()
         slow = c.get("/api/search", params={"object_id": 5})
         assert slow.status_code == 504 and "no answer within 0.5 s" in slow.json()["detail"]
-        release.set()
+    unhang.join()
 
 
 def test_image_cache_is_bounded_in_bytes():
