@@ -17,6 +17,51 @@ SMALL_SURVEY = dict(
 )
 
 
+#: Test files that start Ray clusters again and again (relaunch, node loss, kills, Slurm
+#: jobs) and wait on them with their own deadlines. Under pytest-xdist they share one work
+#: unit, so they run one after another as they do serially, and first: they are the long pole.
+#: The other files fill the second worker.
+ONE_AT_A_TIME = (
+    "test_crash_consistency.py",
+    "test_full_disk.py",
+    "test_node_loss.py",
+    "test_pretrain_ray.py",
+    "test_slurm_local.py",
+    "test_tune.py",
+)
+
+
+def _unit_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "one-at-a-time" if Path(path).name in ONE_AT_A_TIME else path
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The one-at-a-time files first (a stable sort keeps the order within each file)."""
+    items.sort(key=lambda item: _unit_of(item.nodeid) != "one-at-a-time")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the ONE_AT_A_TIME files as a single work unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneAtATimeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of(nodeid)
+
+    return OneAtATimeScheduling(config, log)
+
+
+# Under pytest-xdist each worker gets its own Ray temp dir: `ray.init()` with no address joins
+# the cluster recorded in <temp dir>/ray_current_cluster, so a worker's local Ray would
+# otherwise join another worker's test cluster (test_node_loss starts one).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["RAY_TMPDIR"] = f"/tmp/ray-{os.environ['PYTEST_XDIST_WORKER']}"
+
+
 def require_services() -> bool:
     """True where a missing real service (MPI, Slurm, shared data) must fail, not skip."""
     return os.environ.get("SSL_HPC_REQUIRE_SERVICES") == "1"
