@@ -19,9 +19,8 @@ DEMO_N ?= 4096
 MMU_DIR ?= runs/demo-mmu
 PYTEST_ARGS ?=
 # Two pytest workers, each taking whole test files (module fixtures are built once): most of
-# the suite's wall time is Ray, Slurm and interpreter start-up, not CPU. The tests that
-# relaunch Ray run one at a time on one worker (RAY_RELAUNCH, tests/conftest.py). 0 runs
-# serially.
+# the suite's wall time is Ray, Slurm and interpreter start-up, not CPU. The files that
+# relaunch Ray run one at a time on one worker (tests/conftest.py). 0 runs serially.
 PYTEST_WORKERS ?= 2
 
 .PHONY: help venv services services-stop test demo demo-mmu anomaly-check ablation efficiency lint clean
@@ -67,7 +66,7 @@ services-stop:
 test: venv services
 	if [[ -f "$(SLURM_DIR)/env.sh" ]]; then source "$(SLURM_DIR)/env.sh"; fi; \
 	if [[ "$${CI:-}" == "true" || "$${CI:-}" == "1" ]]; then export SSL_HPC_REQUIRE_SERVICES=1; fi; \
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS) || { rc=$$?; \
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) || { rc=$$?; \
 	    echo "pytest exited with $$rc$$( ((rc == 5)) && echo ' (no tests collected)')" >&2; exit $$rc; }
 
 demo: venv

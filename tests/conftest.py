@@ -17,32 +17,42 @@ SMALL_SURVEY = dict(
 )
 
 
-#: The tests that start Ray clusters again and again (relaunch, node loss, kills, Slurm jobs)
-#: and wait on them with their own deadlines carry this mark. Under `make test`
-#: (pytest-xdist) they share one work unit, so they run one after another as they do
-#: serially, and first: they are the long pole. The other test files fill the other worker.
-RAY_RELAUNCH = pytest.mark.xdist_group("ray-relaunch")
+#: Test files that start Ray clusters again and again (relaunch, node loss, kills, Slurm
+#: jobs) and wait on them with their own deadlines. Under pytest-xdist they share one work
+#: unit, so they run one after another as they do serially, and first: they are the long pole.
+#: The other files fill the second worker.
+ONE_AT_A_TIME = (
+    "test_crash_consistency.py",
+    "test_full_disk.py",
+    "test_node_loss.py",
+    "test_pretrain_ray.py",
+    "test_slurm_local.py",
+    "test_tune.py",
+)
+
+
+def _unit_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "one-at-a-time" if Path(path).name in ONE_AT_A_TIME else path
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The RAY_RELAUNCH tests first (a stable sort keeps each file's order)."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    """The one-at-a-time files first (a stable sort keeps the order within each file)."""
+    items.sort(key=lambda item: _unit_of(item.nodeid) != "one-at-a-time")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadgroup` with whole files as work units (module fixtures built once per
-    file), except that an xdist_group's tests, from any files, are one unit."""
-    if config.getoption("dist") != "loadgroup":
+    """`--dist loadfile` with the ONE_AT_A_TIME files as a single work unit."""
+    if config.getoption("dist") != "loadfile":
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadFileScheduling
 
-    class GroupOrFileScheduling(LoadScopeScheduling):
+    class OneAtATimeScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            # loadgroup has appended "@<group>" to a marked test's node id
-            return nodeid.rsplit("@", 1)[1] if "@" in nodeid else nodeid.split("::", 1)[0]
+            return _unit_of(nodeid)
 
-    return GroupOrFileScheduling(config, log)
+    return OneAtATimeScheduling(config, log)
 
 
 # Under pytest-xdist each worker gets its own Ray temp dir: `ray.init()` with no address joins

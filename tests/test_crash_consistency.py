@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RAY_RELAUNCH, REPO
+from conftest import REPO
 
 from ssl_hpc.utils.faults import ENV as KILL_AT
 
@@ -80,7 +80,6 @@ def test_killed_export_leaves_the_catalogue_whole_or_absent(root):
     assert [f for t in trials for f in t["files_differing"]] == [], trials
 
 
-@RAY_RELAUNCH
 def test_killed_pretraining_resumes_to_the_clean_encoder(root):
     """Pretraining (Ray Train, killed with its local Ray cluster) while writing its second
     checkpoint (files written, not yet sealed): the rerun ends with the clean run's
@@ -113,7 +112,6 @@ def test_a_kill_point_kills_its_command_at_the_named_pass_only():
         assert (done.returncode, done.stdout.split()) == (rc, expected), (spec, done.stderr)
 
 
-@RAY_RELAUNCH
 def test_killed_study_resumes_to_the_clean_results(root):
     """The label-efficiency study (linear probes, then 2 Ray Train runs in turn) killed
     with its local Ray cluster just after its first run's last checkpoint (step 12 of 12),

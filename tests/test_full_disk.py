@@ -14,7 +14,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import RAY_RELAUNCH, skip_or_fail
+from conftest import skip_or_fail
 
 from jobs.cli import main
 
@@ -165,7 +165,6 @@ def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, 
     assert np.array_equal(ids, ids_clean) and np.array_equal(vectors, vectors_clean)
 
 
-@RAY_RELAUNCH
 def test_pretrain_checkpoint_on_a_full_disk_stops_cleanly_and_resumes(run_fs, small_survey):
     """Ray Train copies each checkpoint into the run directory; when the copy runs out of
     space, pretrain ends with one line naming the run (exit 2), nothing looks finished,

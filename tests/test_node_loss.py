@@ -13,13 +13,10 @@ import sys
 import time
 
 import pytest
-from conftest import RAY_RELAUNCH
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from ssl_hpc.train.metrics_log import read_metrics
-
-pytestmark = RAY_RELAUNCH
 
 STEPS, EVERY, KILL_AFTER = 60, 10, 25
 

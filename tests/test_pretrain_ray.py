@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
-from conftest import RAY_RELAUNCH
 from faults import kill_once
 
 from ssl_hpc.augment import survey_stats
@@ -24,8 +23,6 @@ from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.evaluate import knn_metrics, load_eval_set
 from ssl_hpc.train.metrics_log import read_metrics
 from ssl_hpc.train.pretrainer import build_model
-
-pytestmark = RAY_RELAUNCH
 
 STEPS, EVERY, FAULT = 120, 20, 50
 

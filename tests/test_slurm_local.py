@@ -8,14 +8,11 @@ import time
 import uuid
 
 import pytest
-from conftest import RAY_RELAUNCH
 
 try:  # tests/ as a plain directory (pytest's default rootdir-relative import) ...
     from slurm_util import assert_job_ok, output_tail, require_slurm, sbatch, wait_for_job
 except ImportError:  # ... or as a package, should tests/__init__.py appear.
     from .slurm_util import assert_job_ok, output_tail, require_slurm, sbatch, wait_for_job
-
-pytestmark = RAY_RELAUNCH
 
 SCRIPT = """\
 #!/bin/bash

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RAY_RELAUNCH, drawn_png
+from conftest import drawn_png
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
@@ -30,8 +30,6 @@ from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.tune.report import STATUS_CUT, STATUS_DONE, ablation_table, write_report
 from ssl_hpc.tune.run import max_concurrent, read_attempts
 from ssl_hpc.tune.space import ablation_subsets, parse_sweep, subset_label
-
-pytestmark = RAY_RELAUNCH
 
 REPO = Path(__file__).resolve().parents[1]
 
