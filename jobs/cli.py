@@ -32,16 +32,16 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with one subparser per job."""
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with one subparser per job in `commands` (default: all)."""
     parser = argparse.ArgumentParser(
         prog="ssl-hpc",
         description="Self-supervised representation learning on astronomical survey images.",
     )
     parser.add_argument("--version", action="version", version=f"ssl-hpc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name in commands or COMMANDS:
+        module = importlib.import_module(COMMANDS[name])
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
@@ -54,9 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named_command(argv: list[str]) -> list[str] | None:
+    """[the command] when argv names one, so that only its module is imported (a job's
+    imports, torch and the rest, cost seconds that every rank and Slurm step would pay for
+    all the jobs); None for the top-level help, --version or a mistyped command."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return [first] if first in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssl-hpc`` console script."""
-    parser = build_parser()
+    parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     # argparse hands every positional its strings in one go, so key=value overrides after
     # an option (`show SURVEY --n 3 seed=4`) come back unparsed: they are still overrides

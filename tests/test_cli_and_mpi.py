@@ -57,6 +57,21 @@ def test_info_names_the_bad_shard_and_exits_nonzero(small_survey, tmp_path, caps
     assert "no such survey directory" in capsys.readouterr().err
 
 
+def test_a_command_imports_its_own_job_only():
+    """`ssl-hpc info` (as every MPI rank and Slurm step) loads the info job, not torch and
+    the other jobs; the top-level help still lists every command."""
+    probe = "import sys\nfrom jobs.cli import main\ntry:\n    main(sys.argv[1:])\n"
+    probe += "except SystemExit:\n    pass\n"
+    probe += "print(sorted(m for m in sys.modules if m.startswith('jobs.') or m == 'torch'))"
+    for argv, loaded in [
+        (["info", "--help"], ["jobs.cli", "jobs.info"]),
+        (["--help"], ["jobs.cli", *COMMANDS.values(), "torch"]),
+    ]:
+        run = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip().splitlines()[-1] == repr(sorted(loaded)), argv
+
+
 def test_synth_and_show_through_the_cli(tmp_path, capsys):
     out = tmp_path / "s"
     assert (
