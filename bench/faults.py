@@ -143,8 +143,8 @@ def pretrain(root: Path) -> tuple[list[str], Path]:
     survey = _survey(root)
     out = root / "out"
     return [CLI, "pretrain", "--data", str(survey), "--out", str(out), "--config",
-            str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"), "steps=40",
-            "checkpoint_every=10", "log_every=10", "eval_every=40", "batch_size=32",
+            str(REPO / "jobs" / "configs" / "pretrain-demo.yaml"), "steps=20",
+            "checkpoint_every=5", "log_every=5", "eval_every=20", "batch_size=32",
             "queue_size=128", "augment.out_size=16", "augment.max_shift=2",
             "loader_workers=0", "eval_objects=128", "num_workers=1", "cpus_per_worker=2",
             "max_failures=0"], out  # fmt: skip

@@ -17,13 +17,15 @@ SMALL_SURVEY = dict(
 )
 
 
-#: Test files that start Ray clusters again and again (relaunch, node loss, kills, Slurm
-#: jobs) and wait on them with their own deadlines. Under pytest-xdist they share one work
-#: unit, so they run one after another as they do serially, and first: they are the long pole.
-#: The other files fill the second worker.
+#: Test files, or single tests (file::test), that start Ray clusters again and again
+#: (relaunch, node loss, kills, Slurm jobs) and wait on them with their own deadlines. Under
+#: pytest-xdist they share one work unit, so they run one after another as they do serially,
+#: and first: they are the long pole. The other files fill the other workers (their own
+#: kill and full-disk tests among them: those start no Ray).
 ONE_AT_A_TIME = (
-    "test_crash_consistency.py",
-    "test_full_disk.py",
+    "test_crash_consistency.py::test_killed_pretraining_resumes_to_the_clean_encoder",
+    "test_crash_consistency.py::test_killed_study_resumes_to_the_clean_results",
+    "test_full_disk.py::test_pretrain_checkpoint_on_a_full_disk_stops_cleanly_and_resumes",
     "test_node_loss.py",
     "test_pretrain_ray.py",
     "test_slurm_local.py",
@@ -32,8 +34,10 @@ ONE_AT_A_TIME = (
 
 
 def _unit_of(nodeid: str) -> str:
-    path = nodeid.split("::", 1)[0]
-    return "one-at-a-time" if Path(path).name in ONE_AT_A_TIME else path
+    path, _, test = nodeid.partition("::")
+    file = Path(path).name
+    one_at_a_time = file in ONE_AT_A_TIME or f"{file}::{test.split('[')[0]}" in ONE_AT_A_TIME
+    return "one-at-a-time" if one_at_a_time else path
 
 
 def pytest_collection_modifyitems(items) -> None:
