@@ -18,10 +18,11 @@ DEMO_DIR ?= runs/demo
 DEMO_N ?= 4096
 MMU_DIR ?= runs/demo-mmu
 PYTEST_ARGS ?=
-# Two pytest workers, each taking whole test files (module fixtures are built once): most of
-# the suite's wall time is Ray, Slurm and interpreter start-up, not CPU. The files that
-# relaunch Ray run one at a time on one worker (tests/conftest.py). 0 runs serially.
-PYTEST_WORKERS ?= 2
+# Three pytest workers on two cores, each taking whole test files (module fixtures are built
+# once): most of the suite's wall time is Ray, Slurm and interpreter start-up, not CPU (two
+# workers kept the cores 39% busy). The tests that relaunch Ray run one at a time on one
+# worker (tests/conftest.py). 0 runs serially.
+PYTEST_WORKERS ?= 3
 
 .PHONY: help venv services services-stop test demo demo-mmu anomaly-check ablation efficiency lint clean
 
