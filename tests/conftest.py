@@ -40,25 +40,6 @@ def _unit_of(nodeid: str) -> str:
     return "one-at-a-time" if one_at_a_time else path
 
 
-#: How much lower the other workers' CPU priority is (`nice`, inherited by the processes
-#: their tests start). On two cores the one-at-a-time unit is the long pole, and beside two
-#: busy workers its Ray runs took up to 4x their time alone (the full-disk pretraining test:
-#: 321 s against 81 s). Ray starts its worker processes 15 steps nicer than their raylet
-#: (its worker_niceness), so the unit's training runs at 15: the others go to 19, below it.
-OTHERS_NICENESS = 19
-_reniced = False
-
-
-def pytest_runtest_setup(item) -> None:
-    """Under pytest-xdist, lower this worker's priority once it runs a test outside the
-    one-at-a-time unit (the unit is scheduled first, so its worker is reniced only after)."""
-    global _reniced
-    if "PYTEST_XDIST_WORKER" in os.environ and not _reniced:
-        if _unit_of(item.nodeid) != "one-at-a-time":
-            os.nice(OTHERS_NICENESS)
-            _reniced = True
-
-
 def pytest_collection_modifyitems(items) -> None:
     """The one-at-a-time files first (a stable sort keeps the order within each file)."""
     items.sort(key=lambda item: _unit_of(item.nodeid) != "one-at-a-time")
