@@ -17,8 +17,8 @@ SMALL_SURVEY = dict(
 )
 
 
-#: Test files, or single tests (file::test), that start Ray clusters again and again
-#: (relaunch, node loss, kills, Slurm jobs) and wait on them with their own deadlines. Under
+#: Test files, or single tests (file::test), that start local Ray clusters again and again
+#: (relaunch, node loss, kills) and wait on them with their own deadlines. Under
 #: pytest-xdist they share one work unit, so they run one after another as they do serially,
 #: and first: they are the long pole. The other files fill the other workers (their own
 #: kill and full-disk tests among them: those start no Ray).
@@ -28,9 +28,13 @@ ONE_AT_A_TIME = (
     "test_full_disk.py::test_pretrain_checkpoint_on_a_full_disk_stops_cleanly_and_resumes",
     "test_node_loss.py",
     "test_pretrain_ray.py",
-    "test_slurm_local.py",
     "test_tune.py",
 )
+#: The Slurm jobs: one file, so one unit (one node's CPUs; a job submitted beside another
+#: would wait in the queue against its test's deadline). Their Ray clusters take ports from
+#: the job id (cluster/env.sh), clear of the local ones, so the unit runs beside the
+#: one-at-a-time unit; it goes last, to whichever worker frees first.
+LAST = "tests/test_slurm_local.py"
 
 
 def _unit_of(nodeid: str) -> str:
@@ -41,8 +45,11 @@ def _unit_of(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The one-at-a-time files first (a stable sort keeps the order within each file)."""
-    items.sort(key=lambda item: _unit_of(item.nodeid) != "one-at-a-time")
+    """The one-at-a-time unit first and the Slurm file last (a stable sort keeps the order
+    within each file)."""
+    items.sort(
+        key=lambda item: (_unit_of(item.nodeid) != "one-at-a-time", item.nodeid.startswith(LAST))
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
