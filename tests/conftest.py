@@ -72,12 +72,6 @@ def pytest_xdist_make_scheduler(config, log):
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["RAY_TMPDIR"] = f"/tmp/ray-{os.environ['PYTEST_XDIST_WORKER']}"
 
-# Ray starts its workers (Train controllers and workers, Tune trials) at nice 15, polite on a
-# shared node; beside the other pytest workers at nice 0 they then get a few percent of a
-# core, and a 76 s full-disk pretraining test took 515 s in CI. At nice 0 they get a fair
-# share. Inherited by the commands the tests start and by their Slurm jobs (--export=ALL).
-os.environ.setdefault("RAY_worker_niceness", "0")
-
 
 def require_services() -> bool:
     """True where a missing real service (MPI, Slurm, shared data) must fail, not skip."""
