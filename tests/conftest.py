@@ -34,7 +34,7 @@ ONE_AT_A_TIME = (
 #: would wait in the queue against its test's deadline). Their Ray clusters take ports from
 #: the job id (cluster/env.sh), clear of the local ones, so the unit runs beside the
 #: one-at-a-time unit; it goes last, to whichever worker frees first.
-LAST = "tests/test_slurm_local.py"
+LAST = "test_slurm_local.py"
 
 
 def _unit_of(nodeid: str) -> str:
@@ -47,9 +47,12 @@ def _unit_of(nodeid: str) -> str:
 def pytest_collection_modifyitems(items) -> None:
     """The one-at-a-time unit first and the Slurm file last (a stable sort keeps the order
     within each file)."""
-    items.sort(
-        key=lambda item: (_unit_of(item.nodeid) != "one-at-a-time", item.nodeid.startswith(LAST))
-    )
+
+    def order(item) -> tuple[bool, bool]:
+        file = Path(item.nodeid.partition("::")[0]).name
+        return _unit_of(item.nodeid) != "one-at-a-time", file == LAST
+
+    items.sort(key=order)
 
 
 @pytest.hookimpl(optionalhook=True)
