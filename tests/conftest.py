@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,14 @@ def small_survey(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("survey") / "small"
     generate_survey(SynthConfig(**SMALL_SURVEY), out)
     return out
+
+
+def dead_pid() -> int:
+    """A pid no process holds: that of a child which has exited and been reaped. A fixed
+    number will not do (CI failed at ed87fd1 when pid 999 was a live process there)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
 
 
 def drawn_png(path: Path, min_colours: int = 64):

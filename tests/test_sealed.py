@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from conftest import dead_pid
 
 from ssl_hpc.train.sealed import damage, newest_first, seal
 
@@ -88,14 +89,9 @@ def test_staging_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_
     """A worker SIGKILLed while writing or reporting a checkpoint leaves its staging
     directory (a whole checkpoint) in the node's temp dir; the next worker started there
     removes it, but not one whose worker still runs, nor anything that is not staging."""
-    import subprocess
-    import sys
-
     from ssl_hpc.train.ray_loop import STAGING_PREFIX, remove_dead_staging
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    left = tmp_path / f"{STAGING_PREFIX}{int(dead.stdout)}-abc"
+    left = tmp_path / f"{STAGING_PREFIX}{dead_pid()}-abc"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
     other = tmp_path / "ssl-hpc-checkpoint-notes"
     for d in (left, live, other):

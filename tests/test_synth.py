@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SMALL_SURVEY
+from conftest import SMALL_SURVEY, dead_pid
 
 from ssl_hpc.config import load_config
 from ssl_hpc.data import format as fmt
@@ -174,11 +174,14 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     # an unfinished run (shards, no manifest yet) is protected too
     (out / "manifest.json").unlink()
-    (out / ".shard-00003.h5.tmp-999").write_bytes(b"left by a killed run")
+    killed = out / f".shard-00003.h5.tmp-{dead_pid()}"
+    killed.write_bytes(b"left by a killed run")
+    running = out / f".shard-00004.h5.tmp-{os.getpid()}"  # a writer that still runs
+    running.write_bytes(b"being written")
     with pytest.raises(JobError, match="another ssl-hpc synth"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     generate_survey(cfg, out)
-    assert not list(out.glob(".shard-*")) and verify_survey(out) == []
+    assert list(out.glob(".shard-*")) == [running] and verify_survey(out) == []
 
 
 def test_synth_never_writes_over_a_survey_it_did_not_build(small_survey, tmp_path):
