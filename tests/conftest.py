@@ -71,24 +71,6 @@ def pytest_xdist_make_scheduler(config, log):
     return OneAtATimeScheduling(config, log)
 
 
-RAY_NICENESS = "RAY_worker_niceness"  # Ray's own spelling of the variable
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item) -> None:
-    """Ray workers of the one-at-a-time unit at nice 0, every other test's at Ray's 15.
-
-    Ray starts its workers 15 steps nicer than the driver (polite on a shared node); beside
-    the other pytest workers at nice 0 they get a few percent of a core, so the long pole
-    waited for the rest to finish (the 76 s full-disk pretraining test took 650 s in CI).
-    Nice 0 for every test's Ray was slower (9243f94, reverted): other files' Ray actors then
-    compete too. Set before the test's fixtures start a cluster; its commands inherit it."""
-    if _unit_of(item.nodeid) == "one-at-a-time":
-        os.environ[RAY_NICENESS] = "0"
-    else:
-        os.environ.pop(RAY_NICENESS, None)
-
-
 # Three pytest workers, their Ray workers and Slurm jobs share two cores, each process with
 # torch's OpenMP threads. By default an OpenMP thread spins after a parallel region waiting
 # for the next, burning the core another process needs: three 2-thread training loops on
