@@ -68,24 +68,32 @@ ray_slurm_start() {
         _ray_slurm_steps+=($!)
     done
 
-    # Wait until every node's raylet has joined (5 minutes at most).
-    python -u - "$RAY_SLURM_ADDRESS" "$RAY_SLURM_NODES" "$name" <<'PY'
-import sys, time
+    # Wait until every node's raylet has joined (5 minutes at most), each probe bounded (a
+    # client of a GCS that never came up retries on its own for minutes). A head whose step
+    # has ended fails the job now, not at its time limit: on a loaded node its raylet can miss
+    # Ray's fixed 30 s registration window ("The current node timed out during startup").
+    local deadline=$((SECONDS + 300)) alive=""
+    until alive=$(timeout 30 python -u - "$RAY_SLURM_ADDRESS" "$RAY_SLURM_NODES" 2>/dev/null <<'PY'
+import sys
 import ray
-address, want, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-deadline = time.time() + 300
-while True:
-    try:
-        ray.init(address=address, logging_level="ERROR")
-        alive = sum(n["Alive"] for n in ray.nodes())
-        ray.shutdown()
-        if alive >= want:
-            print(f"{name}: {alive} Ray node(s) up", flush=True)
-            break
-    except Exception as e:  # the head is still starting
-        alive = f"none ({type(e).__name__})"
-    if time.time() > deadline:
-        sys.exit(f"{name}: error: only {alive} of {want} Ray nodes joined in 300 s")
-    time.sleep(2)
+address, want = sys.argv[1], int(sys.argv[2])
+ray.init(address=address, logging_level="ERROR")
+alive = sum(n["Alive"] for n in ray.nodes())
+ray.shutdown()
+print(alive)
+sys.exit(0 if alive >= want else 1)
 PY
+    ); do
+        if ! kill -0 "${_ray_slurm_steps[0]}" 2>/dev/null; then
+            echo "$name: error: the Ray head on $head_node exited before the cluster came up" \
+                "(its output is above); resubmit the job" >&2
+            return 1
+        fi
+        if ((SECONDS > deadline)); then
+            echo "$name: error: only ${alive:-no} of $RAY_SLURM_NODES Ray nodes joined in 300 s" >&2
+            return 1
+        fi
+        sleep 2
+    done
+    echo "$name: $alive Ray node(s) up"
 }
