@@ -48,6 +48,43 @@ def test_sbatch_job_runs_and_writes_output(tmp_path):
     assert "step task=0 of 1" in text, text
 
 
+FAILING_HEAD = """\
+#!/bin/bash
+set -euo pipefail
+source "$SSL_HPC_ROOT/cluster/env.sh"
+export PATH="$STUB_BIN:$PATH"  # after env.sh's venv: this `ray start` fails as a timed-out head
+source "$SSL_HPC_ROOT/cluster/ray_slurm.sh"
+ray_slurm_start failing-head
+echo "went on without a Ray head"
+"""
+
+
+@pytest.mark.services
+@pytest.mark.timeout(180)
+def test_a_ray_head_that_fails_to_start_fails_the_job_at_once(tmp_path):
+    """Ray's head exits 1 when its raylet misses Ray's fixed 30 s registration window (seen
+    in CI on a loaded VM); the job must then end with one line naming the head's node,
+    well before the 300 s wait for the cluster runs out."""
+    from conftest import REPO
+
+    env = require_slurm()
+    stub = tmp_path / "bin" / "ray"
+    stub.parent.mkdir()
+    stub.write_text(
+        "#!/bin/bash\nsleep 2\necho 'Exception: The current node timed out' >&2\nexit 1\n"
+    )
+    stub.chmod(0o755)
+    (tmp_path / "job.sh").write_text(FAILING_HEAD)
+    env.update(SSL_HPC_ROOT=str(REPO), STUB_BIN=str(stub.parent))
+    output = tmp_path / "job.out"
+    job_id = sbatch([f"--output={output}", f"--chdir={tmp_path}", str(tmp_path / "job.sh")], env)
+    job = wait_for_job(job_id, env, timeout=150, output=output)
+    text = output.read_text()
+    assert job.state == "FAILED" and job.exit_code == "1:0", (job.info, text)
+    assert "failing-head: error: the Ray head on " in text, text
+    assert "exited before the cluster came up" in text and "went on" not in text, text
+
+
 @pytest.mark.services
 @pytest.mark.timeout(300)
 def test_sbatch_synth_job_builds_a_verified_survey(tmp_path):
