@@ -73,7 +73,7 @@ ray_slurm_start() {
     # has ended fails the job now, not at its time limit: on a loaded node its raylet can miss
     # Ray's fixed 30 s registration window ("The current node timed out during startup").
     local deadline=$((SECONDS + 300)) alive=""
-    until alive=$(timeout 30 python -u - "$RAY_SLURM_ADDRESS" "$RAY_SLURM_NODES" 2>/dev/null <<'PY'
+    until alive=$(timeout 30 python - "$RAY_SLURM_ADDRESS" "$RAY_SLURM_NODES" 2>/dev/null <<'PY'
 import sys
 import ray
 address, want = sys.argv[1], int(sys.argv[2])
