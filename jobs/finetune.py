@@ -41,12 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    import ray
-
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.study import efficiency_study
     from ssl_hpc.downstream.tasks import check_fractions
     from ssl_hpc.models.checkpoint import EncoderCheckpoint
+    from ssl_hpc.train.ray_loop import connect
 
     pretrained = EncoderCheckpoint(args.checkpoint)
     # the pretraining run's network, input scaling, augmentations and crop size, unless the
@@ -66,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     survey = Survey(args.data)
     cfg.augment.check_geometry(survey.manifest.image_shape[1:])
     fractions = check_fractions(cfg.fractions)
-    if not ray.is_initialized():
-        ray.init(address=args.address)
+    connect(args.address)
 
     def progress(method, fraction, repeat, test):
         score = "sigma_mad" if "sigma_mad" in test else "balanced_accuracy"

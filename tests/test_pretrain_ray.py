@@ -119,10 +119,13 @@ def test_relaunching_a_finished_run_resumes_it_and_trains_no_more(run, survey):
 
     config, out, _ = run
     before = (out / "metrics.csv").read_text()
-    ray.init(num_cpus=4, include_dashboard=False)
+    assert not ray.is_initialized()
     try:
+        # no address: fit starts the job's own local cluster, as a batch job does
         result = fit(config, survey, out)  # same RunConfig(storage_path, name): Ray restores
+        dashboard = ray._private.worker.global_worker.node.address_info["webui_url"]
     finally:
         ray.shutdown()
+    assert dashboard == ""  # a local cluster runs without the dashboard's ten processes
     assert result.error is None and result.metrics["step"] == STEPS
     assert (out / "metrics.csv").read_text() == before

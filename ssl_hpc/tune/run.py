@@ -31,6 +31,7 @@ import yaml
 from ..config import claim_file
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
+from ..train.ray_loop import connect
 from ..train.ray_run import fit
 from .space import SweepConfig
 
@@ -116,8 +117,7 @@ def sweep(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     claim_file(out / "sweep.yaml", yaml.safe_dump(sweep_config.to_dict(), sort_keys=False), "sweep")
-    if not ray.is_initialized():
-        ray.init(address=address)
+    connect(address)
     base = sweep_config.base_config
     concurrent = sweep_config.max_concurrent_trials or max_concurrent(base, ray.cluster_resources())
     experiment = out / name
