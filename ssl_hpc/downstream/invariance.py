@@ -30,16 +30,18 @@ def invariance(
     n: int = 256,
     seed: int = 0,
     precision: str = "fp32",
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Per code of `config` (and "all" of them together): same, different, ratio and
-    reidentified (see the module docstring), on `n` randomly chosen galaxies."""
+    reidentified (see the module docstring), on `n` randomly chosen galaxies; the views
+    are drawn on the CPU, the encoder (already on `device`) runs there."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(survey), min(n, len(survey)), replace=False))
     images = torch.from_numpy(survey.images(rows))
     meta = view_meta(survey, rows)
     stats = survey_stats(survey, config.psf_percentiles, config.extinction)
     crops = centre_crops(survey, rows, config.out_size)
-    ref = normalise(embed(encoder, crops, "cpu", precision=precision).numpy())
+    ref = normalise(embed(encoder, crops, device, precision=precision).numpy())
     pairs = rng.permutation(len(rows))
     pairs = np.where(pairs == np.arange(len(rows)), (pairs + 1) % len(rows), pairs)
     different = float(np.mean(1.0 - np.sum(ref * ref[pairs], axis=1)))
@@ -47,7 +49,8 @@ def invariance(
     out = {"n": len(rows), "different": different, "codes": {}}
     for combo in combos:
         aug = Augmenter(dataclasses.replace(config, codes=combo), stats, seed, "reference")
-        views = normalise(embed(encoder, aug(images, meta), "cpu", precision=precision).numpy())
+        views = aug(images, meta)
+        views = normalise(embed(encoder, views, device, precision=precision).numpy())
         same = 1.0 - np.sum(views * ref, axis=1)
         nearest = np.argmax(views @ ref.T, axis=1)
         out["codes"]["+".join(combo) if len(combo) == 1 else "all"] = {

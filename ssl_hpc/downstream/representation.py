@@ -71,28 +71,30 @@ def measure(
     k: int = 20,
     precision: str = "fp32",
     window: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """kNN metrics, random-pair cosine and invariance of one encoder (module docstring),
-    the encoder run at `precision`; kNN and pair cosine on centred `window` px crops (the
-    embedding window; default the view size), invariance on views."""
+    the encoder moved to `device` and run at `precision`; kNN and pair cosine on centred
+    `window` px crops (the embedding window; default the view size), invariance on views."""
     out: dict = {}
+    encoder = encoder.to(device)
     window = window or augment.out_size
     eval_set = load_eval_set(survey, n_eval, window, seed)
     if eval_set is not None:
-        features = embed(encoder, eval_set.images, "cpu", precision=precision)
+        features = embed(encoder, eval_set.images, device, precision=precision)
         out.update(knn_metrics(features, eval_set, k))
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(survey), min(n_eval, len(survey)), replace=False))
     crops = centre_crops(survey, rows, window)
     if hasattr(encoder, "pooled"):  # one pass for both: the neck is applied by hand
-        pooled = embed(_Pooled(encoder), crops, "cpu", precision=precision)
+        pooled = embed(_Pooled(encoder), crops, device, precision=precision)
         with torch.no_grad():
-            vectors = encoder.eval().neck(pooled)
+            vectors = encoder.eval().neck(pooled.to(device)).cpu()
         out["pair_cosine_pooled"] = pair_cosine(pooled.numpy(), seed=seed)
     else:
-        vectors = embed(encoder, crops, "cpu", precision=precision)
+        vectors = embed(encoder, crops, device, precision=precision)
     out["pair_cosine_median"] = pair_cosine(vectors.numpy(), seed=seed)
-    out["invariance"] = invariance(encoder, survey, augment, n_invariance, seed, precision)
+    out["invariance"] = invariance(encoder, survey, augment, n_invariance, seed, precision, device)
     together = out["invariance"]["codes"].get("all") or next(
         iter(out["invariance"]["codes"].values()), {}
     )
@@ -108,9 +110,10 @@ def against_random_init(
     n_invariance: int = 256,
     seed: int = 0,
     precision: str = "fp32",
+    device: str | torch.device = "cpu",
 ) -> dict:
     """`measure` of the trained encoder and of its random initialisation, on the same
-    galaxies and views: {"trained": ..., "random_init": ...}."""
+    galaxies and views, each run on `device`: {"trained": ..., "random_init": ...}."""
     augment = build(AugmentConfig, checkpoint.augment, f"{checkpoint.path} augment")
     encoders = {
         "trained": checkpoint.encoder(),
@@ -126,6 +129,7 @@ def against_random_init(
             seed,
             precision=precision,
             window=checkpoint.crop,
+            device=device,
         )
         for name, enc in encoders.items()
     }
