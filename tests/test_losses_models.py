@@ -140,7 +140,7 @@ def test_peak_lr_scales_with_the_global_batch_and_the_demo_trains_at_a_working_r
     assert four.peak_lr == pytest.approx(4 * one.peak_lr)  # linear in the global batch
     # The demo once peaked at 0.0075 (base 0.06, batch 32) and learned nothing in 300 steps;
     # the rate sweep (docs/representation.md) put the working range at 0.15-0.3.
-    for name in ("pretrain-demo.yaml", "pretrain-gz1.yaml"):
+    for name in ("pretrain-demo.yaml", "pretrain-gz1.yaml", "pretrain-gpu.yaml"):
         config = load_config(PretrainConfig, REPO / "jobs" / "configs" / name, [])
         assert 0.1 <= config.peak_lr <= 0.4, (name, config.peak_lr)
 
