@@ -126,6 +126,7 @@ def test_relaunching_a_finished_run_resumes_it_and_trains_no_more(run, survey):
         dashboard = ray._private.worker.global_worker.node.address_info["webui_url"]
     finally:
         ray.shutdown()
-    assert dashboard == ""  # a local cluster runs without the dashboard's ten processes
+    # kept, costly as it is: Ray Train reads its controller's state through it (ray_loop)
+    assert dashboard.startswith("127.0.0.1:")
     assert result.error is None and result.metrics["step"] == STEPS
     assert (out / "metrics.csv").read_text() == before

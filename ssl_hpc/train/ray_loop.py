@@ -184,14 +184,13 @@ def connect(address: str | None) -> None:
     None; a no-op when this process is already connected."""
     import ray  # lazy: the library imports without a Ray installation's start-up cost
 
-    if ray.is_initialized():
-        return
-    if address is None:
-        # A local cluster lives only for this batch job, whose progress is on its own
-        # stdout: the dashboard would add ten processes (~0.8 GB resident) and ~4 CPU
-        # seconds of start-up per run. Clusters started with `ray start` keep theirs.
-        ray.init(include_dashboard=False)
-    else:
+    if not ray.is_initialized():
+        # A local cluster keeps its dashboard (ten processes, ~0.8 GB, ~4 CPU s to start):
+        # Ray Train V2's PlacementGroupCleaner reads the controller's state through the
+        # State API the dashboard serves. Without it every run logs "Failed to query Ray
+        # Train Controller actor state" every few seconds, and a sweep's ASHA-stopped
+        # trials never free their CPUs: the next trial's workers never start and the sweep
+        # never ends (tests/test_asha.py).
         ray.init(address=address)
 
 
