@@ -16,7 +16,7 @@ learning_curve.png; the encoder stays in --work (too large to bring back from a 
 The run stops at `--minutes` of training even if the schedule (`steps`) is unfinished,
 and the summary says so.
 
-example (a 2-core CPU check of the whole path, about 2 minutes):
+example (a 2-core CPU check of the whole path, 2 to 3 minutes on the 2-core VM):
   python bench/gpu_pretrain.py --data runs/demo/survey --config jobs/configs/pretrain-demo.yaml \\
       --minutes 0.5 --out /tmp/gpu-check steps=20 eval_objects=256 --repeats 1 --tasks photoz
 """

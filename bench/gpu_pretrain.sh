@@ -11,10 +11,12 @@
 #     astropy_healpix==2.0.1 astropy-iers-data pyerfa
 #   cp -r ../shared/data/gz1_sdss_dev runs/gz1-jpeg
 # then run it with carry [".whl", "runs/gz1-jpeg"] and a timeout that leaves room for a
-# rerun (about 9 minutes at the default budgets: 4 + 1.5 minutes of training, the rest
-# start-up, survey generation, ingest and the measurements).
+# rerun. Estimated, never yet measured on a GPU: about 9 minutes at the default budgets
+# (4 + 1.5 minutes of training; the rest start-up, survey generation, ingest and the
+# measurements, whose linear heads train on the CPU). SYNTH_MIN and GZ1_MIN shrink it.
 #
-# A 2-core CPU check of the whole path (about 6 minutes here):
+# A 2-core CPU check of the whole path (13 minutes on the 2-core VM, most of it the
+# measurements: kNN, invariance and probes of two networks per set):
 #   N_OBJECTS=2000 SYNTH_MIN=0.3 GZ1_MIN=0.3 DEVICE=cpu REPEATS=1 \
 #     SYNTH_EXTRA="arch=resnet18 batch_size=32 eval_objects=256 loader_workers=0" \
 #     GZ1_EXTRA="arch=resnet18 batch_size=32 eval_objects=256 loader_workers=0" bash bench/gpu_pretrain.sh
