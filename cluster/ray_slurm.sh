@@ -56,13 +56,16 @@ ray_slurm_start() {
 
     echo "$name: job ${SLURM_JOB_ID:-none}: $RAY_SLURM_NODES node(s), $RAY_SLURM_GPUS GPU(s)" \
         "and $RAY_SLURM_CPUS CPUs per node; Ray head $head_node ($RAY_SLURM_ADDRESS); $(date -Is)"
-    srun --overlap --nodes=1 --ntasks=1 -w "$head_node" \
+    # RAY_ADDRESS for every process Ray starts: Ray Train's PlacementGroupCleaner finds the
+    # cluster through it, and without it fails where another Ray runs on the node (the
+    # stopped trials of a sweep then keep their CPUs; ssl_hpc.train.ray_loop.start_local)
+    srun --overlap --nodes=1 --ntasks=1 -w "$head_node" env RAY_ADDRESS="$RAY_SLURM_ADDRESS" \
         ray start --head --node-ip-address="$head_ip" --port="$base" --disable-usage-stats \
         --dashboard-host=127.0.0.1 --dashboard-port=$((base + 8)) \
         --ray-client-server-port=$((base + 7)) "${ports[@]}" "${resources[@]}" --block &
     _ray_slurm_steps+=($!)
     for node in $(tail -n +2 <<<"$nodes"); do
-        srun --overlap --nodes=1 --ntasks=1 -w "$node" \
+        srun --overlap --nodes=1 --ntasks=1 -w "$node" env RAY_ADDRESS="$RAY_SLURM_ADDRESS" \
             ray start --address="$RAY_SLURM_ADDRESS" --disable-usage-stats "${ports[@]}" \
             "${resources[@]}" --block &
         _ray_slurm_steps+=($!)

@@ -1,15 +1,29 @@
 """ASHA, the sweeps' default scheduler, on a local Ray cluster: the trials it cuts must
-hand their CPUs back. With the Ray dashboard off (tried for start-up speed) they did not:
-Ray Train's PlacementGroupCleaner reads its controller's state through the dashboard, a cut
-trial's workers kept their CPUs, and the next trial's worker group timed out starting, again
-and again: this sweep was still running after 15 minutes."""
+hand their CPUs back. Ray Train's PlacementGroupCleaner frees them, asking the State API
+(served by the dashboard) whether the cut trial's controller still lives. It did not work
+with the dashboard off (tried for start-up speed), nor with a second Ray cluster on the
+machine, as under pytest-xdist or on a shared login node: it could not tell which cluster
+to ask ("Found multiple active Ray instances"). Either way a cut trial's workers kept
+their CPUs and the next trial's worker group timed out starting, again and again: the
+sweep was still running after 10 minutes. `start_local` gives Ray's processes the
+cluster's address; the test starts a second cluster beside its own to hold it to that."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
 from test_tune import TINY, sweep_file
 
+from ssl_hpc.train.ray_loop import free_port, start_local
 from ssl_hpc.tune.report import STATUS_CUT, STATUS_DONE, collect
 from ssl_hpc.tune.run import read_attempts, sweep
 from ssl_hpc.tune.space import load_sweep
@@ -31,16 +45,17 @@ def asha_rows(tmp_path_factory, small_survey):
         scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2},
     )
     config = load_sweep(path)
-    ray.init(num_cpus=2)  # the dashboard on, as `connect` starts a local cluster
-    try:
-        results = sweep(config, small_survey, tmp / "out")
-    finally:
-        ray.shutdown()
+    with another_ray_cluster():
+        start_local(num_cpus=2)  # as `connect` starts one
+        try:
+            results = sweep(config, small_survey, tmp / "out")
+        finally:
+            ray.shutdown()
     return collect(results, config), tmp / "out"
 
 
-# With the dashboard off the sweep never ends (a trial waits for CPUs that never come):
-# fail in 10 minutes rather than the suite's 15 (142 s here when it works)
+# When cut trials keep their CPUs the sweep never ends (a trial waits for CPUs that never
+# come): fail in 10 minutes rather than the suite's 15 (142 s here when it works)
 @pytest.mark.timeout(600)
 def test_asha_cuts_some_trials_and_every_other_trial_still_gets_its_cpus(asha_rows):
     rows, _ = asha_rows
@@ -58,3 +73,53 @@ def test_each_trial_started_once(asha_rows):
     assert len(trials) == len(TEMPERATURES)
     for path in trials:  # none restarted after waiting in vain for its workers
         assert sum(e["event"] == "start" for e in read_attempts(path)) == 1, path.name
+
+
+@ray.remote(num_cpus=0)
+def cluster_seen_from_a_worker() -> str:
+    """The address a Ray worker process resolves for "this cluster", as the State API
+    client of Ray Train's PlacementGroupCleaner does."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    return canonicalize_bootstrap_address_or_die(None)
+
+
+def test_workers_of_a_local_cluster_find_it_beside_another():
+    with another_ray_cluster():
+        start_local(num_cpus=1)
+        try:
+            own = ray.get_runtime_context().gcs_address
+            assert ray.get(cluster_seen_from_a_worker.remote()) == own
+        finally:
+            ray.shutdown()
+        # the driver's environment is as it was: a later local start is a new cluster
+        assert "RAY_ADDRESS" not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
+        ray.init(num_cpus=1)  # what start_local mends: plain ray.init's workers cannot tell
+        try:
+            with pytest.raises(ConnectionError, match="multiple active Ray instances"):
+                ray.get(cluster_seen_from_a_worker.remote())
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def another_ray_cluster():
+    """A second local Ray cluster, as another user's on a login node, for the duration.
+    Started in its own process group so that it alone is stopped (`ray stop` stops every
+    Ray on the machine, other pytest workers' too)."""
+    # short: Ray's unix socket paths under it may not exceed 107 bytes
+    temp_dir = tempfile.mkdtemp(prefix="ray-other-", dir="/tmp")
+    start = subprocess.Popen(
+        [Path(sys.executable).with_name("ray"), "start", "--head", "--port", str(free_port()),
+         "--num-cpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
+         "--temp-dir", temp_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    _, err = start.communicate(timeout=180)
+    assert start.returncode == 0, err.decode()[-2000:]
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(start.pid, signal.SIGKILL)  # its processes kept the group
+        shutil.rmtree(temp_dir, ignore_errors=True)

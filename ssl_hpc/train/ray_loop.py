@@ -27,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,17 +183,59 @@ def claim_run(out: str | Path, config, what: str) -> Path:
 
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto", "ray://..."), or start a local one for
-    None; a no-op when this process is already connected."""
+    None (`start_local`); a no-op when this process is already connected."""
     import ray  # lazy: the library imports without a Ray installation's start-up cost
 
-    if not ray.is_initialized():
-        # A local cluster keeps its dashboard (ten processes, ~0.8 GB, ~4 CPU s to start):
-        # Ray Train V2's PlacementGroupCleaner reads the controller's state through the
-        # State API the dashboard serves. Without it every run logs "Failed to query Ray
-        # Train Controller actor state" every few seconds, and a sweep's ASHA-stopped
-        # trials never free their CPUs: the next trial's workers never start and the sweep
-        # never ends (tests/test_asha.py).
+    if ray.is_initialized():
+        return
+    if address is None:
+        start_local()
+    else:
         ray.init(address=address)
+
+
+def start_local(**init_kwargs) -> None:
+    """Start a local Ray cluster (`ray.init` keywords: num_cpus, ...) whose every process
+    knows its address.
+
+    Ray Train V2's PlacementGroupCleaner frees a run's CPUs when its controller dies
+    without shutting down (an ASHA-stopped trial, a killed driver). It asks the State API
+    whether the controller lives, and finds the cluster from RAY_ADDRESS, else by scanning
+    the machine; with two clusters on one machine (two users on a login node, pytest
+    workers) the scan fails, the cleaner's thread dies, and the next trial waits for CPUs
+    that never come (tests/test_asha.py). So the GCS port is chosen here and RAY_ADDRESS
+    set for the processes Ray starts, which inherit this environment; this process's own
+    environment is restored afterwards. The dashboard stays on (ten processes, ~0.8 GB,
+    ~4 CPU s to start): it serves that State API."""
+    import ray
+
+    port = free_port()
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    own = {name: os.environ.get(name) for name in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    os.environ.update(RAY_ADDRESS=address, RAY_GCS_SERVER_PORT=str(port))
+    try:
+        ray.init(address="local", **init_kwargs)  # "local": RAY_ADDRESS is not joined
+    finally:
+        for name, value in own.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    started = ray.get_runtime_context().gcs_address
+    if started != address:  # another process took the port between the probe and Ray
+        warnings.warn(
+            f"local Ray started at {started}, not {address}: with another Ray cluster on "
+            "this machine, Ray Train may not free a stopped run's CPUs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def torch_trainer(
