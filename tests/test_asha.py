@@ -5,8 +5,10 @@ with the dashboard off (tried for start-up speed), nor with a second Ray cluster
 machine, as under pytest-xdist or on a shared login node: it could not tell which cluster
 to ask ("Found multiple active Ray instances"). Either way a cut trial's workers kept
 their CPUs and the next trial's worker group timed out starting, again and again: the
-sweep was still running after 10 minutes. `start_local` gives Ray's processes the
-cluster's address; the test starts a second cluster beside its own to hold it to that."""
+sweep was still running after 10 minutes. Worse, with the dashboard off and another
+cluster's on the default port, that cluster answered, and a live run's workers were
+removed. `start_local` keeps the dashboard and gives Ray's processes the cluster's address;
+the tests start a second cluster beside their own to hold it to that."""
 
 from __future__ import annotations
 
@@ -76,42 +78,56 @@ def test_each_trial_started_once(asha_rows):
 
 
 @ray.remote(num_cpus=0)
-def cluster_seen_from_a_worker() -> str:
-    """The address a Ray worker process resolves for "this cluster", as the State API
-    client of Ray Train's PlacementGroupCleaner does."""
-    from ray._private.services import canonicalize_bootstrap_address_or_die
+class Cleaner:
+    """Asks what Ray Train's PlacementGroupCleaner asks, from a worker of the cluster."""
 
-    return canonicalize_bootstrap_address_or_die(None)
+    def sees_alive(self, actor_id: str):
+        from ray.train.v2._internal.state.util import is_actor_alive
 
-
-def test_workers_of_a_local_cluster_find_it_beside_another():
-    with another_ray_cluster():
-        start_local(num_cpus=1)
         try:
-            own = ray.get_runtime_context().gcs_address
-            assert ray.get(cluster_seen_from_a_worker.remote()) == own
-        finally:
-            ray.shutdown()
-        # the driver's environment is as it was: a later local start is a new cluster
-        assert "RAY_ADDRESS" not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
-        ray.init(num_cpus=1)  # what start_local mends: plain ray.init's workers cannot tell
-        try:
-            with pytest.raises(ConnectionError, match="multiple active Ray instances"):
-                ray.get(cluster_seen_from_a_worker.remote())
-        finally:
-            ray.shutdown()
+            return bool(is_actor_alive(actor_id, timeout=30))
+        except ConnectionError as e:  # the cluster could not be resolved
+            return str(e)
+
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def cleaner_verdict(**start) -> bool | str:
+    """Whether a live actor of a local cluster, started with `start`, looks alive."""
+    if start.pop("plain", False):
+        ray.init(num_cpus=1, **start)
+    else:
+        start_local(num_cpus=1, **start)
+    try:
+        cleaner = Cleaner.remote()
+        return ray.get(cleaner.sees_alive.remote(ray.get(cleaner.actor_id.remote())))
+    finally:
+        ray.shutdown()
+
+
+def test_ray_train_sees_its_live_controller_beside_another_cluster():
+    with another_ray_cluster():  # its dashboard on, likely on the default port
+        assert cleaner_verdict() is True
+        assert "RAY_ADDRESS" not in os.environ  # the driver's environment as it was
+        # the two ways it failed: without the address, the cluster cannot be resolved
+        # (the cleaner's thread died; cut trials kept their CPUs) ...
+        assert "multiple active Ray instances" in cleaner_verdict(plain=True)
+        # ... and without its own dashboard the State API on the default port answered,
+        # another cluster's: a live controller declared dead (a run's workers removed)
+        assert cleaner_verdict(include_dashboard=False) is False
 
 
 @contextlib.contextmanager
 def another_ray_cluster():
-    """A second local Ray cluster, as another user's on a login node, for the duration.
+    """A second local Ray cluster with its dashboard, as another user's on a login node.
     Started in its own process group so that it alone is stopped (`ray stop` stops every
     Ray on the machine, other pytest workers' too)."""
     # short: Ray's unix socket paths under it may not exceed 107 bytes
     temp_dir = tempfile.mkdtemp(prefix="ray-other-", dir="/tmp")
     start = subprocess.Popen(
         [Path(sys.executable).with_name("ray"), "start", "--head", "--port", str(free_port()),
-         "--num-cpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
+         "--num-cpus", "0", "--disable-usage-stats",
          "--temp-dir", temp_dir],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from ssl_hpc.downstream.study import ProbeConfig
 from ssl_hpc.downstream.tasks import check_fractions, load_task, splits, tasks_of
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
+from ssl_hpc.train.ray_loop import start_local
 
 # -- metrics --------------------------------------------------------------------------------
 
@@ -419,7 +420,10 @@ def test_fine_tuning_head_starts_at_the_label_prior_with_its_own_rate(small_surv
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False)
+    # as `fit` starts one. With the dashboard off, Ray Train asked the State API on the
+    # default port, where another test's cluster answered that this run's live controller
+    # did not exist, and removed its workers' placement group mid-restart
+    start_local(num_cpus=2)
     yield
     ray.shutdown()
 

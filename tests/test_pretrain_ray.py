@@ -23,6 +23,7 @@ from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.evaluate import knn_metrics, load_eval_set
 from ssl_hpc.train.metrics_log import read_metrics
 from ssl_hpc.train.pretrainer import build_model
+from ssl_hpc.train.ray_loop import start_local
 
 STEPS, EVERY, FAULT = 120, 20, 50
 
@@ -63,7 +64,7 @@ def run(survey, tmp_path_factory):
         },
     )
     out = tmp_path_factory.mktemp("ray-run") / "run"
-    ray.init(num_cpus=4, include_dashboard=False)
+    start_local(num_cpus=4)  # as `fit` starts one: the dashboard on, its address given
     try:
         killed = out.parent / f"killed-at-{FAULT}"
         result = fit(config, survey, out, hook=kill_once(FAULT, config.num_workers - 1, killed))
