@@ -30,7 +30,10 @@ from ssl_hpc.tune.report import STATUS_CUT, STATUS_DONE, collect
 from ssl_hpc.tune.run import read_attempts, sweep
 from ssl_hpc.tune.space import load_sweep
 
-TEMPERATURES = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+# four trials in grid order: the first two run to the end and the next two are cut (0.2 and
+# 0.5 score below them at the first rung); each trial needs the cluster's CPUs, so every
+# one after a cut one also shows that the cut one handed them back
+TEMPERATURES = [0.05, 0.1, 0.2, 0.5]
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +60,19 @@ def asha_rows(tmp_path_factory, small_survey):
 
 
 # When cut trials keep their CPUs the sweep never ends (a trial waits for CPUs that never
-# come): fail in 10 minutes rather than the suite's 15 (142 s here when it works)
-@pytest.mark.timeout(600)
+# come) and the suite's 15-minute timeout fails it. It takes ~2 minutes alone; beside the
+# suite's other workers Ray's processes (at nice 15) run several times slower, and a
+# 10-minute limit was once not enough.
 def test_asha_cuts_some_trials_and_every_other_trial_still_gets_its_cpus(asha_rows):
     rows, _ = asha_rows
     assert sorted(r["temperature"] for r in rows) == TEMPERATURES
     statuses = [r["status"] for r in rows]
     assert set(statuses) <= {STATUS_DONE, STATUS_CUT}, [r.get("error") for r in rows]
     assert STATUS_CUT in statuses and STATUS_DONE in statuses, statuses
-    for r in rows:  # cut at a rung, or run to the end
-        assert r["step"] in ({2, 4} if r["status"] == STATUS_CUT else {TINY["steps"]}), r
+    for r in rows:
+        # ASHA decides at a rung (step 2 or 4) and the stop reaches the trial
+        # asynchronously: under load it may report one more evaluation (step 6) first
+        assert r["step"] in ({2, 4, 6} if r["status"] == STATUS_CUT else {TINY["steps"]}), r
 
 
 def test_each_trial_started_once(asha_rows):
