@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     survey = Survey(args.data)
     cfg.augment.check_geometry(survey.manifest.image_shape[1:])
     fractions = check_fractions(cfg.fractions)
-    connect(args.address)
+    if cfg.methods:  # the linear heads alone need no cluster
+        connect(args.address)
 
     def progress(method, fraction, repeat, test):
         score = "sigma_mad" if "sigma_mad" in test else "balanced_accuracy"

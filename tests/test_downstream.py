@@ -544,3 +544,16 @@ def test_finetune_command_compares_three_methods(
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")} == stamps
+    # --methods '': the linear heads alone, on the same splits, and no trained run
+    linear_only = tmp_path / "linear-only"
+    assert main([*args[:6], str(linear_only), "--methods", "", *args[7:]]) == 0
+    alone = json.loads((linear_only / "metrics.json").read_text())
+    assert {r["method"] for r in alone["rows"]} == {
+        "linear_ssl",
+        "linear_random_init",
+        "linear_pixel_pca",
+    }
+    for method, points in alone["curves"].items():
+        assert points == summary["curves"][method], method
+    assert alone["equivalent_labels"] == {}
+    assert not list(linear_only.glob("*-r0"))

@@ -135,7 +135,8 @@ def efficiency_study(
     """(a) linear on frozen SSL, (b) fine-tuned SSL, (c) supervised from scratch, on the
     same splits; each (b)/(c) run resumable in out/<init>-f<fraction>-r<repeat>/. Writes
     metrics.json, efficiency.png and (photoz, with (b)) photoz.png; returns the summary.
-    `trained`: which of (b) and (c) to run ((a) always runs: it is cheap).
+    `trained`: which of (b) and (c) to run ((a) always runs: it is cheap; with neither,
+    no Ray is needed).
     `on_run(method, fraction, repeat, metrics)` after each run (progress output)."""
     unknown = set(trained) - {FINETUNED, SUPERVISED}
     if unknown:
@@ -161,6 +162,7 @@ def efficiency_study(
         rows += probe_curve(features, task, fractions, study_splits, head, method)
     score, higher = task.score_name, task.higher_is_better
     compared = (LINEAR, FINETUNED) if FINETUNED in trained else (LINEAR,)
+    compared = compared if SUPERVISED in trained else ()  # ratios are against (c)
     summary = {
         "task": task.name,
         "score": score,
@@ -222,7 +224,7 @@ class StudyConfig(FinetuneConfig):
     """random splits"""
     methods: tuple[str, ...] = (FINETUNED, SUPERVISED)
     """the trained methods to run: finetuned_ssl and/or supervised (the linear heads on
-    SSL, random-init and pixel-PCA features always run)"""
+    SSL, random-init and pixel-PCA features always run; '' runs only them, without Ray)"""
 
     def run_config(self) -> FinetuneConfig:
         """The settings of each run (the study's own keys left out)."""
