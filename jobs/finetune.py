@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssl_hpc.data.survey import Survey
+    from ssl_hpc.downstream.efficiency import ratio_line
     from ssl_hpc.downstream.study import efficiency_study
     from ssl_hpc.downstream.tasks import check_fractions
     from ssl_hpc.models.checkpoint import EncoderCheckpoint
@@ -77,9 +78,6 @@ def run(args: argparse.Namespace) -> int:
         cfg.run_config(), args.data, Path(args.out), fractions, cfg.repeats, progress, cfg.methods
     )
     for method, ratios in summary["equivalent_labels"].items():
-        shown = ", ".join(
-            f"{r['n_train']}: {'>' if r['bound'] else ''}{r['ratio_mean']:.2g}x" for r in ratios
-        )
-        print(f"labels supervised needs to match {method}: {shown}")
+        print(ratio_line(method, ratios))
     print(f"{args.out}/metrics.json")
     return 0

@@ -157,6 +157,29 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
     return out
 
 
+#: every method a study can hold, in the order its curves are listed
+METHODS = (*BASELINES, LINEAR, FINETUNED, SUPERVISED)
+
+
+def summarise(rows: list[dict], score: str, higher: bool) -> dict:
+    """{"curves": the mean curve of every method in `rows`, "equivalent_labels": the ratio
+    of (a) and (b) where they ran, only if (c), the yardstick, ran too}."""
+    present = {r["method"] for r in rows}
+    compared = [m for m in (LINEAR, FINETUNED) if m in present] if SUPERVISED in present else []
+    return {
+        "curves": {m: curve(rows, m, score) for m in METHODS if m in present},
+        "equivalent_labels": {m: equivalent_labels(rows, m, score, higher) for m in compared},
+    }
+
+
+def ratio_line(method: str, ratios: list[dict]) -> str:
+    """One line of `equivalent_labels(...)` for a person: '>' marks a lower bound."""
+    shown = ", ".join(
+        f"{r['n_train']}: {'>' if r['bound'] else ''}{r['ratio_mean']:.2g}x" for r in ratios
+    )
+    return f"labels {SUPERVISED} needs to match {method}: {shown}"
+
+
 def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> dict[str, list]:
     """Score against labels (log axis), one line per method with repeat error bars;
     returns what it drew: {legend name: [(labels, mean, std), ...]}."""

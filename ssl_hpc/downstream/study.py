@@ -16,17 +16,16 @@ from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import centre_crops, embed
 from ..utils.atomic import atomic_path, write_json_atomic
 from .efficiency import (
-    BASELINES,
     FINETUNED,
     LINEAR,
     LINEAR_RANDOM,
     PIXEL_PCA,
     SUPERVISED,
     curve,
-    equivalent_labels,
     plot_curves,
     plot_photoz,
     probe_curve,
+    summarise,
 )
 from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
@@ -160,21 +159,17 @@ def efficiency_study(
     head = HeadConfig(seed=base.seed, balance=base.balance)
     for method, features in frozen_features(base, survey, task).items():
         rows += probe_curve(features, task, fractions, study_splits, head, method)
-    score, higher = task.score_name, task.higher_is_better
-    compared = (LINEAR, FINETUNED) if FINETUNED in trained else (LINEAR,)
-    compared = compared if SUPERVISED in trained else ()  # ratios are against (c)
     summary = {
         "task": task.name,
-        "score": score,
+        "score": task.score_name,
         "answers": list(task.answers) if task.name != PHOTOZ else [],
         "labelled": len(task.rows),
         "config": to_dict(base),
         "fractions": list(fractions),
         "repeats": repeats,
-        "curves": {m: curve(rows, m, score) for m in (*BASELINES, LINEAR, *trained)},
         "test_ids": base.test_ids,
         "n_test": len(study_splits[0].test),
-        "equivalent_labels": {m: equivalent_labels(rows, m, score, higher) for m in compared},
+        **summarise(rows, task.score_name, task.higher_is_better),
         "rows": rows,
     }
     write_json_atomic(out / "metrics.json", summary)
