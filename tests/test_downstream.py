@@ -24,6 +24,7 @@ from ssl_hpc.downstream.efficiency import (
     SUPERVISED,
     equivalent_labels,
     labels_to_reach,
+    ratio_line,
 )
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.study import ProbeConfig
@@ -242,6 +243,12 @@ def test_equivalent_labels_ratio_per_repeat():
     assert not out[10]["bound"]
     # 0.01 at 100 labels: supervised never gets there; a lower bound of 1000/100
     assert out[100]["bound"] and out[100]["ratio_mean"] == 10.0
+    # the printed line carries the spread, and says when only some repeats were reached
+    spread = f"{out[10]['ratio_mean']:.2g} +- {out[10]['ratio_std']:.2g}x"
+    assert ratio_line(LINEAR, list(out.values())).endswith(f"10: {spread}, 100: >10x")
+    partial = {"n_train": 50, "bound": False, "ratio_mean": 2.0, "ratio_std": 0.0}
+    partial.update(ratios=[2.0], repeats_unreached=2)
+    assert ratio_line(LINEAR, [partial]).endswith("50: 2 +- 0x (1 of 3)")
 
 
 # -- linear probes on an embedding set, from the command line --------------------------------

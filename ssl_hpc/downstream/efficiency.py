@@ -173,11 +173,19 @@ def summarise(rows: list[dict], score: str, higher: bool) -> dict:
 
 
 def ratio_line(method: str, ratios: list[dict]) -> str:
-    """One line of `equivalent_labels(...)` for a person: '>' marks a lower bound."""
-    shown = ", ".join(
-        f"{r['n_train']}: {'>' if r['bound'] else ''}{r['ratio_mean']:.2g}x" for r in ratios
-    )
-    return f"labels {SUPERVISED} needs to match {method}: {shown}"
+    """One line of `equivalent_labels(...)` for a person: mean +- std over the repeats,
+    '>' for a lower bound (no repeat reached), '(k of n)' when only some did."""
+    return f"labels {SUPERVISED} needs to match {method}: " + ", ".join(map(_ratio_cell, ratios))
+
+
+def _ratio_cell(r: dict) -> str:
+    if r["bound"]:
+        return f"{r['n_train']}: >{r['ratio_mean']:.2g}x"
+    cell = f"{r['n_train']}: {r['ratio_mean']:.2g} +- {r['ratio_std']:.2g}x"
+    if r["repeats_unreached"]:
+        reached = len(r["ratios"])
+        cell += f" ({reached} of {reached + r['repeats_unreached']})"
+    return cell
 
 
 def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> dict[str, list]:
