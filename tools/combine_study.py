@@ -42,8 +42,8 @@ def combine(frozen: dict, trained: list[dict], task: Task, note: str) -> dict:
         for key in ("task", "score", "labelled", "n_test", "fractions", "repeats"):
             if frozen[key] != study[key]:
                 raise SystemExit(f"{key}: {frozen[key]!r} here, {study[key]!r} in a trained study")
-    if (frozen["task"], frozen["score"]) != (task.name, task.score_name):
-        raise SystemExit(f"the studies are of {frozen['task']}, the survey's task {task.name}")
+    if frozen["score"] != task.score_name:  # `task` is loaded by frozen's task name
+        raise SystemExit(f"the studies score {frozen['score']}, task {task.name} {task.score_name}")
     rows = [r for r in frozen["rows"] if r["method"] not in TRAINED]
     runs = set()
     for study in trained:
@@ -69,7 +69,7 @@ def main() -> None:
     )
     parser.add_argument("out", type=Path, help="combined study (.json; a .png beside it)")
     parser.add_argument("--note", required=True, help="what the combination holds")
-    parser.add_argument("--survey", required=True, help="the survey both studies ran on")
+    parser.add_argument("--survey", required=True, help="the survey every study ran on")
     args = parser.parse_args()
     frozen = json.loads(args.frozen.read_text())
     trained = [json.loads(p.read_text()) for p in args.trained]
