@@ -10,9 +10,13 @@ runs it is compared against, on the same published test set:
       --note "what NEW is"
 
 Several trained studies may be given, e.g. the fine-tuned runs (b) of one
-(`--methods finetuned_ssl`) and the supervised runs (c) of another; a run present in two
-of them is refused. OUT.json has the study's shape: every row, the mean curves, the
-equivalent-labels ratios of (a) and (b) against (c) per repeat; OUT.png draws the curves.
+(`--methods finetuned_ssl`) and the supervised runs (c) of another; PATH:METHOD takes only
+that method's runs from a study (`docs/results/demo-efficiency-photoz.json:supervised`).
+Studies may cover different label fractions of the same split (a study at 0.01,0.02 beside
+one at 0.05-1: the pools are nested, so the curves join); `--also-frozen` adds the linear
+rows of further studies of the same encoder. A run present twice is refused. OUT.json has
+the study's shape: every row, the mean curves, the equivalent-labels ratios of (a) and (b)
+against (c) per repeat; OUT.png draws the curves.
 """
 
 from __future__ import annotations
@@ -35,45 +39,70 @@ from ssl_hpc.utils.atomic import write_json_atomic
 TRAINED = (FINETUNED, SUPERVISED)
 
 
-def combine(frozen: dict, trained: list[dict], task: Task, note: str) -> dict:
-    """`frozen`'s rows of untrained methods with the (b)/(c) rows of the `trained` studies;
-    refuses studies of another task, label set or test set, and a run given twice."""
-    for study in trained:
-        for key in ("task", "score", "labelled", "n_test", "fractions", "repeats"):
-            if frozen[key] != study[key]:
-                raise SystemExit(f"{key}: {frozen[key]!r} here, {study[key]!r} in a trained study")
-    if frozen["score"] != task.score_name:  # `task` is loaded by frozen's task name
-        raise SystemExit(f"the studies score {frozen['score']}, task {task.name} {task.score_name}")
-    rows = [r for r in frozen["rows"] if r["method"] not in TRAINED]
-    runs = set()
-    for study in trained:
-        for row in (r for r in study["rows"] if r["method"] in TRAINED):
+def combine(
+    frozen: list[dict], trained: list[tuple[dict, str | None]], task: Task, note: str
+) -> dict:
+    """The untrained methods' rows of the `frozen` studies with the (b)/(c) rows of the
+    `trained` (study, only this method or None) pairs; refuses studies of another task,
+    label set, test-set size or repeat count, and a run given twice."""
+    first = frozen[0]
+    for study in [*frozen[1:], *(s for s, _ in trained)]:
+        for key in ("task", "score", "labelled", "n_test", "repeats"):
+            if first.get(key) != study.get(key):
+                raise SystemExit(f"{key}: {first.get(key)!r} here, {study.get(key)!r} in another")
+    if first["score"] != task.score_name:  # `task` is loaded by the first study's task name
+        raise SystemExit(f"the studies score {first['score']}, task {task.name} {task.score_name}")
+    picked = [(s, lambda m: m not in TRAINED) for s in frozen]
+    picked += [(s, lambda m, only=only: m in TRAINED and only in (None, m)) for s, only in trained]
+    rows, runs = [], set()
+    for study, wanted in picked:
+        for row in (r for r in study["rows"] if wanted(r["method"])):
             run = (row["method"], row["fraction"], row["repeat"])
             if run in runs:
-                raise SystemExit(f"{run}: the same run in two trained studies")
+                raise SystemExit(f"{run}: the same run in two studies")
             runs.add(run)
             rows.append(row)
     return {
-        **{k: v for k, v in frozen.items() if k not in ("rows", "curves", "equivalent_labels")},
+        **{k: v for k, v in first.items() if k not in ("rows", "curves", "equivalent_labels")},
+        "fractions": sorted({r["fraction"] for r in rows}),
         "note": note,
         **summarise(rows, task.score_name, task.higher_is_better),
         "rows": rows,
     }
 
 
+def study_and_method(arg: str) -> tuple[Path, str | None]:
+    """PATH or PATH:METHOD (METHOD one of the trained methods)."""
+    path, _, method = arg.rpartition(":")
+    if path and method in TRAINED:
+        return Path(path), method
+    return Path(arg), None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("frozen", type=Path, help="metrics.json whose linear rows are kept")
     parser.add_argument(
-        "trained", type=Path, nargs="+", help="metrics.json files whose (b)/(c) runs are kept"
+        "trained",
+        nargs="+",
+        help=f"metrics.json files whose (b)/(c) runs are kept; PATH:METHOD keeps one of {TRAINED}",
     )
     parser.add_argument("out", type=Path, help="combined study (.json; a .png beside it)")
     parser.add_argument("--note", required=True, help="what the combination holds")
     parser.add_argument("--survey", required=True, help="the survey every study ran on")
+    parser.add_argument(
+        "--also-frozen",
+        type=Path,
+        action="append",
+        default=[],
+        help="another study of the same encoder whose linear rows are kept (repeatable)",
+    )
     args = parser.parse_args()
-    frozen = json.loads(args.frozen.read_text())
-    trained = [json.loads(p.read_text()) for p in args.trained]
-    task = load_task(Survey(args.survey), frozen["task"])
+    frozen = [json.loads(p.read_text()) for p in [args.frozen, *args.also_frozen]]
+    trained = []
+    for path, method in map(study_and_method, args.trained):
+        trained.append((json.loads(path.read_text()), method))
+    task = load_task(Survey(args.survey), frozen[0]["task"])
     study = combine(frozen, trained, task, args.note)
     write_json_atomic(args.out, study)
     plot_curves(study["rows"], task, args.out.with_suffix(".png"), args.out.stem)
