@@ -20,15 +20,18 @@ from ssl_hpc.config import build, load_config
 from ssl_hpc.data.labels import GZ2_QUESTIONS, _gz1_answer, questions, vote_fractions
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.downstream.efficiency import (
+    FINETUNED,
     LINEAR,
+    PRIOR,
     SUPERVISED,
     equivalent_labels,
     labels_to_reach,
+    prior_curve,
     ratio_line,
 )
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.study import ProbeConfig
-from ssl_hpc.downstream.tasks import check_fractions, load_task, splits, tasks_of
+from ssl_hpc.downstream.tasks import Task, check_fractions, load_task, splits, tasks_of
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
 from ssl_hpc.train.ray_loop import start_local
@@ -249,6 +252,45 @@ def test_equivalent_labels_ratio_per_repeat():
     partial = {"n_train": 50, "bound": False, "ratio_mean": 2.0, "ratio_std": 0.0}
     partial.update(ratios=[2.0], repeats_unreached=2)
     assert ratio_line(LINEAR, [partial]).endswith("50: 2 +- 0x (1 of 3)")
+    # supervised already at 0.05 with its fewest labels (20): the ratio at 20 labels is at
+    # most 1, in both repeats; only the repeat reached by interpolation is exact
+    rows += [
+        {"method": FINETUNED, "repeat": rep, "n_train": 20, "sigma_mad": s}
+        for rep, s in ((0, 0.2), (1, 0.08))
+    ]
+    [at_20] = equivalent_labels(rows, FINETUNED, "sigma_mad", higher=False)
+    assert at_20["ratios"] == [
+        0.5,
+        round(labels_to_reach(0.08, [10, 100], [0.105, 0.055], False) / 20, 3),
+    ]
+    assert at_20["at_most"] == [True, False]
+    assert "(1 at most)" in ratio_line(FINETUNED, [at_20])
+    assert out[10]["at_most"] == [False, False]
+
+
+def test_prior_curve_scores_knowing_nothing():
+    """The training labels' prior: one redshift for every test galaxy (the mean of the
+    training redshifts' bin centres); morphology the commonest answer."""
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.02, 0.2, 300)
+    bins = RedshiftBins()
+    photoz = Task("photoz", np.arange(300), bins.one_hot(z), (), z=z)
+    [split] = splits(300, 1, 0.3, seed=0)
+    rows = prior_curve(photoz, (0.1, 1.0), [split])
+    for row, fraction in zip(rows, (0.1, 1.0)):
+        train = split.train(fraction)
+        z_one = bins.centres[bins.index(z[train])].mean()
+        want = photoz_metrics(np.full(len(split.test), z_one), z[split.test])
+        assert row["method"] == PRIOR and row["n_train"] == len(train)
+        assert row["sigma_mad"] == pytest.approx(want["sigma_mad"])
+        assert row["bias"] == pytest.approx(want["bias"])
+    # 80% smooth, all votes confident: every galaxy called smooth, a balanced accuracy of
+    # one half and the plain accuracy of the majority
+    smooth = rng.random(300) < 0.8
+    morphology = Task("smooth", np.arange(300), np.stack([smooth, ~smooth], 1) * 1.0, ("s", "f"))
+    [row] = prior_curve(morphology, (1.0,), [split])
+    assert row["balanced_accuracy"] == 0.5 and row["recall"] == [1.0, 0.0]
+    assert row["accuracy"] == pytest.approx(smooth[split.test].mean())
 
 
 # -- linear probes on an embedding set, from the command line --------------------------------
@@ -559,6 +601,7 @@ def test_finetune_command_compares_three_methods(
         "linear_ssl",
         "linear_random_init",
         "linear_pixel_pca",
+        "training_prior",
     }
     for method, points in alone["curves"].items():
         assert points == summary["curves"][method], method

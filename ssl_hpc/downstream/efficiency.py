@@ -11,6 +11,7 @@ over repeats gives the error bars.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,7 +23,10 @@ from .tasks import Split, Task
 LINEAR, FINETUNED, SUPERVISED = "linear_ssl", "finetuned_ssl", "supervised"
 #: linear heads on features that need no training: what (a) must beat to have learned
 LINEAR_RANDOM, PIXEL_PCA = "linear_random_init", "linear_pixel_pca"
-BASELINES = (LINEAR_RANDOM, PIXEL_PCA)
+#: every test object given the training labels' distribution: what knowing nothing scores
+PRIOR = "training_prior"
+#: what every representation must beat (thin lines in the plots)
+BASELINES = (PRIOR, LINEAR_RANDOM, PIXEL_PCA)
 #: legend names and line styles of the curves
 NAMES = {
     LINEAR: "linear on SSL",
@@ -30,6 +34,7 @@ NAMES = {
     SUPERVISED: "supervised from scratch",
     LINEAR_RANDOM: "linear on random init",
     PIXEL_PCA: "linear on pixel PCA",
+    PRIOR: "training labels' prior (no image)",
 }
 
 
@@ -44,13 +49,40 @@ def probe_curve(
     """One row per (fraction, repeat): a head trained on frozen `features` (aligned with
     `task.rows`), scored on the repeat's test set."""
     head = head or HeadConfig()
+
+    def predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        weights = task.class_weights(train) if head.balance else None
+        model = fit_head(features[train], task.targets[train], head, weights)
+        return predict_proba(model, features[test])
+
+    return _scored_rows(task, fractions, task_splits, method, predict)
+
+
+def prior_curve(task: Task, fractions: tuple[float, ...], task_splits: list[Split]) -> list[dict]:
+    """One row per (fraction, repeat): every test object given the training labels' mean
+    distribution. Photo-z: one redshift for all, near the training mean; morphology: the
+    commonest answer, balanced accuracy one over the classes. What knowing nothing scores."""
+
+    def predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        prior = task.targets[train].mean(axis=0)
+        return np.tile(prior / prior.sum(), (len(test), 1))
+
+    return _scored_rows(task, fractions, task_splits, PRIOR, predict)
+
+
+def _scored_rows(
+    task: Task,
+    fractions: tuple[float, ...],
+    task_splits: list[Split],
+    method: str,
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> list[dict]:
+    """Rows of `method` whose test probabilities come from predict(train, test)."""
     rows = []
     for split in task_splits:
         for fraction in fractions:
             train = split.train(fraction)
-            weights = task.class_weights(train) if head.balance else None
-            model = fit_head(features[train], task.targets[train], head, weights)
-            metrics = task.score(predict_proba(model, features[split.test]), split.test)
+            metrics = task.score(predict(train, split.test), split.test)
             rows.append(
                 {
                     "method": method,
@@ -120,11 +152,13 @@ def labels_to_reach(target: float, n: list[int], scores: list[float], higher: bo
 def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -> list[dict]:
     """Per label count of `method`: how many labels supervised training needs for the same
     score, and the ratio, per repeat and as mean +- standard deviation. A ratio is a lower
-    bound (`bound`) where supervised never reaches the score within the measured range."""
+    bound (`bound`) where supervised never reaches the score within the measured range, and
+    an upper bound (`at_most`, per repeat) where supervised already reaches it with the
+    fewest labels it was given: measure it lower to read the ratio there."""
     out = []
     repeats = sorted({r["repeat"] for r in rows if r["method"] == method})
     for n in sorted({r["n_train"] for r in rows if r["method"] == method}):
-        ratios, bounds = [], []
+        ratios, bounds, at_most = [], [], []
         for rep in repeats:
             mine = [r for r in rows if r["method"] == method and r["repeat"] == rep]
             sup = sorted(
@@ -141,6 +175,7 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
                 bounds.append(sup[-1]["n_train"] / n)
             else:
                 ratios.append(need / n)
+                at_most.append(need == sup[0]["n_train"])
         if not ratios and not bounds:
             continue
         values = ratios or bounds
@@ -150,6 +185,7 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
                 "ratio_mean": float(np.mean(values)),
                 "ratio_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 "ratios": [round(v, 3) for v in ratios],
+                "at_most": at_most,
                 "bound": not ratios,  # every repeat: supervised never got there
                 "repeats_unreached": len(bounds),
             }
@@ -174,7 +210,8 @@ def summarise(rows: list[dict], score: str, higher: bool) -> dict:
 
 def ratio_line(method: str, ratios: list[dict]) -> str:
     """One line of `equivalent_labels(...)` for a person: mean +- std over the repeats,
-    '>' for a lower bound (no repeat reached), '(k of n)' when only some did."""
+    '>' for a lower bound (no repeat reached), '(k of n)' when only some did, '(k at
+    most)' when k of them are upper bounds (supervised there with its fewest labels)."""
     return f"labels {SUPERVISED} needs to match {method}: " + ", ".join(map(_ratio_cell, ratios))
 
 
@@ -185,6 +222,8 @@ def _ratio_cell(r: dict) -> str:
     if r["repeats_unreached"]:
         reached = len(r["ratios"])
         cell += f" ({reached} of {reached + r['repeats_unreached']})"
+    if any(r.get("at_most", ())):
+        cell += f" ({sum(r['at_most'])} at most)"
     return cell
 
 
@@ -194,7 +233,7 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> dict[str
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     styles = {LINEAR: "C0o-", FINETUNED: "C1o-", SUPERVISED: "C2o-"}
-    styles.update({LINEAR_RANDOM: "C7s--", PIXEL_PCA: "C5^:"})
+    styles.update({LINEAR_RANDOM: "C7s--", PIXEL_PCA: "C5^:", PRIOR: "k.-."})
     drawn = {}
     for method, style in styles.items():
         pts = curve(rows, method, task.score_name)

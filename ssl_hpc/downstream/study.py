@@ -24,6 +24,7 @@ from .efficiency import (
     curve,
     plot_curves,
     plot_photoz,
+    prior_curve,
     probe_curve,
     summarise,
 )
@@ -134,8 +135,8 @@ def efficiency_study(
     """(a) linear on frozen SSL, (b) fine-tuned SSL, (c) supervised from scratch, on the
     same splits; each (b)/(c) run resumable in out/<init>-f<fraction>-r<repeat>/. Writes
     metrics.json, efficiency.png and (photoz, with (b)) photoz.png; returns the summary.
-    `trained`: which of (b) and (c) to run ((a) always runs: it is cheap; with neither,
-    no Ray is needed).
+    `trained`: which of (b) and (c) to run ((a), its two feature baselines and the
+    training labels' prior always run: they are cheap; with neither, no Ray is needed).
     `on_run(method, fraction, repeat, metrics)` after each run (progress output)."""
     unknown = set(trained) - {FINETUNED, SUPERVISED}
     if unknown:
@@ -159,6 +160,7 @@ def efficiency_study(
     head = HeadConfig(seed=base.seed, balance=base.balance)
     for method, features in frozen_features(base, survey, task).items():
         rows += probe_curve(features, task, fractions, study_splits, head, method)
+    rows += prior_curve(task, fractions, study_splits)
     summary = {
         "task": task.name,
         "score": task.score_name,
@@ -219,7 +221,8 @@ class StudyConfig(FinetuneConfig):
     """random splits"""
     methods: tuple[str, ...] = (FINETUNED, SUPERVISED)
     """the trained methods to run: finetuned_ssl and/or supervised (the linear heads on
-    SSL, random-init and pixel-PCA features always run; '' runs only them, without Ray)"""
+    SSL, random-init and pixel-PCA features and the training labels' prior always run;
+    '' runs only them, without Ray)"""
 
     def run_config(self) -> FinetuneConfig:
         """The settings of each run (the study's own keys left out)."""

@@ -89,7 +89,7 @@ def efficiency(dirs: list[Path], out: Path) -> Section | None:
         "same network trained from scratch, on the same labels and augmentations for the "
         "same number of steps. Equivalent labels: how many times more labels (c) needs to "
         "match (a) or (b) (a lower bound '>' where (c) never matched within the labels "
-        "available)."
+        "available; '<=' where (c) matched with the fewest labels it was given)."
     )
     for i, d in enumerate(found):
         summary = json.loads((d / "metrics.json").read_text())
@@ -103,7 +103,10 @@ def efficiency(dirs: list[Path], out: Path) -> Section | None:
                 "labels": r["n_train"],
                 "equivalent labels": ("> " if r["bound"] else "")
                 + f"{r['ratio_mean']:.2f}x +- {r['ratio_std']:.2f}",
-                "per repeat": ", ".join(f"{v:.2f}" for v in r["ratios"]),
+                "per repeat": ", ".join(
+                    ("<= " if at_most else "") + f"{v:.2f}"
+                    for v, at_most in zip(r["ratios"], r.get("at_most", [False] * len(r["ratios"])))
+                ),
             }
             for method, rs in summary["equivalent_labels"].items()
             for r in rs
