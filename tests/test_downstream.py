@@ -252,8 +252,8 @@ def test_equivalent_labels_ratio_per_repeat():
     partial = {"n_train": 50, "bound": False, "ratio_mean": 2.0, "ratio_std": 0.0}
     partial.update(ratios=[2.0], repeats_unreached=2)
     assert ratio_line(LINEAR, [partial]).endswith("50: 2 +- 0x (1 of 3)")
-    # supervised already at 0.05 with its fewest labels (20): the ratio at 20 labels is at
-    # most 1, in both repeats; only the repeat reached by interpolation is exact
+    # (b) with 20 labels: in repeat 0 supervised beats its 0.2 with its fewest labels (10),
+    # so the ratio is at most 0.5; repeat 1's 0.08 is reached by interpolation, exactly
     rows += [
         {"method": FINETUNED, "repeat": rep, "n_train": 20, "sigma_mad": s}
         for rep, s in ((0, 0.2), (1, 0.08))
