@@ -28,6 +28,7 @@ from pathlib import Path
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.downstream.efficiency import (
     FINETUNED,
+    METHODS,
     SUPERVISED,
     plot_curves,
     ratio_line,
@@ -52,11 +53,12 @@ def combine(
                 raise SystemExit(f"{key}: {first.get(key)!r} here, {study.get(key)!r} in another")
     if first["score"] != task.score_name:  # `task` is loaded by the first study's task name
         raise SystemExit(f"the studies score {first['score']}, task {task.name} {task.score_name}")
-    picked = [(s, lambda m: m not in TRAINED) for s in frozen]
-    picked += [(s, lambda m, only=only: m in TRAINED and only in (None, m)) for s, only in trained]
+    untrained = set(METHODS) - set(TRAINED)
+    picked = [(s, untrained) for s in frozen]
+    picked += [(s, set(TRAINED) if only is None else {only}) for s, only in trained]
     rows, runs = [], set()
-    for study, wanted in picked:
-        for row in (r for r in study["rows"] if wanted(r["method"])):
+    for study, methods in picked:
+        for row in (r for r in study["rows"] if r["method"] in methods):
             run = (row["method"], row["fraction"], row["repeat"])
             if run in runs:
                 raise SystemExit(f"{run}: the same run in two studies")

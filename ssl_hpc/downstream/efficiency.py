@@ -64,8 +64,8 @@ def prior_curve(task: Task, fractions: tuple[float, ...], task_splits: list[Spli
     commonest answer, balanced accuracy one over the classes. What knowing nothing scores."""
 
     def predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        prior = task.targets[train].mean(axis=0)
-        return np.tile(prior / prior.sum(), (len(test), 1))
+        counts = task.targets[train].sum(axis=0)
+        return np.tile(counts / counts.sum(), (len(test), 1))
 
     return _scored_rows(task, fractions, task_splits, PRIOR, predict)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def efficiency(dirs: list[Path], out: Path) -> Section | None:
                 + f"{r['ratio_mean']:.2f}x +- {r['ratio_std']:.2f}",
                 "per repeat": ", ".join(
                     ("<= " if at_most else "") + f"{v:.2f}"
-                    for v, at_most in zip(r["ratios"], r.get("at_most", [False] * len(r["ratios"])))
+                    for v, at_most in zip_longest(r["ratios"], r.get("at_most", []))
                 ),
             }
             for method, rs in summary["equivalent_labels"].items()
