@@ -9,10 +9,10 @@ not (every done-record names a shard that exists with its recorded sha256; a man
 lists only recorded shards; a catalogue under its final name is the whole clean one; a
 training job's finished products, PRODUCTS, are the clean ones), rerun to completion (a
 Ray job's rerun also removes the checkpoint staging directories its killed workers left
-in the temp dir: `staging_left` lists any still there), and compare the whole output
-tree with the clean one (paths and sha256s; JSON files without their run-history keys,
-a catalogue without its creation time, the only things a rerun may change). The test
-suite runs a few kill points per job (tests/test_crash_consistency.py);
+in the temp dir, one of its own per job: `staging_left` lists any still there), and
+compare the whole output tree with the clean one (paths and sha256s; JSON files without
+their run-history keys, a catalogue without its creation time, the only things a rerun may
+change). The test suite runs a few kill points per job (tests/test_crash_consistency.py);
 
     python bench/faults.py --jobs synth,ingest --kills 12 --out bench/results/faults.json
 
@@ -415,13 +415,20 @@ def falsely_complete(out: Path, clean: dict[str, str], products: tuple[str, ...]
 
 
 def run(
-    cmd: list[str], kill_after: float | None = None, kill_when=None, kill_at: str | None = None
+    cmd: list[str],
+    kill_after: float | None = None,
+    kill_when=None,
+    kill_at: str | None = None,
+    temp: Path | None = None,
 ) -> tuple[int, float]:
     """Run `cmd` in its own session; SIGKILL the whole group after `kill_after` s, or as
     soon as `kill_when()` is true (polled every 5 ms); `kill_at`: it kills itself at that
-    named point (SSL_HPC_KILL_AT)."""
+    named point (SSL_HPC_KILL_AT); `temp`: its temp dir (TMPDIR; Ray's stays where it was)."""
     env = {**os.environ, "SSL_HPC_PROGRESS": "0"}
     env.pop(KILL_AT, None)
+    if temp is not None:
+        env["RAY_TMPDIR"] = os.environ.get("RAY_TMPDIR", tempfile.gettempdir())
+        env["TMPDIR"] = str(temp)
     if kill_at is not None:
         env[KILL_AT] = kill_at
     t0 = time.perf_counter()
@@ -462,7 +469,17 @@ def crash_and_resume(
     (a job's outputs record where they were written); its inputs are made once in root.
     `points`: these kill points instead (see kill_points); `job_args`: for JOBS[job]."""
     cmd, out = JOBS[job](root, **job_args)
-    rc, wall = run(cmd)
+    # The job's own temp dir: the staging its workers leave is told apart from that of any
+    # other Ray job on the node (a test running beside this one left its own in CI)
+    temp = Path(tempfile.mkdtemp(prefix="ssl-hpc-faults-"))
+    try:
+        return _crash_and_resume(job, cmd, out, kills, points, temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _crash_and_resume(job, cmd, out, kills, points, temp: Path) -> dict:
+    rc, wall = run(cmd, temp=temp)
     if rc != 0:
         raise RuntimeError(f"{job}: the clean run failed (exit {rc})")
     clean = tree(out)
@@ -474,7 +491,7 @@ def crash_and_resume(
         when = None if records is None else lambda n=records: progress(out) >= n
         if point.get("after_temporary"):
             when = functools.partial(_temporary_in, out)
-        rc_killed, at = run(cmd, point.get("after_s"), when, point.get("kill_at"))
+        rc_killed, at = run(cmd, point.get("after_s"), when, point.get("kill_at"), temp)
         outran = 0
         while rc_killed == 0 and point.get("after_s", 0) > 0.5 and outran < 3:
             # the run finished before its kill by time (the clean run, timed on a busier
@@ -482,12 +499,12 @@ def crash_and_resume(
             outran += 1
             point = {**point, "after_s": round(point["after_s"] / 2, 2)}
             shutil.rmtree(out)
-            rc_killed, at = run(cmd, point["after_s"])
+            rc_killed, at = run(cmd, point["after_s"], temp=temp)
         partial = falsely_complete(out, clean, PRODUCTS.get(job, ())) if out.exists() else []
         done_before = progress(out) if out.exists() else 0
-        rc_rerun, _ = run(cmd)
+        rc_rerun, _ = run(cmd, temp=temp)
         resumed = tree(out) if out.exists() else {}
-        staging = [d.name for d in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*")]
+        staging = [d.name for d in temp.glob(f"{STAGING_PREFIX}*")]
         differs = sorted(p for p in clean.keys() | resumed.keys() if clean.get(p) != resumed.get(p))
         trials.append({
             **point,

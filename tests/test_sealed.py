@@ -4,6 +4,9 @@ damage, and older checkpoints (no seal) are checked by loading them."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,14 +91,25 @@ def test_a_checkpoint_missing_a_ranks_part_is_incomplete(tmp_path):
 def test_staging_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_path):
     """A worker SIGKILLed while writing or reporting a checkpoint leaves its staging
     directory (a whole checkpoint) in the node's temp dir; the next worker started there
-    removes it, but not one whose worker still runs, nor anything that is not staging."""
+    removes it, but not one whose worker still runs, nor anything that is not staging. A
+    killed worker not yet reaped (a zombie: it still answers signal 0) counts as dead."""
     from ssl_hpc.train.ray_loop import STAGING_PREFIX, remove_dead_staging
 
+    unreaped = subprocess.Popen(["sleep", "60"])
+    unreaped.kill()  # not waited for: a zombie until the wait below
+    stat = Path(f"/proc/{unreaped.pid}/stat")
+    for _ in range(200):
+        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
     left = tmp_path / f"{STAGING_PREFIX}{dead_pid()}-abc"
+    zombie = tmp_path / f"{STAGING_PREFIX}{unreaped.pid}-ghi"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
     other = tmp_path / "ssl-hpc-checkpoint-notes"
-    for d in (left, live, other):
+    for d in (left, zombie, live, other):
         d.mkdir()
         (d / "trainer.pt").write_bytes(b"x" * 100)
-    assert remove_dead_staging(tmp_path) == [left]
-    assert not left.exists() and live.exists() and other.exists()
+    removed = remove_dead_staging(tmp_path)
+    unreaped.wait()
+    assert sorted(removed) == sorted([left, zombie])
+    assert live.exists() and other.exists()

@@ -169,7 +169,16 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed worker whose parent has not reaped it yet (its raylet was killed too and
+    the orphan waits for init): it answers signal 0 but will never touch its staging."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # not Linux, or gone meanwhile
+        return False
 
 
 def claim_run(out: str | Path, config, what: str) -> Path:
