@@ -26,6 +26,7 @@ from ssl_hpc.downstream.efficiency import (
     SUPERVISED,
     equivalent_labels,
     labels_to_reach,
+    monotone,
     prior_curve,
     ratio_line,
 )
@@ -266,6 +267,28 @@ def test_equivalent_labels_ratio_per_repeat():
     assert at_20["at_most"] == [True, False]
     assert "(1 at most)" in ratio_line(FINETUNED, [at_20])
     assert out[10]["at_most"] == [False, False]
+
+
+def test_equivalent_labels_read_on_a_monotone_supervised_curve():
+    """A supervised run that scores worse with more labels (0.76 with 5, 0.37 with 10: a
+    lucky draw of 5) is pooled with its neighbour before the ratio is read: otherwise
+    every score up to 0.76 would read "5 labels", a ratio capped at 0.5 for 10 labels."""
+    assert monotone([0.76, 0.37, 0.60], higher=True) == pytest.approx([0.565, 0.565, 0.60])
+    assert monotone([0.02, 0.04, 0.03, 0.01], higher=False) == pytest.approx(
+        [0.03, 0.03, 0.03, 0.01]  # errors: pooled until they fall (mean of 0.02, 0.04, 0.03)
+    )
+    rows = [
+        {"method": SUPERVISED, "repeat": 0, "n_train": n, "balanced_accuracy": s}
+        for n, s in ((5, 0.76), (10, 0.37), (25, 0.60))
+    ]
+    rows += [{"method": FINETUNED, "repeat": 0, "n_train": 10, "balanced_accuracy": 0.58}]
+    [at_10] = equivalent_labels(rows, FINETUNED, "balanced_accuracy", higher=True)
+    need = labels_to_reach(0.58, [5, 10, 25], [0.565, 0.565, 0.60], higher=True)
+    assert 10 < need < 25 and at_10["ratios"] == [round(need / 10, 3)]
+    assert at_10["at_most"] == [False] and not at_10["bound"]
+    rows[-1]["balanced_accuracy"] = 0.63  # above the pooled curve's best: a lower bound
+    [above] = equivalent_labels(rows, FINETUNED, "balanced_accuracy", higher=True)
+    assert above["bound"] and above["ratio_mean"] == 2.5
 
 
 def test_prior_curve_scores_knowing_nothing():

@@ -149,12 +149,24 @@ def labels_to_reach(target: float, n: list[int], scores: list[float], higher: bo
     return math.inf
 
 
+def monotone(scores: list[float], higher: bool) -> list[float]:
+    """A curve's scores (in order of label count) made monotone by isotonic regression:
+    neighbours that get worse with more labels are pooled to their mean. More labels do
+    not make a network worse in expectation; a run that does is noise (a lucky draw of few
+    labels), and read as it is it would set the ratio of every score above it."""
+    from sklearn.isotonic import IsotonicRegression  # lazy: only the ratios need it
+
+    fit = IsotonicRegression(increasing=higher).fit(np.arange(len(scores)), scores)
+    return [float(v) for v in fit.predict(np.arange(len(scores)))]
+
+
 def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -> list[dict]:
     """Per label count of `method`: how many labels supervised training needs for the same
-    score, and the ratio, per repeat and as mean +- standard deviation. A ratio is a lower
-    bound (`bound`) where supervised never reaches the score within the measured range, and
-    an upper bound (`at_most`, per repeat) where supervised already reaches it with the
-    fewest labels it was given: measure it lower to read the ratio there."""
+    score, and the ratio, per repeat and as mean +- standard deviation. Read on each repeat's
+    supervised curve made `monotone`. A ratio is a lower bound (`bound`) where supervised
+    never reaches the score within the measured range, and an upper bound (`at_most`, per
+    repeat) where supervised already reaches it with the fewest labels it was given: measure
+    it lower to read the ratio there."""
     out = []
     repeats = sorted({r["repeat"] for r in rows if r["method"] == method})
     for n in sorted({r["n_train"] for r in rows if r["method"] == method}):
@@ -168,9 +180,8 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
             at_n = [r[score] for r in mine if r["n_train"] == n]
             if not at_n or not sup:
                 continue
-            need = labels_to_reach(
-                at_n[0], [r["n_train"] for r in sup], [r[score] for r in sup], higher
-            )
+            sup_scores = monotone([r[score] for r in sup], higher)
+            need = labels_to_reach(at_n[0], [r["n_train"] for r in sup], sup_scores, higher)
             if math.isinf(need):
                 bounds.append(sup[-1]["n_train"] / n)
             else:
