@@ -99,9 +99,10 @@ def test_staging_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_
     unreaped.kill()  # not waited for: a zombie until the wait below
     stat = Path(f"/proc/{unreaped.pid}/stat")
     for _ in range(200):
-        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        if (state := stat.read_text().rsplit(")", 1)[1].split()[0]) == "Z":
             break
         time.sleep(0.01)
+    assert state == "Z", f"the killed child is in state {state}, not a zombie"
     left = tmp_path / f"{STAGING_PREFIX}{dead_pid()}-abc"
     zombie = tmp_path / f"{STAGING_PREFIX}{unreaped.pid}-ghi"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
