@@ -35,6 +35,7 @@ from ssl_hpc.downstream.study import ProbeConfig
 from ssl_hpc.downstream.tasks import Task, check_fractions, load_task, splits, tasks_of
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
+from ssl_hpc.report.label_studies import per_repeat
 from ssl_hpc.train.ray_loop import start_local
 
 # -- metrics --------------------------------------------------------------------------------
@@ -289,6 +290,24 @@ def test_equivalent_labels_read_on_a_monotone_supervised_curve():
     rows[-1]["balanced_accuracy"] = 0.63  # above the pooled curve's best: a lower bound
     [above] = equivalent_labels(rows, FINETUNED, "balanced_accuracy", higher=True)
     assert above["bound"] and above["ratio_mean"] == 2.5
+
+
+def test_report_lists_each_repeats_ratio_and_the_repeats_never_reached():
+    """The report's per-repeat cell: "<=" on an upper bound, and "never" for a repeat whose
+    supervised curve did not reach the score (left out of the mean, so it must show)."""
+    rows = [
+        {"method": SUPERVISED, "repeat": rep, "n_train": n, "balanced_accuracy": s}
+        for rep, curve in ((0, ((5, 0.70), (10, 0.75))), (1, ((5, 0.50), (10, 0.55))))
+        for n, s in curve
+    ]
+    rows += [
+        {"method": FINETUNED, "repeat": rep, "n_train": 5, "balanced_accuracy": 0.6}
+        for rep in (0, 1)
+    ]
+    [at_5] = equivalent_labels(rows, FINETUNED, "balanced_accuracy", higher=True)
+    assert at_5["ratios"] == [1.0] and at_5["repeats_unreached"] == 1
+    assert per_repeat(at_5) == "<= 1.00, never"
+    assert per_repeat({"ratios": [1.5, 0.25], "repeats_unreached": 0}) == "1.50, 0.25"  # older JSON
 
 
 def test_prior_curve_scores_knowing_nothing():

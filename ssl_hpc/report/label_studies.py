@@ -76,6 +76,17 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.4g} +- {std:.2g}"
 
 
+def per_repeat(ratio: dict) -> str:
+    """One `equivalent_labels` entry's ratios per repeat: "<=" before an upper bound, and
+    "never" for each repeat whose supervised curve did not reach the score (not in the
+    mean, but a person must see that it was left out)."""
+    cells = [
+        ("<= " if at_most else "") + f"{v:.2f}"
+        for v, at_most in zip_longest(ratio["ratios"], ratio.get("at_most", []))
+    ]
+    return ", ".join(cells + ["never"] * ratio.get("repeats_unreached", 0))
+
+
 def efficiency(dirs: list[Path], out: Path) -> Section | None:
     """Label-efficiency studies (ssl-hpc finetune) to show: curves and equivalent labels."""
     if not dirs:
@@ -90,7 +101,8 @@ def efficiency(dirs: list[Path], out: Path) -> Section | None:
         "same network trained from scratch, on the same labels and augmentations for the "
         "same number of steps. Equivalent labels: how many times more labels (c) needs to "
         "match (a) or (b) (a lower bound '>' where (c) never matched within the labels "
-        "available; '<=' where (c) matched with the fewest labels it was given)."
+        "available; '<=' where (c) matched with the fewest labels it was given; 'never' for "
+        "a repeat where (c) did not match: the mean is over the others)."
     )
     for i, d in enumerate(found):
         summary = json.loads((d / "metrics.json").read_text())
@@ -104,10 +116,7 @@ def efficiency(dirs: list[Path], out: Path) -> Section | None:
                 "labels": r["n_train"],
                 "equivalent labels": ("> " if r["bound"] else "")
                 + f"{r['ratio_mean']:.2f}x +- {r['ratio_std']:.2f}",
-                "per repeat": ", ".join(
-                    ("<= " if at_most else "") + f"{v:.2f}"
-                    for v, at_most in zip_longest(r["ratios"], r.get("at_most", []))
-                ),
+                "per repeat": per_repeat(r),
             }
             for method, rs in summary["equivalent_labels"].items()
             for r in rs
