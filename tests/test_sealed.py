@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import dead_pid
 
 from ssl_hpc.train.sealed import damage, newest_first, seal
+from ssl_hpc.utils.procfs import stat_fields
 
 
 def _checkpoint(directory, rank=0, size=50_000):
@@ -97,9 +97,8 @@ def test_staging_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_
 
     unreaped = subprocess.Popen(["sleep", "60"])
     unreaped.kill()  # not waited for: a zombie until the wait below
-    stat = Path(f"/proc/{unreaped.pid}/stat")
     for _ in range(200):
-        if (state := stat.read_text().rsplit(")", 1)[1].split()[0]) == "Z":
+        if (state := stat_fields(unreaped.pid)[0]) == "Z":
             break
         time.sleep(0.01)
     assert state == "Z", f"the killed child is in state {state}, not a zombie"

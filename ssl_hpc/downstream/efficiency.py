@@ -167,26 +167,33 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
     never reaches the score within the measured range, and an upper bound (`at_most`, per
     repeat) where supervised already reaches it with the fewest labels it was given: measure
     it lower to read the ratio there."""
-    out = []
-    repeats = sorted({r["repeat"] for r in rows if r["method"] == method})
-    for n in sorted({r["n_train"] for r in rows if r["method"] == method}):
-        ratios, bounds, at_most = [], [], []
-        for rep in repeats:
-            mine = [r for r in rows if r["method"] == method and r["repeat"] == rep]
-            sup = sorted(
-                (r for r in rows if r["method"] == SUPERVISED and r["repeat"] == rep),
-                key=lambda r: r["n_train"],
+    mine: dict[tuple[int, int], float] = {}  # (repeat, labels) -> score
+    for r in rows:
+        if r["method"] == method:
+            mine.setdefault((r["repeat"], r["n_train"]), r[score])
+    supervised = {}  # repeat -> (label counts, monotone scores)
+    for rep in sorted({rep for rep, _ in mine}):
+        sup = sorted(
+            (r for r in rows if r["method"] == SUPERVISED and r["repeat"] == rep),
+            key=lambda r: r["n_train"],
+        )
+        if sup:
+            supervised[rep] = (
+                [r["n_train"] for r in sup],
+                monotone([r[score] for r in sup], higher),
             )
-            at_n = [r[score] for r in mine if r["n_train"] == n]
-            if not at_n or not sup:
+    out = []
+    for n in sorted({n for _, n in mine}):
+        ratios, bounds, at_most = [], [], []
+        for rep, (sup_n, sup_scores) in supervised.items():
+            if (rep, n) not in mine:
                 continue
-            sup_scores = monotone([r[score] for r in sup], higher)
-            need = labels_to_reach(at_n[0], [r["n_train"] for r in sup], sup_scores, higher)
+            need = labels_to_reach(mine[rep, n], sup_n, sup_scores, higher)
             if math.isinf(need):
-                bounds.append(sup[-1]["n_train"] / n)
+                bounds.append(sup_n[-1] / n)
             else:
                 ratios.append(need / n)
-                at_most.append(need == sup[0]["n_train"])
+                at_most.append(need == sup_n[0])
         if not ratios and not bounds:
             continue
         values = ratios or bounds

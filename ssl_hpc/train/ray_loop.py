@@ -41,6 +41,7 @@ from ..config import claim_file, to_dict, to_yaml
 from ..errors import CheckpointError, DiskFullError
 from ..utils.atomic import out_of_space
 from ..utils.hardware import cpu_threads
+from ..utils.procfs import alive
 from .sealed import damage, newest_first, seal
 
 #: a checkpoint's staging directory in the node's temp dir: prefix, worker pid, random part
@@ -156,29 +157,10 @@ def remove_dead_staging(temp: str | Path | None = None) -> list[Path]:
     for directory in Path(temp or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
         pid = directory.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
         with contextlib.suppress(OSError):
-            if pid.isdigit() and directory.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            if pid.isdigit() and directory.stat().st_uid == os.getuid() and not alive(int(pid)):
                 shutil.rmtree(directory)
                 removed.append(directory)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed worker whose parent has not reaped it yet (its raylet was killed too and
-    the orphan waits for init): it answers signal 0 but will never touch its staging."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):  # not Linux, or gone meanwhile
-        return False
 
 
 def claim_run(out: str | Path, config, what: str) -> Path:

@@ -28,6 +28,8 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+from .procfs import stat_fields
+
 ENV = "SSL_HPC_KILL_AT"
 
 _passes: Counter[str] = Counter()
@@ -52,8 +54,7 @@ def _command(setting: bytes) -> int:
     pid = command = os.getpid()
     while pid > 1:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid
+            pid = int(stat_fields(pid)[1])  # the parent's pid
             if setting in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 command = pid
         except (OSError, ValueError, IndexError):  # not Linux, or an ancestor we may not read
