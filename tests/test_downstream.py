@@ -118,6 +118,29 @@ def test_class_weights_reach_the_loss_and_find_the_rare_class():
     assert recall[0] < 0.2 and recall[1] > 0.6, recall
 
 
+def test_class_weights_count_plurality_answers_not_minority_votes():
+    """Vote fractions: a minority answer that is no row's plurality (GZ2's star/artifact)
+    keeps weight 1; weighted by the votes' soft mass it got ~7x, and a head answered it for
+    the galaxies where it drew most votes, every one of them graded as smooth."""
+    from ssl_hpc.downstream.tasks import Task
+
+    smooth, featured, starry = [0.9, 0.08, 0.02], [0.1, 0.88, 0.02], [0.65, 0.05, 0.3]
+    groups = np.array([0] * 70 + [1] * 20 + [2] * 10)
+    votes = np.array([smooth, featured, starry])[groups]
+    task = Task("smooth_or_featured", np.arange(100), votes, ("smooth", "featured", "star"))
+    weights = task.class_weights(np.arange(100))
+    assert weights == pytest.approx([100 / (2 * 80), 100 / (2 * 20), 1.0])
+    rng = np.random.default_rng(1)
+    x = np.eye(3)[groups] * 3 + rng.normal(scale=0.1, size=(100, 3))
+    soft_mass = votes.sum(axis=0)
+    by_votes = soft_mass.sum() / (3 * soft_mass)  # the old weights: star/artifact 6.9x
+    cfg = HeadConfig(epochs=200)
+    for w, starry_answer in ((weights, 0), (by_votes, 2)):
+        guess = predict_proba(fit_head(x, votes, cfg, w), x).argmax(axis=1)
+        assert set(guess[groups == 2]) == {starry_answer}, (w, guess[groups == 2])
+        assert set(guess[groups < 2]) == {0, 1}
+
+
 # -- the redshift classifier ----------------------------------------------------------------
 
 

@@ -46,15 +46,20 @@ class Task:
         return self.name != PHOTOZ
 
     def class_weights(self, index: np.ndarray) -> np.ndarray | None:
-        """Per-answer loss weights that make every answer count equally over the training
-        rows at `index`: n / (C x n_c), n_c the answer's (soft) count and C the answers
-        present; 0 for an absent answer. None for photoz: its bins are a binned
-        regression, and weighting them would bend the redshift distribution."""
+        """Per-answer loss weights that make every answer count equally as the scores
+        grade it: n / (C x n_c), n_c the training rows at `index` whose plurality answer it
+        is (the hard label `morphology_metrics` scores) and C the answers that are some
+        row's plurality; 1 (unweighted) for an answer that is only ever a minority vote.
+        Counting the votes' soft mass instead gave GZ2's star/artifact answer, 2% of the
+        votes and no galaxy's plurality, 15x the weight, and the heads learnt to answer it
+        for a third of the galaxies. None for photoz: its bins are a binned regression,
+        and weighting them would bend the redshift distribution."""
         if self.name == PHOTOZ:
             return None
-        counts = self.targets[index].sum(axis=0)
+        targets = self.targets[index]
+        counts = np.bincount(targets.argmax(axis=1), minlength=targets.shape[1])
         present = counts > 0
-        weights = np.zeros(len(counts))
+        weights = np.ones(len(counts))
         weights[present] = counts.sum() / (present.sum() * counts[present])
         return weights
 
