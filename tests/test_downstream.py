@@ -122,8 +122,6 @@ def test_class_weights_count_plurality_answers_not_minority_votes():
     """Vote fractions: a minority answer that is no row's plurality (GZ2's star/artifact)
     keeps weight 1; weighted by the votes' soft mass it got ~7x, and a head answered it for
     the galaxies where it drew most votes, every one of them graded as smooth."""
-    from ssl_hpc.downstream.tasks import Task
-
     smooth, featured, starry = [0.9, 0.08, 0.02], [0.1, 0.88, 0.02], [0.65, 0.05, 0.3]
     groups = np.array([0] * 70 + [1] * 20 + [2] * 10)
     votes = np.array([smooth, featured, starry])[groups]

@@ -51,9 +51,9 @@ class Task:
         is (the hard label `morphology_metrics` scores) and C the answers that are some
         row's plurality; 1 (unweighted) for an answer that is only ever a minority vote.
         Counting the votes' soft mass instead gave GZ2's star/artifact answer, 2% of the
-        votes and no galaxy's plurality, 15x the weight, and the heads learnt to answer it
-        for a third of the galaxies. None for photoz: its bins are a binned regression,
-        and weighting them would bend the redshift distribution."""
+        votes and no galaxy's plurality, 15x the weight, and a linear head answered it
+        for 61 of 169 confidently labelled test galaxies. None for photoz: its bins are a
+        binned regression, and weighting them would bend the redshift distribution."""
         if self.name == PHOTOZ:
             return None
         targets = self.targets[index]
