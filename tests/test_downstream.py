@@ -530,41 +530,6 @@ def test_fine_tuning_head_starts_at_the_label_prior_with_its_own_rate(small_surv
     assert ssl.encoder_rate == pytest.approx(0.03)  # fine-tuning at 0.1x
 
 
-def test_lp_ft_head_starts_at_the_probe_of_the_frozen_encoder(small_survey, tmp_path):
-    """head_init probe (LP-FT): before its first step the fine-tuned network predicts what
-    a linear probe fitted on the pretrained encoder's frozen features of the training
-    images' centre crops predicts; a network from scratch still starts at the prior."""
-    import torch
-    from test_embed import make_checkpoint
-
-    from ssl_hpc.downstream.finetune import FinetuneConfig, Finetuner
-    from ssl_hpc.models.inference import centre_crops, embed
-
-    make_checkpoint(tmp_path / "encoder.pt", seed=0)
-    values = {
-        **TINY_FINETUNE,
-        "task": "smooth_or_featured",
-        "num_workers": 1,
-        "init": "ssl",
-        "checkpoint": str(tmp_path / "encoder.pt"),
-        "head_init": "probe",
-    }
-    t = Finetuner(build(FinetuneConfig, values), str(small_survey))
-    crops = centre_crops(t.survey, t.task.rows[t.train_index], 24)
-    features = embed(t.model.encoder, crops, "cpu").numpy()
-    weights = t.task.class_weights(t.train_index)
-    probe = fit_head(features, t.targets.numpy(), HeadConfig(seed=t.config.seed), weights)
-    with torch.no_grad():
-        got = torch.softmax(t.model.eval()(crops), dim=1).numpy()
-    expected = predict_proba(probe, features)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert len(set(expected.argmax(1))) > 1  # a probe, not the prior's single answer
-    scratch = Finetuner(build(FinetuneConfig, {**values, "init": "random"}), str(small_survey))
-    assert not scratch.model.head.weight.any()
-    with pytest.raises(ConfigError, match="head_init='linear'"):
-        build(FinetuneConfig, {**values, "head_init": "linear"})
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     # as `fit` starts one. With the dashboard off, Ray Train asked the State API on the

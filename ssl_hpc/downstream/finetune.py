@@ -4,9 +4,7 @@ The same loop serves both sides of the label-efficiency comparison: ``init: ssl`
 from a pretrained encoder.pt and trains it at `encoder_lr_scale` (0.1) of `lr` (Hayat et
 al.: fine-tuning at a small rate); ``init: random`` trains the same network from scratch at
 `lr`, with the same labels, augmentations and budget. The new linear head has its own rate
-(`head_lr`) and starts at the training labels' prior (zero weights, log-prior biases), or,
-fine-tuning with ``head_init: probe``, at a linear probe fitted on the pretrained
-encoder's frozen features of the training images (LP-FT, Kumar et al. 2022).
+(`head_lr`) and starts at the training labels' prior (zero weights, log-prior biases).
 Each worker holds the task's training rows in memory (labelled sets are small next to the
 survey) and draws its own batches; views come from the pretraining augmentations, test
 images are the deterministic centre crop. Checkpoints every `checkpoint_every` steps; a
@@ -50,11 +48,10 @@ from ..train.ray_loop import (
 )
 from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from ..utils.hardware import PRECISIONS, resolve_precision
-from .heads import HeadConfig, RedshiftBins, fit_head, soft_cross_entropy
+from .heads import RedshiftBins, soft_cross_entropy
 from .tasks import Split, Task, indices_of_ids, load_task, read_test_ids, splits
 
 INITS = ("ssl", "random")
-HEAD_INITS = ("prior", "probe")
 STATE_FILE = "finetune.pt"
 
 
@@ -90,11 +87,6 @@ class FinetuneConfig:
     """the encoder's SGD learning rate from scratch (init random); init ssl trains the
     encoder at lr x encoder_lr_scale"""
     encoder_lr_scale: float | None = None  # default 0.1 (ssl) or 1.0 (random)
-    head_init: str = "prior"
-    """init ssl: the head starts at the training labels' prior ("prior") or at a linear
-    probe on the encoder's frozen features of the training images' centre crops ("probe",
-    LP-FT: the first steps then do not push a random head's gradients into the pretrained
-    features). A network trained from scratch always starts at the prior"""
     head_lr: float = 0.01
     """the linear head's learning rate. It reads the BN neck's unit-variance features, so
     one step moves its logits by about head_lr x feature_dim (512): at 0.2 they swung by
@@ -133,8 +125,6 @@ class FinetuneConfig:
             raise ConfigError(f"init={self.init!r}: expected one of {INITS}")
         if self.init == "ssl" and not self.checkpoint:
             raise ConfigError("init=ssl needs checkpoint=<encoder.pt or pretraining run>")
-        if self.head_init not in HEAD_INITS:
-            raise ConfigError(f"head_init={self.head_init!r}: expected one of {HEAD_INITS}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
         if self.neck not in NECKS:
@@ -190,24 +180,6 @@ class Classifier(nn.Module):
         self.head.weight.zero_()
         self.head.bias.copy_(prior.log())
 
-    def start_at_probe(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        class_weights: torch.Tensor | None,
-        seed: int,
-    ) -> None:
-        """Set the head to a linear probe (`heads.fit_head`, as the study's linear rows)
-        fitted on the encoder's frozen features of `images`; its standardisation of the
-        features is folded into the weights and biases."""
-        features = embed(self.encoder, images, "cpu").numpy()
-        weights = None if class_weights is None else class_weights.numpy()
-        probe = fit_head(features, targets.numpy(), HeadConfig(seed=seed), weights)
-        with torch.no_grad():
-            scaled = probe.net.weight / probe.std
-            self.head.weight.copy_(scaled)
-            self.head.bias.copy_(probe.net.bias - scaled @ probe.mean)
-
 
 def build_classifier(config: FinetuneConfig, stats: SurveyStats, n_out: int) -> Classifier:
     """The network of `config`: pretrained trunk (ssl, its own input scaling) or a fresh
@@ -245,11 +217,7 @@ class Finetuner:
         stats = survey_stats(self.survey, config.augment.psf_percentiles, config.augment.extinction)
         self.augmenter = Augmenter(config.augment, stats, seed=config.seed * 7919 + rank)
         self.model = build_classifier(config, stats, self.task.targets.shape[1])
-        if config.init == "ssl" and config.head_init == "probe":
-            crops = centre_crops(self.survey, rows, config.augment.out_size)
-            self.model.start_at_probe(crops, self.targets, self.class_weights, config.seed)
-        else:
-            self.model.start_at_prior(self.targets, self.class_weights)
+        self.model.start_at_prior(self.targets, self.class_weights)
         memory = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory)
         self.memory_format = memory
