@@ -5,6 +5,7 @@ take as complete)."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 
 import h5py
@@ -76,6 +77,40 @@ def fits_table_only(tmp, images, cat):
 def fits_four_d(tmp, images, cat):
     fits.writeto(images / "8.fits", np.ones((2, 3, 24, 24), np.float32), overwrite=True)
     return ingest_with(tmp), ["object 8 (", "8.fits", "shape (2, 3, 24, 24)"]
+
+
+def fits_gzip_damaged(tmp, images, cat):
+    # gzip is recognised by its magic bytes, whatever the name; a flipped run of the
+    # deflate stream fails inside zlib, not astropy
+    packed = bytearray(gzip.compress((images / "3.fits").read_bytes()))
+    packed[50:110] = bytes(b ^ 0xFF for b in packed[50:110])
+    (images / "3.fits").write_bytes(bytes(packed))
+    return ingest_with(tmp), ["object 3 (", "3.fits", "unreadable FITS"]
+
+
+def fits_tile_compressed_damaged(tmp, images, cat):
+    # RICE tiles cut short fail inside astropy's C decompressor, with its own exception
+    hdu = fits.CompImageHDU(fake_cube(3), compression_type="RICE_1")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(images / "3.fits", overwrite=True)
+    with fits.open(images / "3.fits") as hdul:
+        start = hdul[1].fileinfo()["datLoc"]
+    _flip_bytes(images / "3.fits", start, start + 64, n=64)
+    return ingest_with(tmp), ["object 3 (", "3.fits", "unreadable FITS"]
+
+
+def catalogue_unknown_suffix(tmp, images, cat):
+    renamed = cat.rename(cat.with_suffix(".xlsx"))
+    argv = ingest_with(tmp)
+    argv[argv.index("--catalog") + 1] = str(renamed)
+    return argv, ["cat.xlsx", "cannot read catalogue", ".csv"]
+
+
+def option_pattern_format_spec(tmp, images, cat):
+    return ingest_with(tmp, "--pattern", "{id:s}.fits"), ["pattern '{id:s}.fits'"]
+
+
+def option_out_pixel_scale_coarser_than_crop(tmp, images, cat):
+    return ingest_with(tmp, "--out-pixel-scale", "10"), ["out_pixel_scale 10", "16 px crop"]
 
 
 def catalogue_bom(tmp, images, cat):
@@ -283,6 +318,8 @@ CASES = {
         fits_nan_and_inf,
         fits_table_only,
         fits_four_d,
+        fits_gzip_damaged,
+        fits_tile_compressed_damaged,
         catalogue_bom,
         catalogue_utf16,
         catalogue_quoted_comma_id,
@@ -290,6 +327,7 @@ CASES = {
         catalogue_twenty_digit_id,
         catalogue_header_only,
         catalogue_binary_garbage,
+        catalogue_unknown_suffix,
         jpeg_not_a_jpeg,
         jpeg_one_pixel,
         jpeg_claims_to_be_huge,
@@ -300,6 +338,8 @@ CASES = {
         option_negative_crop,
         option_wrong_type,
         option_unknown_key,
+        option_pattern_format_spec,
+        option_out_pixel_scale_coarser_than_crop,
         synth_zero_objects,
         synth_nan_value,
         pretrain_zero_temperature,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 
 import h5py
@@ -486,3 +487,41 @@ def test_cli_exit_codes_and_messages(fits_set, capsys):
     out = capsys.readouterr().out
     assert "ingested 7 objects" in out and "rejected 1 objects" in out and "rejects.csv" in out
     assert Survey(tmp_path / "c").manifest.columns["kind"].role == "label"
+
+
+def test_defaults_and_other_catalogue_spellings_ingest(fits_set):
+    """Without --pixel-scale the cutouts are taken at SDSS's 0.396"/px (the documented
+    default); a gzipped CSV and a tab-separated catalogue read as the CSV does."""
+    tmp_path, _, cat = fits_set
+    argv = cli_args(tmp_path, "out")
+    del argv[argv.index("--pixel-scale") : argv.index("--pixel-scale") + 2]
+    assert main(argv) == 0
+    expected = Survey(tmp_path / "out").catalogue()
+    assert Survey(tmp_path / "out").manifest.pixel_scale_arcsec == pytest.approx(0.396)
+    text = cat.read_text()
+    (tmp_path / "cat.csv.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "cat.tsv").write_text(text.replace(",", "\t"))
+    for name in ("cat.csv.gz", "cat.tsv"):
+        argv = cli_args(tmp_path, f"out-{name}")
+        argv[argv.index("--catalog") + 1] = str(tmp_path / name)
+        assert main(argv) == 0, name
+        got = Survey(tmp_path / f"out-{name}").catalogue()
+        assert got.keys() == expected.keys(), name
+        for column, values in expected.items():
+            assert np.array_equal(got[column], values), (name, column)
+
+
+def test_a_partitioned_shard_whose_objects_are_all_rejected_is_left_out(fits_set):
+    """Shards of 2 in one HEALPix pixel, objects 1 and 2 (the first shard) unreadable: the
+    survey holds the other 6 in 3 shards and verifies; a rerun resumes to the same."""
+    tmp_path, images, _ = fits_set
+    (images / "1.fits").unlink()
+    garbage(images / "2.fits")
+    argv = cli_args(tmp_path, "out", "--rows-per-shard", "2", "--on-error", "skip")
+    argv += ["--healpix-order", "3"]
+    assert main(argv) == 0
+    survey = Survey(tmp_path / "out")  # verifies: no shard on disk outside the manifest
+    assert len(survey) == 6 and len(survey.manifest.shards) == 3
+    assert {r["object_id"] for r in read_rejects(tmp_path / "out")} == {"1", "2"}
+    assert main(argv) == 0
+    assert Survey(tmp_path / "out").manifest == survey.manifest

@@ -21,12 +21,18 @@ display intensities, so they are averaged.
 from __future__ import annotations
 
 import string
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from PIL import Image
+
+try:  # astropy's tile decompressor (.fits.fz) raises its own class, a bare Exception
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException
+except ImportError:  # another astropy layout: its errors are then caught as OSError
+    CfitsioException = OSError
 
 from ..errors import IngestError
 
@@ -48,7 +54,17 @@ _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 #: pixels (all bands) a cutout file may hold; checked from its header before decoding, so a
 #: compressed or forged file cannot make ingest allocate gigabytes (cutouts are ~10^5)
 MAX_CUTOUT_PIXELS = 1 << 26
-_FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
+#: what astropy raises on a damaged file; zlib and CFITSIO's: a damaged .fits.gz / .fits.fz
+_FITS_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    EOFError,
+    zlib.error,
+    CfitsioException,
+)
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -94,6 +110,10 @@ class CutoutSpec:
                 f"pattern {self.pattern!r}: {{band}} is required for fits-per-band "
                 "and not allowed for single-file formats"
             )
+        try:  # a format spec or conversion the integer ids cannot take fails here, once
+            self.pattern.format(id=0, band=self.bands[0] if self.bands else "g")
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise IngestError(f"pattern {self.pattern!r}: cannot name a file ({e})") from e
 
     @property
     def size(self) -> int:

@@ -26,7 +26,7 @@ from astropy.table import Table
 from ...errors import IngestError
 from .. import format as fmt
 from .catalogue import SPELLINGS, Catalogue, Reject, catalogue_from_table, parse_ids, stable_ids
-from .config import IngestConfig
+from .config import IngestConfig, resampled_size
 
 MMU_IMAGE = "image_array"
 MMU_IVAR = "image_ivar"
@@ -319,7 +319,7 @@ def _geometry(
     if in_scale is None:
         raise IngestError(f"{first.path}: no image_scale; give the input pixel scale")
     target = config.out_pixel_scale
-    size = config.resize or (round(crop * in_scale / target) if target else crop)
+    size = config.resize or (resampled_size(crop, in_scale, target) if target else crop)
     out_scale = target or in_scale * crop / size
     return (
         (0 if per_object and target else crop),

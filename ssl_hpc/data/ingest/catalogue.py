@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from astropy.io.registry import IORegistryError
 from astropy.table import Table
 
 from ...errors import IngestError
@@ -51,19 +52,43 @@ class Catalogue:
     rows: np.ndarray | None = None  # (N,) the kept rows' indices in the table read
 
 
+#: catalogue file suffix -> astropy reader (a trailing .gz is read through)
+CATALOGUE_SUFFIXES = {
+    ".csv": "ascii.csv",
+    ".tsv": "ascii.tab",
+    ".ecsv": "ascii.ecsv",
+    ".txt": "ascii",
+    ".dat": "ascii",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+}
+
+
+def table_format(name: str) -> str | None:
+    """astropy's reader for a catalogue file name; None where the name says nothing (astropy
+    then identifies the format from the content, or refuses)."""
+    base = name.lower().removesuffix(".gz")
+    return next((f for s, f in CATALOGUE_SUFFIXES.items() if base.endswith(s)), None)
+
+
 def read_table(path: str) -> Table:
     """The catalogue as an astropy Table; IngestError naming the file if it cannot be read."""
     p = Path(path)
     if not p.is_file():
         raise IngestError(f"{path}: catalogue not found")
-    name = p.name.lower()
-    kind = "ascii.csv" if name.endswith(".csv") else "fits" if ".fit" in name else None
+    kind = table_format(p.name)
     with open(p, "rb") as f:
         start = f.read(4)
     if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise IngestError(f"{path}: the catalogue is UTF-16 text; save it as UTF-8")
     try:
         table = Table.read(path, format=kind)
+    except IORegistryError as e:
+        raise IngestError(
+            f"{path}: cannot read catalogue (format not known from its name; "
+            f"use one of {', '.join(CATALOGUE_SUFFIXES)}, optionally .gz)"
+        ) from e
     except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise IngestError(f"{path}: cannot read catalogue ({type(e).__name__}: {first})") from e

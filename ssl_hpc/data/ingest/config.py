@@ -41,8 +41,9 @@ class IngestConfig:
     out: str
     """survey directory to create (or resume)"""
     catalog: str = ""
-    """catalogue: CSV or FITS table, a row per object (fits, png, jpeg inputs; mmu and
-    hdf5 files carry their own)"""
+    """catalogue, a row per object (fits, png, jpeg inputs; mmu and hdf5 files carry their
+    own): CSV, TSV, ECSV, whitespace text (.txt, .dat; any of them gzipped) or a FITS
+    table"""
     id_column: str = ""
     """column of unique integer object ids; mmu: object_id (strings, see stable_ids);
     hdf5: found by common spellings (object_id, objid, id) unless named"""
@@ -120,6 +121,11 @@ class IngestConfig:
         self._validate()
 
     @property
+    def input_pixel_scale(self) -> float:
+        """The cutouts' input scale in arcsec/px: as given, else SDSS's."""
+        return self.pixel_scale_arcsec or fmt.SDSS_PIXEL_SCALE
+
+    @property
     def arrays(self) -> bool:
         """True if the input is HDF5 arrays (mmu or hdf5), not a file per object."""
         return self.image_format in ARRAY_FORMATS or (
@@ -169,6 +175,18 @@ class IngestConfig:
         )
         _require(self.rows_per_shard > 0, f"rows_per_shard {self.rows_per_shard}: must be positive")
         _require(self.workers > 0, f"workers {self.workers}: must be positive")
+
+
+def resampled_size(crop: int, in_scale: float, out_scale: float) -> int:
+    """Pixels across a `crop`-px window at `in_scale` arcsec/px once resampled to
+    `out_scale` arcsec/px; a ConfigError naming out_pixel_scale when that is under 1 px."""
+    size = round(crop * in_scale / out_scale)
+    _require(
+        size >= 1,
+        f"out_pixel_scale {out_scale}: coarser than the whole {crop} px crop at "
+        f'{in_scale}"/px (under 1 px)',
+    )
+    return size
 
 
 def _require(ok: bool, message: str) -> None:

@@ -34,7 +34,7 @@ from ..sharded_job import ShardPlan, claim_dir, done_path, remove_temporaries, r
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from .arrays import ArraySource, detect_kind, file_stamp, find_files, load_array_input
 from .catalogue import Catalogue, Reject, label_roles, load_catalogue
-from .config import IngestConfig
+from .config import IngestConfig, resampled_size
 from .layout import resolve_layout, survey_meta
 from .pixels import N_MASKED, LoadedRows, load_rows
 
@@ -266,6 +266,8 @@ def ingest(config: IngestConfig) -> IngestReport:
         "column_map": catalogue.column_map,
     }
     entries = [r.entry for r in results]
+    if config.healpix_order is not None:
+        entries = drop_empty_shards(out, entries)
     manifest = build_manifest(out, meta, entries, generator, config.healpix_order)
     return IngestReport(
         out=out,
@@ -282,14 +284,24 @@ def ingest(config: IngestConfig) -> IngestReport:
     )
 
 
+def drop_empty_shards(out: Path, entries: list[ShardEntry]) -> list[ShardEntry]:
+    """The entries with rows; the files of the others are removed. A partitioned survey
+    files each shard under its one pixel, and a shard whose every object was rejected has
+    none (a rerun rewrites it, as cheaply, and drops it again)."""
+    for entry in entries:
+        if not entry.n_rows:
+            done_path(out / entry.file).unlink(missing_ok=True)
+            (out / entry.file).unlink(missing_ok=True)
+    return [e for e in entries if e.n_rows]
+
+
 def _prepare_cutouts(config: IngestConfig):
     """Catalogue, CutoutSpec and survey facts of a catalogue-plus-files input."""
     catalogue = load_catalogue(config)
     image_format, pattern = resolve_layout(config, catalogue.object_id)
     resize = config.resize
     if resize is None and config.out_pixel_scale:
-        in_scale = config.pixel_scale_arcsec or fmt.SDSS_PIXEL_SCALE
-        resize = round(config.crop * in_scale / config.out_pixel_scale)
+        resize = resampled_size(config.crop, config.input_pixel_scale, config.out_pixel_scale)
     spec = CutoutSpec(config.images, image_format, pattern, config.bands, config.crop, resize)
     meta = survey_meta(config, spec, label_roles(config, catalogue))
     described = {"image_format": image_format, "pattern": pattern}

@@ -63,7 +63,7 @@ def survey_meta(config: IngestConfig, spec: CutoutSpec, roles: dict[str, str]) -
         bands=config.bands,
         image_size=(spec.size, spec.size),
         image_dtype=DEFAULT_DTYPE.get(spec.format, "float32") if dtype == "auto" else dtype,
-        pixel_scale_arcsec=config.pixel_scale_arcsec * spec.crop / spec.size,
+        pixel_scale_arcsec=config.input_pixel_scale * spec.crop / spec.size,
         flux_unit=config.flux_unit or DEFAULT_FLUX_UNIT.get(spec.format, "unknown"),
         roles=roles,
     )
