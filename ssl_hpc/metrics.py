@@ -19,14 +19,15 @@ OUTLIER_DZ = 0.05
 
 
 def photoz_metrics(z_pred: np.ndarray, z_true: np.ndarray) -> dict[str, float]:
-    """sigma_MAD, eta (%) and bias of dz = (z_p - z_s)/(1 + z_s)."""
+    """sigma_MAD, eta (%) and bias of dz = (z_p - z_s)/(1 + z_s). A non-finite prediction
+    (a diverged network) counts as an outlier in eta, and makes sigma_MAD and bias NaN."""
     z_pred, z_true = np.asarray(z_pred, np.float64), np.asarray(z_true, np.float64)
     if z_pred.shape != z_true.shape or z_true.size == 0:
         raise ValueError(f"photoz_metrics: shapes {z_pred.shape} and {z_true.shape}")
     dz = (z_pred - z_true) / (1 + z_true)
     return {
         "sigma_mad": float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
-        "eta": float(100 * np.mean(np.abs(dz) > OUTLIER_DZ)),
+        "eta": float(100 * np.mean(~(np.abs(dz) <= OUTLIER_DZ))),
         "bias": float(np.mean(dz)),
     }
 

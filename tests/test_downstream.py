@@ -51,6 +51,10 @@ def test_photoz_metrics_by_hand():
     assert m["bias"] == pytest.approx((0.1 / 1.3 + 0.1 / 1.1) / 4)
     with pytest.raises(ValueError, match="shapes"):
         photoz_metrics(z_pred[:3], z_true)
+    # a diverged network's NaN predictions are outliers, not good ones
+    z_pred[:2] = np.nan
+    m = photoz_metrics(z_pred, z_true)
+    assert m["eta"] == 100.0 and math.isnan(m["sigma_mad"]) and math.isnan(m["bias"])
 
 
 def test_morphology_metrics_by_hand():
@@ -211,6 +215,7 @@ def test_splits_are_nested_disjoint_and_repeatable():
         assert len(s.test) == 50 and not set(s.test) & set(s.pool)
         small, large = set(s.train(0.1)), set(s.train(0.5))
         assert len(small) == 15 and small < large and len(s.train(1.0)) == 150
+        assert len(s.train(0.14)) == 21  # 0.14 x 150 is 21.000000000000004 in floating point
     assert not np.array_equal(a[0].test, a[1].test)
     with pytest.raises(ConfigError, match="too few"):
         splits(4, 1, test_fraction=0.3)
@@ -289,6 +294,27 @@ def test_equivalent_labels_ratio_per_repeat():
     assert at_20["at_most"] == [True, False]
     assert "(1 at most)" in ratio_line(FINETUNED, [at_20])
     assert out[10]["at_most"] == [False, False]
+
+
+def test_diverged_runs_are_left_out_of_the_ratio_and_counted():
+    """A run whose score is NaN (a diverged network) is no evidence either way: not
+    "supervised never got there" (a lower bound), and not a point of the supervised curve
+    (isotonic regression refuses NaN); it is left out and counted."""
+    rows = [
+        {"method": SUPERVISED, "repeat": rep, "n_train": n, "balanced_accuracy": s}
+        for rep in (0, 1)
+        for n, s in ((10, 0.5), (100, 0.7 if rep == 0 else math.nan), (1000, 0.9))
+    ]
+    rows += [
+        {"method": FINETUNED, "repeat": rep, "n_train": 10, "balanced_accuracy": s}
+        for rep, s in ((0, 0.7), (1, 0.7), (2, math.nan))
+    ]
+    [at_10] = equivalent_labels(rows, FINETUNED, "balanced_accuracy", higher=True)
+    assert at_10["ratios"] == [10.0, 10.0]  # repeat 1 reads 0.7 between 10 and 1000 labels
+    assert not at_10["bound"] and at_10["repeats_unreached"] == 0
+    assert at_10["repeats_invalid"] == 1
+    assert ratio_line(FINETUNED, [at_10]).endswith("(1 diverged, left out)")
+    assert per_repeat(at_10) == "10.00, 10.00, diverged"
 
 
 def test_equivalent_labels_read_on_a_monotone_supervised_curve():

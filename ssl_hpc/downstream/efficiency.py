@@ -149,6 +149,10 @@ def labels_to_reach(target: float, n: list[int], scores: list[float], higher: bo
     return math.inf
 
 
+def _finite(score: float | None) -> bool:
+    return score is not None and math.isfinite(score)
+
+
 def monotone(scores: list[float], higher: bool) -> list[float]:
     """A curve's scores (in order of label count) made monotone by isotonic regression:
     neighbours that get worse with more labels are pooled to their mean. More labels do
@@ -167,14 +171,23 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
     never reaches the score within the measured range, and an upper bound (`at_most`, per
     repeat) where supervised already reaches it with the fewest labels it was given: measure
     it lower to read the ratio there."""
+    # a diverged run's score is NaN: left out (counted in `repeats_invalid`), since no
+    # comparison with NaN holds and it would read as "supervised never got there"
     mine: dict[tuple[int, int], float] = {}  # (repeat, labels) -> score
+    invalid: dict[int, int] = {}  # labels -> repeats of `method` whose score is not finite
     for r in rows:
-        if r["method"] == method:
+        if r["method"] == method and _finite(r[score]):
             mine.setdefault((r["repeat"], r["n_train"]), r[score])
+        elif r["method"] == method:
+            invalid[r["n_train"]] = invalid.get(r["n_train"], 0) + 1
     supervised = {}  # repeat -> (label counts, monotone scores)
     for rep in sorted({rep for rep, _ in mine}):
         sup = sorted(
-            (r for r in rows if r["method"] == SUPERVISED and r["repeat"] == rep),
+            (
+                r
+                for r in rows
+                if r["method"] == SUPERVISED and r["repeat"] == rep and _finite(r[score])
+            ),
             key=lambda r: r["n_train"],
         )
         if sup:
@@ -206,6 +219,7 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
                 "at_most": at_most,
                 "bound": not ratios,  # every repeat: supervised never got there
                 "repeats_unreached": len(bounds),
+                "repeats_invalid": invalid.get(n, 0),
             }
         )
     return out
@@ -229,19 +243,23 @@ def summarise(rows: list[dict], score: str, higher: bool) -> dict:
 def ratio_line(method: str, ratios: list[dict]) -> str:
     """One line of `equivalent_labels(...)` for a person: mean +- std over the repeats,
     '>' for a lower bound (no repeat reached), '(k of n)' when only some did, '(k at
-    most)' when k of them are upper bounds (supervised there with its fewest labels)."""
+    most)' when k of them are upper bounds (supervised there with its fewest labels), '(k
+    diverged, left out)' for runs whose score is not finite."""
     return f"labels {SUPERVISED} needs to match {method}: " + ", ".join(map(_ratio_cell, ratios))
 
 
 def _ratio_cell(r: dict) -> str:
     if r["bound"]:
-        return f"{r['n_train']}: >{r['ratio_mean']:.2g}x"
-    cell = f"{r['n_train']}: {r['ratio_mean']:.2g} +- {r['ratio_std']:.2g}x"
-    if r["repeats_unreached"]:
-        reached = len(r["ratios"])
-        cell += f" ({reached} of {reached + r['repeats_unreached']})"
-    if any(r.get("at_most", ())):
-        cell += f" ({sum(r['at_most'])} at most)"
+        cell = f"{r['n_train']}: >{r['ratio_mean']:.2g}x"
+    else:
+        cell = f"{r['n_train']}: {r['ratio_mean']:.2g} +- {r['ratio_std']:.2g}x"
+        if r["repeats_unreached"]:
+            reached = len(r["ratios"])
+            cell += f" ({reached} of {reached + r['repeats_unreached']})"
+        if any(r.get("at_most", ())):
+            cell += f" ({sum(r['at_most'])} at most)"
+    if r.get("repeats_invalid"):
+        cell += f" ({r['repeats_invalid']} diverged, left out)"
     return cell
 
 

@@ -103,7 +103,8 @@ class Split:
 
     def train(self, fraction: float) -> np.ndarray:
         """The first ceil(fraction x pool) entries of the pool (at least 2)."""
-        n = max(2, int(np.ceil(fraction * len(self.pool))))
+        # rounded first: 0.07 x 100 is 7.000000000000001 in floating point, not 8 labels
+        n = max(2, int(np.ceil(round(fraction * len(self.pool), 9))))
         return self.pool[:n]
 
 

@@ -78,13 +78,15 @@ def _pm(mean: float, std: float) -> str:
 
 def per_repeat(ratio: dict) -> str:
     """One `equivalent_labels` entry's ratios per repeat: "<=" before an upper bound, and
-    "never" for each repeat whose supervised curve did not reach the score (not in the
-    mean, but a person must see that it was left out)."""
+    "never" for each repeat whose supervised curve did not reach the score and "diverged"
+    for each whose own score is not finite (neither in the mean, but a person must see that
+    they were left out)."""
     cells = [
         ("<= " if at_most else "") + f"{v:.2f}"
         for v, at_most in zip_longest(ratio["ratios"], ratio.get("at_most", []))
     ]
-    return ", ".join(cells + ["never"] * ratio.get("repeats_unreached", 0))
+    never = ["never"] * ratio.get("repeats_unreached", 0)
+    return ", ".join(cells + never + ["diverged"] * ratio.get("repeats_invalid", 0))
 
 
 def efficiency(dirs: list[Path], out: Path) -> Section | None:
