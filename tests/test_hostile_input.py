@@ -6,6 +6,7 @@ take as complete)."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 
 import h5py
@@ -276,6 +277,21 @@ def _small_survey(tmp):
     return survey
 
 
+def manifest_not_utf8(tmp, images, cat):
+    survey = tmp / "survey"
+    survey.mkdir()
+    (survey / fmt.MANIFEST_NAME).write_bytes(b'{"survey": "\xff\xfe"}')
+    return ["info", str(survey)], ["manifest.json", "not valid JSON"]
+
+
+def manifest_image_shape_lost_an_axis(tmp, images, cat):
+    survey = _small_survey(tmp)
+    manifest = json.loads((survey / fmt.MANIFEST_NAME).read_text())
+    manifest["image_shape"] = manifest["image_shape"][:2]
+    (survey / fmt.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return ["info", str(survey)], ["manifest.json", "malformed", "image_shape"]
+
+
 def shard_flipped_bytes(tmp, images, cat):
     """Bytes flipped at random offsets in a shard's pixels: embedding stops on the image
     chunks' checksums (1-D columns have none: `ssl-hpc info` re-hashes whole shards)."""
@@ -345,6 +361,8 @@ CASES = {
         pretrain_zero_temperature,
         checkpoint_flipped_bytes,
         checkpoint_truncated,
+        manifest_not_utf8,
+        manifest_image_shape_lost_an_axis,
         shard_flipped_bytes,
         embedding_flipped_bytes,
     )

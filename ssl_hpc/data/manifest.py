@@ -105,7 +105,7 @@ class Manifest:
                     f"{source}: schema_version {version} is newer than this ssl-hpc "
                     f"understands ({fmt.SCHEMA_VERSION}); upgrade ssl-hpc"
                 )
-            return cls(
+            manifest = cls(
                 survey=str(d["survey"]),
                 bands=tuple(d["bands"]),
                 image_shape=tuple(int(x) for x in d["image_shape"]),  # type: ignore[arg-type]
@@ -119,8 +119,24 @@ class Manifest:
                 partition=d.get("partition"),
                 schema_version=version,
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SurveyError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
+        problem = manifest.malformed()
+        if problem:
+            raise SurveyError(f"{source}: malformed manifest ({problem})")
+        return manifest
+
+    def malformed(self) -> str:
+        """What makes the fields unusable ("" if nothing): JSON gives any type anywhere."""
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            return f"image_shape {list(self.image_shape)}: expected [bands, height, width]"
+        if len(self.bands) != self.image_shape[0]:
+            return f"bands {list(self.bands)}: {self.image_shape[0]} expected from image_shape"
+        for s in self.shards:
+            counts = (s.n_rows, s.n_bytes)
+            if not isinstance(s.file, str) or not all(type(n) is int and n >= 0 for n in counts):
+                return f"shard {s.file!r}: file must be a name, n_rows and n_bytes counts"
+        return ""
 
     def write(self, survey_dir: str | os.PathLike) -> Path:
         """Write ``manifest.json`` atomically into `survey_dir`."""
@@ -138,8 +154,10 @@ def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
         raise SurveyError(f"{path}: missing; is {survey_dir} a survey directory?")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SurveyError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise SurveyError(f"{path}: not a manifest (a JSON {type(d).__name__})")
     return Manifest.from_dict(d, source=str(path))
 
 
