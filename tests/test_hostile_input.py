@@ -131,6 +131,14 @@ def _set_id(cat, row: int, text: str) -> None:
     cat.write_text("\n".join(lines) + "\n")
 
 
+def catalogue_ra_dec_swapped(tmp, images, cat):
+    lines = cat.read_text().splitlines()  # id,ra,dec,...: dec takes ra's 150.0x
+    rows = [line.split(",") for line in lines]
+    lines = [",".join([r[0], r[2], r[1], *r[3:]]) for r in rows[1:]]
+    cat.write_text("\n".join([",".join(rows[0]), *lines]) + "\n")
+    return ingest_with(tmp), ["cat.csv", "'dec'", "data row 1", "swapped"]
+
+
 def catalogue_quoted_comma_id(tmp, images, cat):
     _set_id(cat, 2, '"2,5"')
     return ingest_with(tmp), ["id column 'id'", "row 2", "'2,5' is not an integer"]
@@ -338,6 +346,7 @@ CASES = {
         fits_tile_compressed_damaged,
         catalogue_bom,
         catalogue_utf16,
+        catalogue_ra_dec_swapped,
         catalogue_quoted_comma_id,
         catalogue_blank_id,
         catalogue_twenty_digit_id,

@@ -229,6 +229,8 @@ def catalogue_from_table(
     valid, rejects = _check_ids(ids, bad, config, where)
     column_map = _column_map(names, config)
     ra, dec = (_position(table, column_map.get(c), where) for c in ("ra", "dec"))
+    _check_sky(dec, column_map.get("dec"), where)
+    ra = np.where(np.isfinite(ra), ra % 360.0, ra)  # -180..180 conventions to 0..360
     columns, skipped = _catalogue_columns(table, column_map, config.id_column, lower_case)
     return Catalogue(
         object_id=ids[valid],
@@ -310,6 +312,17 @@ def _position(table: Table, name: str | None, catalog: str) -> np.ndarray:
     if values is None:
         raise IngestError(f"{catalog}: position column {name!r} is {why}; expected degrees")
     return values.astype(np.float64)
+
+
+def _check_sky(dec: np.ndarray, name: str | None, catalog: str) -> None:
+    """IngestError if a declination is off the sky: the columns are swapped or not in
+    degrees (a missing value, NaN, is allowed: that object has no position)."""
+    off = np.flatnonzero(np.abs(dec) > 90)
+    if len(off):
+        raise IngestError(
+            f"{catalog}: column {name!r}: {len(off)} declination(s) beyond +-90 degrees (first:"
+            f" data row {off[0] + 1}, {dec[off[0]]}); are ra and dec swapped, or not degrees?"
+        )
 
 
 def _catalogue_columns(
