@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.efficiency import ratio_line
+    from ssl_hpc.downstream.heads import RedshiftBins
     from ssl_hpc.downstream.study import efficiency_study
-    from ssl_hpc.downstream.tasks import check_fractions
+    from ssl_hpc.downstream.tasks import check_fractions, load_task
     from ssl_hpc.models.checkpoint import EncoderCheckpoint
     from ssl_hpc.train.ray_loop import connect
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     survey = Survey(args.data)
     cfg.augment.check_geometry(survey.manifest.image_shape[1:])
     fractions = check_fractions(cfg.fractions)
+    load_task(survey, cfg.task, RedshiftBins(cfg.z_bins, cfg.z_max))  # before Ray: names it
     if cfg.methods:  # the linear heads alone need no cluster
         connect(args.address)
 

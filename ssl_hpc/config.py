@@ -42,9 +42,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(v, inner, key) for v in value)
     if origin is dict or hint is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"{key}: not a YAML mapping ({problem}): {value!r}") from None
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if len(args) == 2:  # dict[K, V]: every key and value take their types
+            return {_coerce(k, args[0], key): _coerce(v, args[1], key) for k, v in value.items()}
         return dict(value)
     if hint is bool:
         if isinstance(value, bool):
@@ -81,10 +87,19 @@ def build(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
             nested = values.get(head) or {}
             if dataclasses.is_dataclass(nested):
                 nested = dataclasses.asdict(nested)
+            if not isinstance(nested, dict):
+                raise ConfigError(
+                    f"{source}: {head}: expected a mapping of its keys, got {nested!r}"
+                )
             values[head] = {**nested, rest: values.pop(key)}
     for name in fields & set(values):
-        if dataclasses.is_dataclass(hints[name]) and isinstance(values[name], dict):
-            values[name] = build(hints[name], values[name], f"{source}: {name}")
+        if not dataclasses.is_dataclass(hints[name]) or isinstance(values[name], hints[name]):
+            continue
+        if not isinstance(values[name], dict):
+            raise ConfigError(
+                f"{source}: {name}: expected a mapping of its keys, got {values[name]!r}"
+            )
+        values[name] = build(hints[name], values[name], f"{source}: {name}")
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(fields)}")

@@ -556,6 +556,28 @@ def test_fine_tuning_head_starts_at_the_label_prior_with_its_own_rate(small_surv
     assert ssl.encoder_rate == pytest.approx(0.03)  # fine-tuning at 0.1x
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lr": "nan"}, "lr=nan: must be a finite number > 0"),
+        ({"test_fraction": "1.5"}, r"test_fraction=1.5: must be in \(0, 1\)"),
+        ({"z_bins": "0"}, "z_bins=0: must be >= 1"),
+        ({"z_max": "-1"}, "z_max=-1.0: must be a finite number > 0"),
+        ({"encoder_lr_scale": "nan"}, "encoder_lr_scale=nan: must be a finite number >= 0"),
+        ({"methods": "bogus"}, r"methods \['bogus'\]"),
+        ({"repeats": "0"}, "repeats=0: must be >= 1"),
+        ({"fractions": "0.5,nan"}, r"label fractions \[0.5, nan\]"),
+    ],
+)
+def test_a_study_refuses_bad_settings_when_it_is_built(values, message):
+    """Before Ray starts or study.yaml is written: NaN passes "x <= 0" checks, and a
+    test_fraction, z_bins or method refused only inside the runs cost minutes each."""
+    from ssl_hpc.downstream.study import StudyConfig
+
+    with pytest.raises(ConfigError, match=message):
+        build(StudyConfig, {"checkpoint": "x.pt", **values})
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     # as `fit` starts one. With the dashboard off, Ray Train asked the State API on the

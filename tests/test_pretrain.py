@@ -97,6 +97,25 @@ def test_config_errors_name_the_problem(small_survey):
         Pretrainer(tiny(embed_size=48), small_survey)
     with pytest.raises(ConfigError, match="too few objects"):
         Pretrainer(tiny(batch_size=512, queue_size=512), small_survey)
+    # NaN passes every "x <= 0" check; each float must be refused by name before Ray starts
+    for key in ("temperature", "base_lr", "input_softening", "cpus_per_worker"):
+        with pytest.raises(ConfigError, match=f"{key}=nan: must be a finite number > 0"):
+            tiny(**{key: "nan"})
+    with pytest.raises(ConfigError, match=r"sgd_momentum=nan: must be in \[0, 1\)"):
+        tiny(sgd_momentum="nan")
+    with pytest.raises(ConfigError, match="batch_size=1: must be >= 2"):
+        tiny(batch_size=1, queue_size=64)
+    with pytest.raises(ConfigError, match="keep_checkpoints=0: must be >= 1"):
+        tiny(keep_checkpoints=0)
+    with pytest.raises(ConfigError, match="loader_workers=-1: must be >= 0"):
+        tiny(loader_workers=-1)
+    with pytest.raises(ConfigError, match="augment: expected a mapping of its keys"):
+        tiny(augment="3")
+    with pytest.raises(ConfigError, match="extinction: not a YAML mapping"):
+        tiny(**{"augment.extinction": "{g: ["})
+    with pytest.raises(ConfigError, match=r"augment.extinction=\{'g': nan\}: out of range"):
+        tiny(**{"augment.extinction": "{g: nan}"})
+    assert tiny(**{"augment.extinction": "{g: 3.3}"}).augment.extinction == {"g": 3.3}
     cfg = tiny(**{"augment.codes": "RR,GN"})
     assert cfg.augment.codes == ("RR", "GN") and cfg.peak_lr == pytest.approx(0.03 * 32 / 256)
 

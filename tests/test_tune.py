@@ -143,6 +143,12 @@ def test_sweep_file_builds_a_tune_space_and_valid_trials(tmp_path):
         ({"scheduler": {"type": "hyperband"}}, "scheduler.type='hyperband'"),
         ({"scheduler": {"type": "asha", "grace": 3}}, r"unknown key\(s\) \['grace'\]"),
         ({"num_samples": 0}, "num_samples=0"),
+        ({"search": [{"temperature": {"grid": [0.1]}}]}, "search: expected a mapping"),
+        ({"search": {"base_lr": {"uniform": [0.1, float("inf")]}}}, "needs finite ends"),
+        ({"search": {"queue_size": {"uniform": [64, 128]}}}, "queue_size is an integer"),
+        # both ends are multiples of the global batch (16), the values between mostly not
+        ({"search": {"queue_size": {"randint": [64, 128]}}}, "queue_size=65"),
+        ({"search": {"augment": {"grid": [1]}}}, "augment: expected a mapping"),
     ],
 )
 def test_bad_sweep_files_name_what_is_wrong(raw, message):

@@ -112,9 +112,14 @@ class AugmentConfig:
             "scale_range": self.scale_range[0] > 0,
             "shot_noise_max": self.shot_noise_max >= 0,
             "mask_fraction": self.mask_fraction[0] >= 0 and self.mask_fraction[1] <= 1,
+            "ebv_upper": math.isfinite(self.ebv[1]),
+            "noise_scale_upper": math.isfinite(self.noise_scale[1]),
+            "scale_range_upper": math.isfinite(self.scale_range[1]),
+            "extinction": all(math.isfinite(v) and v >= 0 for v in self.extinction.values()),
         }
-        for name, ok in checks.items():
+        for check, ok in checks.items():
             if not ok:
+                name = check.removesuffix("_upper")
                 raise ConfigError(f"augment.{name}={getattr(self, name)}: out of range")
 
     def check_geometry(self, in_size: tuple[int, int]) -> None:

@@ -17,6 +17,7 @@ distributions, photo-z point estimates) and model.pt.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,12 +136,22 @@ class FinetuneConfig:
             raise ConfigError(f"arch={self.arch!r}: expected one of {tuple(ARCHS)}")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"fraction={self.fraction}: must be in (0, 1]")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_workers"):
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction={self.test_fraction}: must be in (0, 1)")
+        names = ("steps", "batch_size", "eval_every", "checkpoint_every", "num_workers", "z_bins")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("lr", "head_lr"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
+        for name in ("warmup_steps", "max_failures"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
+        for name in ("lr", "head_lr", "z_max", "input_softening", "cpus_per_worker"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name}={getattr(self, name)}: must be a finite number > 0")
+        scale = 0.0 if self.encoder_lr_scale is None else self.encoder_lr_scale
+        for name, value in (("weight_decay", self.weight_decay), ("encoder_lr_scale", scale)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}={value}: must be a finite number >= 0")
 
     @property
     def encoder_rate(self) -> float:

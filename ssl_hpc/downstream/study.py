@@ -32,7 +32,7 @@ from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from .predict import HEADS, save_head, write_index
 from .representation import untrained_encoder
-from .tasks import PHOTOZ, indices_of_ids, load_task, splits, tasks_of
+from .tasks import PHOTOZ, check_fractions, indices_of_ids, load_task, splits, tasks_of
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,17 @@ class StudyConfig(FinetuneConfig):
     """the trained methods to run: finetuned_ssl and/or supervised (the linear heads on
     SSL, random-init and pixel-PCA features and the training labels' prior always run;
     '' runs only them, without Ray)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = set(self.methods) - {FINETUNED, SUPERVISED}
+        if unknown:
+            raise ConfigError(
+                f"methods {sorted(unknown)}: expected {FINETUNED} and/or {SUPERVISED}"
+            )
+        if self.repeats < 1:
+            raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        check_fractions(self.fractions)
 
     def run_config(self) -> FinetuneConfig:
         """The settings of each run (the study's own keys left out)."""

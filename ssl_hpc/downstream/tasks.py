@@ -192,6 +192,6 @@ def write_test_ids(
 def check_fractions(fractions) -> tuple[float, ...]:
     """Label fractions in (0, 1], ascending."""
     fr = tuple(sorted(float(f) for f in fractions))
-    if not fr or fr[0] <= 0 or fr[-1] > 1:
+    if not fr or not all(0 < f <= 1 for f in fr):  # NaN fails the comparison too
         raise ConfigError(f"label fractions {list(fractions)}: each must be in (0, 1]")
     return fr

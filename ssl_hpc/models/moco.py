@@ -37,8 +37,8 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_temperature(temperature: float) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature={temperature}: must be > 0")
+    if not temperature > 0 or temperature == float("inf"):  # NaN and inf refused too
+        raise ConfigError(f"temperature={temperature}: must be a finite number > 0")
 
 
 class MoCo(nn.Module):

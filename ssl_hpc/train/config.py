@@ -5,6 +5,7 @@ Nested augmentation settings take dotted overrides: ``augment.codes=RR,JC,GN``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..augment import AugmentConfig
@@ -118,27 +119,42 @@ class PretrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r}: expected one of {allowed}")
-        positive = (
-            "proj_dim",
-            "proj_hidden",
-            "queue_size",
-            "steps",
-            "batch_size",
-            "num_workers",
-            "checkpoint_every",
-            "log_every",
-            "eval_every",
-            "eval_k",
+        at_least = dict.fromkeys(
+            (
+                "proj_dim",
+                "proj_hidden",
+                "queue_size",
+                "steps",
+                "num_workers",
+                "checkpoint_every",
+                "keep_checkpoints",
+                "log_every",
+                "eval_every",
+                "eval_k",
+            ),
+            1,
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        at_least |= dict.fromkeys(
+            ("warmup_steps", "loader_workers", "eval_objects", "shuffle_window", "max_failures"), 0
+        )
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= {low}")
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"batch_size={self.batch_size}: must be >= 2 (the other views are the "
+                "negatives, and the BatchNorm neck needs two rows)"
+            )
         if self.embed_size < 0:
             raise ConfigError(f"embed_size={self.embed_size}: a window in px (0: the view)")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum={self.momentum}: must be in [0, 1)")
-        if self.temperature <= 0 or self.base_lr <= 0 or self.input_softening <= 0:
-            raise ConfigError("temperature, base_lr and input_softening must be > 0")
+        for name in ("momentum", "sgd_momentum"):
+            if not 0 <= getattr(self, name) < 1:  # NaN fails every comparison: refused too
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+        for name in ("temperature", "base_lr", "input_softening", "cpus_per_worker"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name}={getattr(self, name)}: must be a finite number > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay={self.weight_decay}: must be a finite number >= 0")
         if self.method == "moco" and self.queue_size % self.global_batch:
             raise ConfigError(
                 f"queue_size={self.queue_size} is not a multiple of the global batch "

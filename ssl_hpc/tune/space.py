@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +209,10 @@ def parse_sweep(
     base = _base_values(raw, where, relative_to or Path.cwd())
     base.update(overrides or {})
     base_config = build(PretrainConfig, base, f"{where}: base pretraining config")
-    domains = [_domain(key, spec, where) for key, spec in (raw.get("search") or {}).items()]
+    search = raw.get("search") or {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{where}: search: expected a mapping of key: {{domain: values}}")
+    domains = [_domain(key, spec, where) for key, spec in search.items()]
     ablation_codes: tuple[str, ...] = ()
     if raw.get("ablation"):
         if any(d.key == CODES_KEY for d in domains):
@@ -246,7 +251,7 @@ def parse_sweep(
 
 def check_trials(sweep: SweepConfig, where: str = "sweep") -> None:
     """Every combination of discrete values (and each range's ends) is a valid config."""
-    probes = [[(d.key, v) for v in d.values] for d in sweep.domains]
+    probes = [[(d.key, v) for v in _probed(d)] for d in sweep.domains]
     total = 1
     for p in probes:
         total *= len(p)
@@ -263,6 +268,16 @@ def check_trials(sweep: SweepConfig, where: str = "sweep") -> None:
             raise ConfigError(
                 f"{where}: search space gives an invalid trial ({shown}): {e}"
             ) from None
+
+
+def _probed(domain: Domain) -> tuple:
+    """The values of `domain` that check_trials builds: a list's every value, a range's
+    ends, and for randint also low + 1 (a rule such as queue_size's multiple of the batch
+    holds at both ends of [256, 1024] and fails in between)."""
+    low_high = domain.values
+    if domain.kind == "randint" and low_high[1] - low_high[0] > 1:
+        return (*low_high, low_high[0] + 1)
+    return low_high
 
 
 def _base_values(raw: dict, where: str, relative_to: Path) -> dict[str, Any]:
@@ -300,11 +315,27 @@ def _domain(key: str, spec: Any, where: str) -> Domain:
     if len(arg) != 2 or not all(isinstance(v, (int, float)) for v in arg):
         raise ConfigError(f"{name}: {kind} needs [low, high] numbers, got {arg!r}")
     low, high = arg
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"{name}: {kind} needs finite ends, got {arg!r}")
+    if kind != "randint" and _field_type(key) is int:
+        raise ConfigError(f"{name}: {key} is an integer; {kind} draws fractions: use randint")
     if not low < high:
         raise ConfigError(f"{name}: {kind} range [{low}, {high}] is empty (low >= high)")
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{name}: loguniform needs low > 0, got {low}")
     return Domain(key, kind, (low, high))
+
+
+def _field_type(key: str) -> Any:
+    """The declared type of a PretrainConfig key, dotted into nested configs; None if the
+    key names no field (check_trials then names it)."""
+    cls: Any = PretrainConfig
+    for part in key.split("."):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
 
 
 def _positive(raw: dict, key: str, default, where: str, minimum: int = 1):
