@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         query, name = searcher.by_fits(args.fits), f"fits-{Path(args.fits).stem}"
     table = searcher.table(query, cfg.k)
     out = Path(args.out) if args.out else embeddings.root / "queries"
+    if out.exists() and not out.is_dir():
+        raise SslHpcError(f"--out {out}: is a file; give a directory for the results")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / f"{name}.yaml")
     write_csv(table, out / f"{name}.csv")

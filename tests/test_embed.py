@@ -316,3 +316,25 @@ def test_opening_a_set_rehashes_only_shards_changed_since_the_last_check(
     hashed.clear()
     load(emb)
     assert sorted(hashed) == sorted(shards)
+
+
+def test_embed_options_and_device_are_refused_before_the_output_is_claimed(tmp_path):
+    """A bad device or count fails before run.json is written: a failed run must not
+    pin the directory to settings the corrected rerun is then refused for."""
+    import torch
+
+    from ssl_hpc.embed.run import pick_device
+
+    for values, message in (
+        ({"batch_size": 0}, "batch_size 0: must be >= 1"),
+        ({"pca_dims": -1}, "pca_dims -1: must be >= 0"),
+        ({"pca_sample": 0}, "pca_sample 0: must be >= 1"),
+    ):
+        with pytest.raises(SslHpcError, match=message):
+            EmbedOptions(**values)
+    with pytest.raises(SslHpcError, match="device 'bogus': not a device"):
+        pick_device("bogus", 0)
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, or any on a CPU box
+    with pytest.raises(SslHpcError, match=f"device '{missing}': no such GPU"):
+        pick_device(missing, 0)
+    assert pick_device("cpu", 3) == torch.device("cpu")

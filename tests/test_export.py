@@ -266,6 +266,14 @@ def test_cli_writes_refuses_an_existing_catalogue_and_names_bad_inputs(plain, tm
     assert main([*args, "--overwrite"]) == 0
     assert "embedding" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.fits"]  # no temporaries
+    # --overwrite onto an input would move it aside and delete it: refused, input intact
+    before = sorted(p.name for p in emb.iterdir())
+    for target in (emb, emb.parent):
+        assert main([*args[:3], "--out", str(target), "--overwrite"]) == 2
+        assert f"is or holds the input {emb}" in capsys.readouterr().err
+    assert sorted(p.name for p in emb.iterdir()) == before
+    assert main([*args[:3], "--out", str(cat / "x.parquet")]) == 2  # cat.fits is a file
+    assert "a part of its directory is a file" in capsys.readouterr().err
     # bad inputs: one line naming the file
     other = tmp_path / "other.parquet"
     bad = tmp_path / "not-a-set"

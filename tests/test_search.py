@@ -5,15 +5,17 @@ position and FITS cutout, from the command line, with clear errors for bad ones.
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import drawn_png
+from conftest import SMALL_SURVEY, drawn_png
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
+from ssl_hpc.data.synth import SynthConfig, generate_survey
 from ssl_hpc.embed import EmbedOptions, embed_survey, load
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.search.ann import AnnConfig, AnnIndex, build_or_load, recall_at_k
@@ -110,8 +112,6 @@ def test_ann_index_is_cached_and_rebuilt_when_the_set_changes(tmp_path):
 
 
 def test_all_vs_all_table_equals_brute_force_and_resumes(emb, tmp_path):
-    import shutil
-
     src, _ = emb
     out = tmp_path / "emb"
     shutil.copytree(src, out)
@@ -134,7 +134,23 @@ def test_all_vs_all_table_equals_brute_force_and_resumes(emb, tmp_path):
         np.testing.assert_array_equal(f["neighbour_row"][()], want[144:192])
     with pytest.raises(SslHpcError, match="top-5 neighbours, asked for top-7"):
         all_neighbours(es, 7)
+    # k beyond the set's other objects: refused before the directory is claimed for it
+    fresh = tmp_path / "fresh"
+    shutil.copytree(src, fresh, ignore=shutil.ignore_patterns("neighbours"))
+    with pytest.raises(SslHpcError, match=r"k 384: expected 1..383"):
+        all_neighbours(load(fresh), 384)
+    assert not (fresh / "neighbours").exists()
     assert source_of(es) == json.loads((nn / "manifest.json").read_text())["source"]
+
+
+def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):
+    """Synthetic surveys all number their objects 1..N, so ids and counts match; the
+    survey manifest's hash recorded at embedding tells them apart."""
+    out, _ = emb
+    other = tmp_path / "other"
+    generate_survey(SynthConfig(**{**SMALL_SURVEY, "seed": 8}), other)
+    with pytest.raises(SslHpcError, match="embeds another survey than"):
+        survey_of(load(out), other)
 
 
 def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):

@@ -17,6 +17,7 @@ from astropy.io import fits
 from conftest import REPO, drawn_png, skip_or_fail
 
 from ssl_hpc.embed import EmbedOptions, embed_survey, load
+from ssl_hpc.export.sources import ExportInputError
 from ssl_hpc.search.searcher import Searcher, survey_of
 
 CHROMIUM = os.environ.get("SSL_HPC_CHROMIUM", "/usr/bin/chromium")
@@ -114,7 +115,9 @@ def test_search_pages_and_csv(client):
     info = client.get("/api/info").json()
     assert info["objects"] == 384 and info["index"] == "exact" and info["has_trust"]
     first = client.get("/api/search", params={"object_id": 5, "k": 4}).json()
-    assert first["query"]["object_id"] == 5 and first["pages"] == 95
+    assert first["query"]["object_id"] == 5 and first["pages"] == 96  # 383 others, 4 a page
+    last = client.get("/api/search", params={"object_id": 5, "k": 4, "page": 96}).json()
+    assert [r["rank"] for r in last["results"]] == [381, 382, 383]  # the partial last page
     assert [r["rank"] for r in first["results"]] == [1, 2, 3, 4]
     sims = [r["similarity"] for r in first["results"]]
     assert sims == sorted(sims, reverse=True)
@@ -149,15 +152,34 @@ def test_scores_from_a_report_directory(served, tmp_path):
     searcher = Searcher(es, survey_of(es, None))
     ids = searcher.catalogue.columns["object_id"]
     trust = np.linspace(0, 1, len(ids))
-    np.savez(tmp_path / "trust.npz", object_id=ids, trust=trust)
+    zeros = np.zeros(len(ids))
+    np.savez(
+        tmp_path / "trust.npz",
+        object_id=ids,
+        trust=trust,
+        label_distance=zeros,
+        density_ratio=zeros,
+        labelled=zeros.astype(bool),
+    )
     order = np.arange(len(ids))[::-1]  # ranked list, most anomalous first
-    lines = ["rank,object_id,score_knn,score_gmm,score_iforest"]
-    lines += [f"{r + 1},{ids[i]},{1000 - r},0,0" for r, i in enumerate(order)]
+    lines = ["rank,object_id,score,score_galaxy_knn,score_galaxy_gmm"]
+    lines += [f"{r + 1},{ids[i]},{1000 - r},{1000 - r},0" for r, i in enumerate(order)]
     (tmp_path / "anomalies.csv").write_text("\n".join(lines) + "\n")
     state = ServeState(searcher, tmp_path)
     np.testing.assert_array_equal(state.trust, trust)
     assert state.anomalous[0] == len(ids) - 1  # the last row ranked first
     assert state.anomaly[len(ids) - 1] == 1000
+    # a report that misses objects (they would get whatever memory held: 1e-310, or
+    # garbage that outranked real scores), one of another set, and no report at all
+    (tmp_path / "anomalies.csv").write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(ExportInputError, match="2 objects, the embedding set has 384"):
+        ServeState(searcher, tmp_path)
+    lines[1] = lines[1].replace(f",{ids[order[0]]},", ",900005,", 1)
+    (tmp_path / "anomalies.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ExportInputError, match="object_id 900005 is not in the embedding set"):
+        ServeState(searcher, tmp_path)
+    with pytest.raises(ExportInputError, match="missing; is .* an ssl-hpc report directory"):
+        ServeState(searcher, tmp_path / "nope")
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,11 @@ class EmbedOptions:
     channel's mean and spread over its feature map, from the same forward pass), which
     finds rings and lensed arcs that the pooled representation blurs; 0: none"""
 
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("pca_dims", 0), ("pca_sample", 1)):
+            if getattr(self, name) < low:
+                raise SslHpcError(f"{name} {getattr(self, name)}: must be >= {low}")
+
 
 class Comm:
     """The few collectives the job needs: mpi4py's COMM_WORLD under an MPI launcher,
@@ -133,8 +138,18 @@ def rank_threads(ranks_on_node: int) -> int:
 
 
 def pick_device(choice: str, rank: int) -> torch.device:
+    """The device `choice` names (auto: this rank's GPU if any, else the CPU); an
+    SslHpcError naming it if it is not a device, or a GPU this machine lacks."""
     if choice != "auto":
-        return torch.device(choice)
+        try:
+            device = torch.device(choice)
+        except RuntimeError as e:
+            raise SslHpcError(f"device {choice!r}: not a device (cpu, cuda, cuda:N)") from e
+        if device.type == "cuda" and (
+            not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+        ):
+            raise SslHpcError(f"device {choice!r}: no such GPU on this machine")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", rank % torch.cuda.device_count())
     return torch.device("cpu")

@@ -102,7 +102,12 @@ class EmbeddingSet:
         mpath = root / MANIFEST
         if not mpath.exists():
             raise EmbeddingError(f"{root}: no {MANIFEST} (not an embedding set, or unfinished)")
-        manifest = json.loads(mpath.read_text())
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EmbeddingError(f"{mpath}: not valid JSON ({e})") from e
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+            raise EmbeddingError(f"{mpath}: malformed (no list of shards)")
         checked = _read_verified(root) if verify == "full" else {}
         stamps = {}
         for entry in manifest["shards"]:

@@ -10,7 +10,7 @@ from ..downstream.predict import has_heads
 from ..embed.store import load
 from ..search.searcher import survey_of
 from .options import ExportOptions
-from .output import check_target
+from .output import check_not_an_input, check_target
 from .sources import probe_columns, probe_head_columns, report_columns
 from .table import build_table
 from .writers import WRITERS
@@ -36,6 +36,8 @@ def export_catalogue(
     check_target(out, overwrite)  # before any work, not only at the rename
     embedding_set = load(embeddings)
     survey = survey_of(embedding_set, data)
+    inputs = [Path(embeddings), Path(survey.root)]
+    check_not_an_input(out, inputs + [Path(p) for p in (report, probe) if p is not None])
     ids = embedding_set.object_ids()
     extra, derived = [], []
     if report is not None:

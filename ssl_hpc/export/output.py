@@ -29,6 +29,18 @@ def check_target(path: Path, overwrite: bool) -> None:
         )
 
 
+def check_not_an_input(path: Path, inputs: list[Path]) -> None:
+    """Refuse a `path` that is, or holds, one of the `inputs`: --overwrite would move it
+    aside and delete it once the catalogue is written."""
+    target = path.resolve()
+    for source in inputs:
+        held = source.resolve()
+        if held == target or target in held.parents:
+            raise CatalogueExistsError(
+                f"{path}: is or holds the input {source}; choose another --out"
+            )
+
+
 @contextlib.contextmanager
 def staged(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path` for the writer to make (a file or a
@@ -37,7 +49,10 @@ def staged(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     temporary; a full disk raises DiskFullError naming `path`."""
     path = Path(path)
     check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise CatalogueExistsError(f"{path}: a part of its directory is a file ({e})") from e
     remove_stale_temporaries(path.parent, path.name)  # a killed export's partial copy
     tmp = temporary_name(path)
     remove(tmp)

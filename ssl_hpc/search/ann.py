@@ -62,6 +62,11 @@ class AnnConfig:
         pq_m = self.pq_m or max(m for m in range(1, min(64, max(dim // 4, 1)) + 1) if dim % m == 0)
         if dim % pq_m:
             raise ConfigError(f"index pq_m={pq_m}: must divide the vector dimension {dim}")
+        if self.kind == "ivfpq" and n < 2**self.pq_bits:  # FAISS trains that many centroids
+            raise ConfigError(
+                f"index ivfpq: {n} vectors, fewer than its 2**pq_bits = {2**self.pq_bits} "
+                "codebook entries; search a set this small with the exact index (or hnsw)"
+            )
         return AnnConfig(**{**asdict(self), "nlist": nlist, "pq_m": pq_m})
 
 

@@ -63,6 +63,8 @@ def all_neighbours(
     for very large sets). Returns the manifest.
     """
     vectors = ShardVectors(embeddings)
+    if not 1 <= k < len(vectors):  # before the directory is claimed for this k
+        raise SslHpcError(f"k {k}: expected 1..{len(vectors) - 1} (the set's other objects)")
     out = embeddings.root / NEIGHBOURS
     source = source_of(embeddings)
     identity = {"k": int(k), "embeddings_sha256": source["sha256"]}

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import format as fmt
 from ..data.survey import Survey
 from ..embed.store import RUN_FILE, EmbeddingSet
 from ..errors import SslHpcError, SurveyError
 from ..utils.arrays import normalise
+from ..utils.hashing import sha256_file
 from .ann import KINDS, AnnConfig, build_or_load
 from .batch import all_neighbours, source_of
 from .exact import drop_excluded, exact_search
@@ -36,7 +38,7 @@ IN_MEMORY_BYTES = 2 << 30
 
 def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Survey:
     """The survey `data`, or the one the set's run.json names; its ids must be the set's."""
-    path = data or json.loads((embeddings.root / RUN_FILE).read_text()).get("survey")
+    path = data or _run_record(embeddings).get("survey")
     if not path:
         raise SslHpcError(f"{embeddings.root}: run.json names no survey; give --data")
     survey = Survey(path)
@@ -44,7 +46,23 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
         raise SslHpcError(
             f"{embeddings.root}: {len(embeddings)} vectors, but {path} has {len(survey)} objects"
         )
+    # ids alone do not tell surveys apart (synthetic ones all count 1..N)
+    recorded = embeddings.manifest.get("survey_sha256")
+    if recorded and sha256_file(survey.root / fmt.MANIFEST_NAME) != recorded:
+        raise SslHpcError(
+            f"{embeddings.root}: embeds another survey than {path} (its manifest.json differs "
+            "from the one embedded); give the survey it was made from"
+        )
     return survey
+
+
+def _run_record(embeddings: EmbeddingSet) -> dict:
+    path = embeddings.root / RUN_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SslHpcError(f"{path}: unreadable ({e}); give the survey with --data") from e
+    return record if isinstance(record, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,7 @@ class Searcher:
         """The set's encoder (its run.json checkpoint unless one was given), loaded once."""
         if self._embedder is None:
             ckpt = self._checkpoint
-            run = json.loads((self.set.root / RUN_FILE).read_text())
+            run = _run_record(self.set)
             if ckpt is None:
                 ckpt = run.get("checkpoint")
             if not ckpt:

@@ -175,7 +175,7 @@ def create_app(
             "query": head,
             "k": k,
             "page": page_no,
-            "pages": max(1, min(MAX_RANK, state.n - 1) // k),
+            "pages": max(1, -(-min(MAX_RANK, state.n - 1) // k)),  # a last, partial page too
             "index": state.searcher.index_info["kind"],
             "results": [state.card(t) for t in shown],
         }
@@ -225,7 +225,8 @@ def create_app(
         """The object at `rank` among the most anomalous (kNN distance)."""
         if state.anomalous is None:
             raise ApiError(404, "no anomaly scores on this server")
-        row = int(state.anomalous[min(rank, len(state.anomalous)) - 1])
+        rank = min(rank, len(state.anomalous))  # the last there is, labelled as what it is
+        row = int(state.anomalous[rank - 1])
         object_id = int(state.searcher.catalogue.columns["object_id"][row])
         return {
             "object_id": object_id,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..downstream.anomaly import knn_distance
 from ..downstream.trust import trust_scores
-from ..report.files import ANOMALIES, TRUST
+from ..export.sources import report_columns
 from ..search.searcher import Searcher
 from ..utils.byte_cache import ByteLRU
 from ..viz.composite import rgb_composite
@@ -53,20 +53,12 @@ class ServeState:
         self.images = ByteLRU(image_cache_bytes)
 
     def _load_report(self, root: Path) -> None:
-        """trust.npz and anomalies.csv of `ssl-hpc report` for this survey."""
+        """The anomaly and trust scores `ssl-hpc report` wrote to `root` for this set (read
+        as export reads them): an error naming the file if `root` is no report of it."""
         ids = self.searcher.catalogue.columns["object_id"]
-        if (root / TRUST).exists():
-            with np.load(root / TRUST) as z:
-                if np.array_equal(z["object_id"], ids):
-                    self.trust = z["trust"]
-        if (root / ANOMALIES).exists():
-            table = np.genfromtxt(root / ANOMALIES, delimiter=",", names=True)
-            order = np.argsort(ids)
-            pos = order[np.searchsorted(ids, table["object_id"].astype(np.int64), sorter=order)]
-            self.anomaly = np.empty(self.n)
-            # the report's ranking score (older reports: the kNN distance)
-            names = table.dtype.names
-            self.anomaly[pos] = table["score" if "score" in names else "score_knn"]
+        columns = {c.spec.name: c.values for c in report_columns(root, ids)}
+        self.anomaly = columns["anomaly_score"]
+        self.trust = columns.get("trust")
 
     # -- images -----------------------------------------------------------------------------
     def png(self, row: int) -> bytes:
