@@ -29,7 +29,7 @@ from ...utils.hashing import sha256_json
 from .. import format as fmt
 from .. import healpix
 from ..cutouts import CutoutError, CutoutSpec, load_cutout, sky_sigma
-from ..manifest import Manifest, ShardEntry
+from ..manifest import Manifest, ShardEntry, load_manifest
 from ..sharded_job import ShardPlan, claim_dir, done_path, remove_temporaries, run_shards
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from .arrays import ArraySource, detect_kind, file_stamp, find_files, load_array_input
@@ -268,7 +268,10 @@ def ingest(config: IngestConfig) -> IngestReport:
     entries = [r.entry for r in results]
     if config.healpix_order is not None:
         entries = drop_empty_shards(out, entries)
-    manifest = build_manifest(out, meta, entries, generator, config.healpix_order)
+    if not made and (out / fmt.MANIFEST_NAME).is_file():  # complete: keep its bytes (sha256)
+        manifest = load_manifest(out)
+    else:
+        manifest = build_manifest(out, meta, entries, generator, config.healpix_order)
     return IngestReport(
         out=out,
         n_ingested=n_ingested,
