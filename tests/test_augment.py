@@ -262,6 +262,42 @@ def test_shot_noise_grows_with_flux():
     )
 
 
+def test_shot_noise_is_in_units_of_the_sky():
+    """The same survey in a flux unit 1000x smaller (sky sigma and pixels alike) gets the
+    same views up to that factor: shot_noise_max has no unit."""
+    x = torch.full((4, 5, 107, 107), 50.0, dtype=torch.float64)
+    milli = SurveyStats(
+        **{**STATS.__dict__, "noise_sigma": tuple(1e-3 * v for v in STATS.noise_sigma)}
+    )
+    cfg = AugmentConfig(codes="PN", shot_noise_max=0.5)
+    views = [
+        Augmenter(cfg, st, seed=0).two_views(x * f, None)[0]
+        for st, f in ((STATS, 1), (milli, 1e-3))
+    ]
+    np.testing.assert_allclose(views[1].numpy(), 1e-3 * views[0].numpy(), rtol=1e-4)
+
+
+def test_ps_and_gr_are_refused_before_training_for_what_they_cannot_draw():
+    """Found up front, not at the first batch holding such an object (a random step)."""
+    for code, field, words in (
+        ("PS", "objects_without_psf", "lack a finite psf_fwhm"),
+        ("GR", "objects_without_ebv", r"lack a finite E\(B-V\)"),
+    ):
+        lacking = SurveyStats(**{**STATS.__dict__, field: 3})
+        with pytest.raises(
+            ConfigError, match=f"augmentation {code}: 3 of the survey's objects {words}"
+        ):
+            Augmenter(AugmentConfig(codes=code), lacking)
+    # 0.1"/px and a 3" target: degrading a 0.5" PSF needs a 51 px kernel radius
+    fine = {"pixel_scale": 0.1, "psf_fwhm_min": (0.5,) * 5, "psf_fwhm_high": (3.0,) * 5}
+    aug = Augmenter(
+        AugmentConfig(codes="PS", out_size=16, max_shift=0),
+        SurveyStats(**{**STATS.__dict__, **fine}),
+    )
+    with pytest.raises(ConfigError, match="PS: .* 51 px kernel radius .* beyond the 33x33 cutouts"):
+        aug.two_views(images(2, size=33), {"psf_fwhm": torch.full((2, 5), 0.5)})
+
+
 def test_mask_zeroes_one_box_and_nothing_else():
     x = images(3) + 10.0
     cfg = AugmentConfig(codes="MK")
@@ -342,6 +378,8 @@ def test_survey_stats_and_reader_batches_feed_the_augmenter(small_survey):
     psf = survey.per_band("image_psf_fwhm")
     np.testing.assert_allclose(stats.psf_fwhm_high, np.percentile(psf, 95, axis=0), rtol=1e-6)
     assert stats.extinction == tuple(SDSS_R) and stats.linear_flux
+    np.testing.assert_allclose(stats.psf_fwhm_min, psf.min(axis=0), rtol=1e-6)
+    assert stats.objects_without_psf == 0 and stats.objects_without_ebv == 0
     cfg = AugmentConfig(out_size=24, max_shift=4)  # the test survey's cutouts are 48 px
     aug = Augmenter(cfg, stats, seed=0)
     batch = next(iter(ShardedReader(survey, batch_size=16, columns=("ebv",))))

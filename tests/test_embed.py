@@ -269,7 +269,7 @@ def test_corrupt_shard_is_detected_and_redone(checkpoint, small_survey, tmp_path
 
 
 def test_cpu_ranks_split_the_node_unless_the_launcher_bound_them():
-    from ssl_hpc.embed.run import rank_threads
+    from ssl_hpc.embed.placement import rank_threads
 
     cores = os.cpu_count()
     if len(os.sched_getaffinity(0)) < cores:
@@ -277,7 +277,9 @@ def test_cpu_ranks_split_the_node_unless_the_launcher_bound_them():
     assert rank_threads(1) == cores
     assert rank_threads(cores) == 1 and rank_threads(4 * cores) == 1
     # a rank bound to one core (mpiexec --bind-to core, srun --cpu-bind) uses just that one
-    code = "import os; os.sched_setaffinity(0, {0}); from ssl_hpc.embed.run import rank_threads;"
+    code = (
+        "import os; os.sched_setaffinity(0, {0}); from ssl_hpc.embed.placement import rank_threads;"
+    )
     code += "print(rank_threads(1))"
     bound = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert bound.stdout.strip() == ("1" if cores > 1 else str(cores)), bound.stderr
@@ -323,7 +325,7 @@ def test_embed_options_and_device_are_refused_before_the_output_is_claimed(tmp_p
     pin the directory to settings the corrected rerun is then refused for."""
     import torch
 
-    from ssl_hpc.embed.run import pick_device
+    from ssl_hpc.embed.placement import pick_device
 
     for values, message in (
         ({"batch_size": 0}, "batch_size 0: must be >= 1"),

@@ -323,6 +323,12 @@ def test_float16_overflow_is_fatal_even_in_skip_mode(fits_set):
         IngestError, match=r"object 4 \(.*4\.fits\): pixel values up to .* overflow"
     ):
         ingest(fits_config(tmp_path, image_dtype="float16", on_error="skip"))
+    # the other end: fluxes in maggies (sky noise ~1e-9) would round to zero in float16
+    fits.writeto(images / "4.fits", fake_cube(4) * 1e-9, overwrite=True)
+    with pytest.raises(IngestError, match=r"object 4 \(.*4\.fits\): sky noise 1.*e-09 is below"):
+        ingest(fits_config(tmp_path, image_dtype="float16", on_error="skip"))
+    fits.writeto(images / "4.fits", fake_cube(4) * 1e-3, overwrite=True)  # 1e-3: resolved
+    assert ingest(fits_config(tmp_path, image_dtype="float16", out=tmp_path / "ok")).n_ingested == 8
 
 
 def test_catalogue_columns_canonical_names_roles_and_dtypes(fits_set):

@@ -11,7 +11,7 @@ PS    PSF smoothing: blur each band to a target FWHM drawn in the survey's PSF r
       applying only the quadrature difference from the image's own PSF
 RF    right-angle rotations and flips only (exact, no resampling); exclusive with RR
 SC    flux scaling by one factor for all bands, log-uniform in scale_range (colour kept)
-PN    signal-dependent (shot) noise: variance += k x flux, k ~ U(0, shot_noise_max)
+PN    signal-dependent (shot) noise: variance += k x sky sigma x flux, k ~ U(0, shot_noise_max)
 MK    masking: one random box per view set to zero (sky level), side ~ U(mask_fraction)
 ====  ===============================================================================
 
@@ -92,8 +92,9 @@ class AugmentConfig:
     extinction: dict[str, float] = field(default_factory=dict)
     scale_range: tuple[float, float] = (0.8, 1.25)
     """SC: one flux factor for all bands, log-uniform in this range"""
-    shot_noise_max: float = 0.02
-    """PN: variance += k x flux, k uniform up to this"""
+    shot_noise_max: float = 0.75
+    """PN: variance += k x sky sigma x flux, k uniform up to this (unitless: a pixel 1/k
+    sky sigmas bright gains one sky variance; the survey's median sky sigma over bands)"""
     mask_fraction: tuple[float, float] = (0.1, 0.3)
     """MK: the masked box's side as a fraction of the view, uniform in this range"""
 

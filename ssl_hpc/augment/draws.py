@@ -290,7 +290,9 @@ def _noise(d: ViewDraws, ctx: DrawContext, rng: np.random.Generator) -> None:
 
 @register("PN")
 def _shot(d: ViewDraws, ctx: DrawContext, rng: np.random.Generator) -> None:
-    d.shot_gain = rng.uniform(0.0, ctx.config.shot_noise_max, len(d))
+    # in units of the sky: the same k adds the same noise whatever the survey's flux unit
+    sky = float(np.median(ctx.stats.noise_sigma))
+    d.shot_gain = rng.uniform(0.0, ctx.config.shot_noise_max, len(d)) * sky
 
 
 @register("MK")

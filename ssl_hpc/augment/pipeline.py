@@ -21,8 +21,8 @@ import torch
 from ..errors import ConfigError
 from . import reference
 from .config import AugmentConfig
-from .draws import ViewDraws, ViewParams, draw_views
-from .stats import SurveyStats
+from .draws import BLUR_TRUNCATE, ViewDraws, ViewParams, draw_views
+from .stats import FWHM_PER_SIGMA, SurveyStats
 
 BACKENDS = ("auto", "reference", "fused")
 
@@ -53,6 +53,14 @@ class Augmenter:
                 f"augmentation(s) {physical} need fluxes, but this survey holds display "
                 "values (JPEG/PNG): reddening and PSF physics do not apply; drop them"
             )
+        needs = {"PS": (stats.objects_without_psf, "a finite psf_fwhm in every band")}
+        needs["GR"] = (stats.objects_without_ebv, "a finite E(B-V) (the 'ebv' column)")
+        for code, (lacking, what) in needs.items():
+            if code in config.codes and lacking:
+                raise ConfigError(
+                    f"augmentation {code}: {lacking} of the survey's objects lack {what}; "
+                    f"drop {code} from augment.codes, or give them one"
+                )
         if "GR" in config.codes:
             missing = [b for b, r in zip(stats.bands, stats.extinction) if not np.isfinite(r)]
             if missing:
@@ -153,7 +161,25 @@ class Augmenter:
         size = (int(images.shape[2]), int(images.shape[3]))
         if size not in self._checked_sizes:
             self.config.check_geometry(size)
+            self._check_blur(size)
             self._checked_sizes.add(size)
+
+    def _check_blur(self, size: tuple[int, int]) -> None:
+        """Refuse cutouts the widest PS blur would not fit: the sharpest catalogued PSF
+        degraded to the top of the target range, found now rather than at a random batch."""
+        sharpest = self.stats.psf_fwhm_min
+        if "PS" not in self.config.codes or sharpest is None:
+            return
+        extra2 = np.clip(np.square(self.stats.psf_fwhm_high) - np.square(sharpest), 0, None)
+        sigma = float(np.sqrt(np.nanmax(extra2, initial=0.0))) / FWHM_PER_SIGMA
+        radius = int(np.ceil(BLUR_TRUNCATE * sigma / self.stats.pixel_scale))
+        if radius >= min(size):
+            raise ConfigError(
+                f"augmentation PS: blurring the sharpest PSF to the top of the target range "
+                f'({max(self.stats.psf_fwhm_high):.3g}") needs a {radius} px kernel radius at '
+                f'{self.stats.pixel_scale:g}"/px, beyond the {size[0]}x{size[1]} cutouts; '
+                "lower augment.psf_percentiles' upper end or drop PS"
+            )
 
     def _noise(self, draws: ViewDraws, images: torch.Tensor) -> torch.Tensor:
         device = images.device

@@ -22,7 +22,8 @@ class SurveyStats:
     `noise_sigma`: typical per-pixel sky noise (flux units). `psf_fwhm_range`: (low, high)
     arcsec per band, the seeing a PS target is drawn in. `extinction`: A_b / E(B-V).
     `linear_flux`: False for display-stretched images (JPEG/PNG), where reddening and
-    PSF physics do not apply.
+    PSF physics do not apply. The last three let PS and GR be refused before training
+    rather than at the first batch that holds an object they cannot draw for.
     """
 
     bands: tuple[str, ...]
@@ -32,6 +33,11 @@ class SurveyStats:
     extinction: tuple[float, ...]
     pixel_scale: float
     linear_flux: bool = True
+    #: the sharpest catalogued PSF FWHM per band (arcsec): what PS blurs most; None unknown
+    psf_fwhm_min: tuple[float, ...] | None = None
+    #: objects PS and GR cannot draw for: no finite PSF FWHM in some band, no finite E(B-V)
+    objects_without_psf: int = 0
+    objects_without_ebv: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.bands)
@@ -87,6 +93,8 @@ def survey_stats(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN band: PSF unknown
         low, high = np.nanpercentile(psf, percentiles, axis=0)
+        sharpest = np.nanmin(psf, axis=0)
+    ebv = survey.column("ebv").astype(np.float64) if "ebv" in m.columns else None
     return SurveyStats(
         bands=tuple(m.bands),
         noise_sigma=tuple(float(v) for v in noise),
@@ -95,6 +103,9 @@ def survey_stats(
         extinction=extinction_for(m.bands, extinction),
         pixel_scale=float(m.pixel_scale_arcsec),
         linear_flux=not m.flux_unit.startswith("display"),
+        psf_fwhm_min=tuple(float(v) for v in sharpest),
+        objects_without_psf=int((~np.isfinite(psf).all(axis=1)).sum()),
+        objects_without_ebv=len(survey) if ebv is None else int((~np.isfinite(ebv)).sum()),
     )
 
 

@@ -41,6 +41,7 @@ from ..utils.hardware import resolve_precision
 from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from . import store
+from .placement import pick_device, rank_threads
 
 JOB = "ssl-hpc embed"
 #: what `embed_shard` returns, in `store.write_embedding_shard`'s order
@@ -124,35 +125,6 @@ def run_identity(
         "precision": precision,
         "texture": int(texture),
     }
-
-
-def rank_threads(ranks_on_node: int) -> int:
-    """Intra-op threads for one CPU rank: the cores the launcher bound it to, or, when it
-    was not bound (it sees every core of the node), an equal share of the node's cores
-    among the ranks on it, so ranks do not oversubscribe each other."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cores = os.cpu_count() or 1
-    if usable is not None and usable < cores:
-        return usable
-    return max(1, cores // max(1, ranks_on_node))
-
-
-def pick_device(choice: str, rank: int) -> torch.device:
-    """The device `choice` names (auto: this rank's GPU if any, else the CPU); an
-    SslHpcError naming it if it is not a device, or a GPU this machine lacks."""
-    if choice != "auto":
-        try:
-            device = torch.device(choice)
-        except RuntimeError as e:
-            raise SslHpcError(f"device {choice!r}: not a device (cpu, cuda, cuda:N)") from e
-        if device.type == "cuda" and (
-            not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
-        ):
-            raise SslHpcError(f"device {choice!r}: no such GPU on this machine")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _batches(path: Path, batch: int, crop: int, field: bool):

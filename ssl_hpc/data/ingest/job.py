@@ -98,7 +98,7 @@ def ingest_shard(plan: ShardPlan, progress) -> tuple[ShardEntry, dict]:
                 if isinstance(task.images, ArraySource)
                 else task.images.paths(oid)[0]
             )
-            check_dtype_range(loaded.images[i], meta.image_dtype, oid, where)
+            check_dtype_range(loaded.images[i], loaded.sky_sigma[i], meta.image_dtype, oid, where)
     columns = dict(task.columns)
     if isinstance(task.images, ArraySource) and task.images.kind == "mmu":
         columns[N_MASKED] = loaded.n_masked
@@ -144,13 +144,30 @@ def load_cutouts(task: ShardTask, progress) -> LoadedRows:
     return out
 
 
-def check_dtype_range(image: np.ndarray, dtype: str, object_id: int, file: str) -> None:
-    """IngestError (fatal in either mode: it is a config problem) if float16 would overflow."""
+#: float16's spacing near zero (its subnormals): sky noise under 100 of these steps is
+#: quantised by more than 1% of itself, and in maggies (~1e-11) it rounds to zero entirely
+FLOAT16_STEP = 2.0**-24
+
+
+def check_dtype_range(
+    image: np.ndarray, sky: np.ndarray, dtype: str, object_id: int, file: str
+) -> None:
+    """IngestError (fatal in either mode: it is a config problem) if float16 would
+    overflow `image`, or could not resolve its sky noise `sky` (per band)."""
+    if dtype != "float16":
+        return
     peak = float(np.abs(image).max(initial=0))
-    if dtype == "float16" and peak > FLOAT16_MAX:
+    if peak > FLOAT16_MAX:
         raise IngestError(
             f"object {object_id} ({file}): pixel values up to {peak:.4g} "
             f"overflow float16 (max {FLOAT16_MAX:g}); use image_dtype float32"
+        )
+    faint = sky[(sky > 0) & (sky < 100 * FLOAT16_STEP)]
+    if len(faint):
+        raise IngestError(
+            f"object {object_id} ({file}): sky noise {float(faint.min()):.3g} is below what "
+            f"float16 resolves (steps of {FLOAT16_STEP:.2g} near zero: the pixels would round "
+            "away); use image_dtype float32"
         )
 
 
