@@ -89,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
             f"{name}: {result['labelled']} labelled; {result['score']} with {top['n_train']} "
             f"labels: {top['mean']:.4g} +- {top['std']:.2g}"
         )
+    for name, why in summary["skipped"].items():
+        print(f"{name}: not probed, {why}")
     print(f"{args.out}/metrics.json")
     return 0

@@ -75,6 +75,43 @@ def test_umap_maps_are_deterministic_under_a_seed_and_keep_clumps_together():
     assert same > 0.95, same
 
 
+def test_a_survey_with_few_labels_is_reported_with_what_was_left_out(tmp_path):
+    """24 galaxies: 14 redshifts, 7 Galaxy Zoo votes. The probes run photo-z and say why
+    the GZ questions were left out (they stopped every probe: "7 labelled objects: too
+    few to split"), trust says why it was skipped (it stopped the whole report), and a
+    map of a class column with unlabelled (NaN) rows draws them grey (it raised)."""
+    from conftest import drawn_png
+
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.data.synth import SynthConfig, generate_survey
+    from ssl_hpc.downstream.study import probe_study
+    from ssl_hpc.report import discovery, label_studies
+    from ssl_hpc.viz.maps import plot_maps
+
+    generate_survey(
+        SynthConfig(n_objects=24, rows_per_shard=24, image_size=24, seed=3, workers=1),
+        tmp_path / "s",
+    )
+    survey = Survey(tmp_path / "s")
+    vectors = np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32)
+    summary = probe_study(vectors, survey, tmp_path / "probe", None, (1.0,), 1)
+    assert list(summary["tasks"]) == ["photoz"]
+    assert summary["skipped"]["spiral"] == "7 labelled objects (votes), fewer than 10"
+    section = label_studies.probes(vectors, survey, tmp_path, (1.0,), 1)
+    assert section.text[0].startswith("Not probed, too few labels: bar: 7 labelled objects")
+    trust, scores = discovery.trust(vectors, survey, tmp_path, 10, 0)
+    assert scores is None and trust.text[0].startswith("Skipped: 10 labelled objects")
+    classes = np.array([0.0, 1.0, np.nan, 3.0, np.nan, 5.0])
+    panel = {
+        "title": "GZ1 class",
+        "values": classes,
+        "kind": "categorical",
+        "names": list("abcdef"),
+    }
+    plot_maps(np.random.default_rng(1).normal(size=(6, 2)), [panel], tmp_path / "map.png")
+    drawn_png(tmp_path / "map.png")
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_anomaly_scores_rank_injected_outliers_first(method):
     rng = np.random.default_rng(0)

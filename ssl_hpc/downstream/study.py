@@ -32,7 +32,14 @@ from .finetune import FinetuneConfig, fit, task_splits
 from .heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from .predict import HEADS, save_head, write_index
 from .representation import untrained_encoder
-from .tasks import PHOTOZ, check_fractions, indices_of_ids, load_task, splits, tasks_of
+from .tasks import (
+    PHOTOZ,
+    check_fractions,
+    indices_of_ids,
+    load_task,
+    splits,
+    usable_tasks,
+)
 
 
 @dataclass(frozen=True)
@@ -69,16 +76,20 @@ def probe_study(
     (the scatter) and photoz_pdfs.npz. `test_ids`: a published test set (object ids),
     kept in every repeat."""
     head = head or HeadConfig()
-    names = tasks or tasks_of(survey)
+    names, skipped = (list(tasks), {}) if tasks else usable_tasks(survey)
     if not names:
-        raise ConfigError(f"{survey.root}: no labels (z_spec or Galaxy Zoo columns) to probe")
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no z_spec or Galaxy Zoo"
+        raise ConfigError(f"{survey.root}: no labels to probe ({why})")
     out.mkdir(parents=True, exist_ok=True)
     results, saved = {}, {}
     for name in names:
         task = load_task(survey, name)
         features = vectors[task.rows]
         fixed = None if test_ids is None else indices_of_ids(task, survey, test_ids)
-        task_splits = splits(len(task.rows), repeats, test_fraction, head.seed, fixed)
+        try:
+            task_splits = splits(len(task.rows), repeats, test_fraction, head.seed, fixed)
+        except ConfigError as e:
+            raise ConfigError(f"task {name}: {e}") from None
         rows = probe_curve(features, task, fractions, task_splits, head)
         results[name] = {
             "score": task.score_name,
@@ -118,6 +129,7 @@ def probe_study(
         "test_fraction": test_fraction,
         "head": to_dict(head),
         "tasks": results,
+        "skipped": skipped,
     }
     write_json_atomic(out / "metrics.json", summary)
     return summary

@@ -77,6 +77,24 @@ def tasks_of(survey: Survey) -> list[str]:
     return out + sorted(questions(survey))
 
 
+#: a task with fewer labelled objects is not probed by default: its 30% test set is 3
+MIN_LABELLED = 10
+
+
+def usable_tasks(survey: Survey) -> tuple[list[str], dict[str, str]]:
+    """The tasks of `tasks_of` with at least MIN_LABELLED labelled objects, and why each
+    other one is left out (a column of NaN or placeholders, redshifts beyond the bins)."""
+    usable, skipped = [], {}
+    for name in tasks_of(survey):
+        n = len(load_task(survey, name).rows)
+        if n >= MIN_LABELLED:
+            usable.append(name)
+        else:
+            what = "0 < z_spec < z_max" if name == PHOTOZ else "votes"
+            skipped[name] = f"{n} labelled objects ({what}), fewer than {MIN_LABELLED}"
+    return usable, skipped
+
+
 def load_task(survey: Survey, name: str, bins: RedshiftBins | None = None) -> Task:
     """The task `name` on `survey` (photoz: objects with 0 < z_spec < bins.z_max)."""
     bins = bins or RedshiftBins()

@@ -13,6 +13,7 @@ from ..data.survey import Survey
 from ..downstream.anomaly import VIEWS, detection_by_view, score_views
 from ..downstream.tasks import PHOTOZ, tasks_of
 from ..downstream.trust import photoz_trust
+from ..errors import ConfigError
 from ..metrics import OUTLIER_DZ
 from ..search.query import Query, save_result_grid
 from ..search.searcher import Searcher
@@ -171,7 +172,12 @@ def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int):
     every object's trust score), or (None, None) for a survey without redshifts."""
     if PHOTOZ not in tasks_of(survey):
         return None, None
-    result = photoz_trust(vectors, survey, k, seed)
+    try:
+        result = photoz_trust(vectors, survey, k, seed)
+    except ConfigError as e:  # too few redshifts: the rest of the report still stands
+        skipped = Section("trust", "Trust: how far from the labels")
+        skipped.text.append(f"Skipped: {e}.")
+        return skipped, None
     scores, binned, what = result["scores"], result["binned"], result["judged"]
     with atomic_path(out / TRUST) as tmp, open(tmp, "wb") as f:
         np.savez(f, object_id=survey.column("object_id"), labelled=result["labelled"], **scores)

@@ -11,17 +11,20 @@ import numpy as np
 
 from ..data.survey import Survey
 from ..downstream.study import probe_study
-from ..downstream.tasks import PHOTOZ, load_task, tasks_of
+from ..downstream.tasks import PHOTOZ, load_task, usable_tasks
 from ..errors import SslHpcError
 from .section import Section
 
 
 def probes(vectors: np.ndarray, survey: Survey, out: Path, fractions, repeats: int) -> Section:
     """Linear heads on the frozen representations for every labelled task."""
-    tasks = tasks_of(survey)
+    tasks, skipped = usable_tasks(survey)
     section = Section("probes", "Photometric redshift and morphology from frozen representations")
+    if skipped:
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        section.text.append(f"Not probed, too few labels: {why}.")
     if not tasks:
-        section.text.append("The survey has no labels (z_spec or Galaxy Zoo): no probes.")
+        section.text.append("The survey has no usable labels (z_spec or Galaxy Zoo): no probes.")
         return section
     summary = probe_study(vectors, survey, out / "probe", tasks, fractions, repeats)
     section.text.append(

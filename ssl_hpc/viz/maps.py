@@ -64,7 +64,8 @@ def embedding_map(
 
 def plot_maps(coords: np.ndarray, panels: list[dict], path: str | os.PathLike, title: str = ""):
     """One scatter panel per entry of `panels`: {"title", "values" (n,), "kind":
-    "continuous" (NaN drawn grey, underneath) or "categorical" (with "names")}."""
+    "continuous" or "categorical" (codes into "names"); NaN, or a code with no name,
+    drawn grey, underneath}."""
     plt = pyplot()
     ncols = min(2, len(panels))
     nrows = -(-len(panels) // ncols)
@@ -77,7 +78,11 @@ def plot_maps(coords: np.ndarray, panels: list[dict], path: str | os.PathLike, t
         if panel["kind"] == "categorical":
             names = panel["names"]
             cmap = plt.get_cmap("tab10")
-            for code in np.unique(values):
+            values = values.astype(np.float64)
+            known = np.isfinite(values) & (values >= 0) & (values < len(names))
+            if not known.all():  # unlabelled (NaN) or a code without a name: grey, below
+                ax.scatter(*coords[~known].T, s=2, color="0.85", label="unknown")
+            for code in np.unique(values[known]):
                 sel = values == code
                 ax.scatter(*coords[sel].T, s=3, color=cmap(int(code) % 10), label=names[int(code)])
             ax.legend(fontsize=7, markerscale=3, loc="best", frameon=False)
