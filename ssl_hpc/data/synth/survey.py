@@ -104,8 +104,11 @@ def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
     kept, made = run_shards(plans, _write_one, digest, cfg.workers, "synth", "gal")
     if not made and (out / fmt.MANIFEST_NAME).is_file():
         # complete already: a rewritten manifest (its timing differs) would have another
-        # sha256, and every embedding set of this survey would refuse it as another survey
-        return load_manifest(out)
+        # sha256, and every embedding set of this survey would refuse it as another survey.
+        # What this call did is returned, not written.
+        done = load_manifest(out)
+        now = {"shards_reused": len(kept), "seconds": round(time.perf_counter() - t0, 2)}
+        return replace(done, generator={**done.generator, **now})
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
     generator = {
         "command": "ssl-hpc synth",
