@@ -118,6 +118,20 @@ def test_search_pages_and_csv(client):
     assert first["query"]["object_id"] == 5 and first["pages"] == 96  # 383 others, 4 a page
     last = client.get("/api/search", params={"object_id": 5, "k": 4, "page": 96}).json()
     assert [r["rank"] for r in last["results"]] == [381, 382, 383]  # the partial last page
+
+
+def test_the_last_page_is_cut_at_the_deepest_rank_served(client, monkeypatch):
+    """With results served to rank 10, pages of 4 are 1-4, 5-8 and 9-10: the count rounds
+    up and the third page is cut, not refused; a fourth starts past the limit."""
+    import ssl_hpc.serve.app as serve_app
+
+    monkeypatch.setattr(serve_app, "MAX_RANK", 10)
+    first = client.get("/api/search", params={"object_id": 5, "k": 4}).json()
+    assert first["pages"] == 3
+    third = client.get("/api/search", params={"object_id": 5, "k": 4, "page": 3}).json()
+    assert [r["rank"] for r in third["results"]] == [9, 10]
+    beyond = client.get("/api/search", params={"object_id": 5, "k": 4, "page": 4})
+    assert beyond.status_code == 400 and "reaches rank 16 > 10" in beyond.json()["detail"]
     assert [r["rank"] for r in first["results"]] == [1, 2, 3, 4]
     sims = [r["similarity"] for r in first["results"]]
     assert sims == sorted(sims, reverse=True)

@@ -160,9 +160,9 @@ def create_app(
             raise ApiError(404, str(e).split(": ", 1)[-1]) from None
 
     def results(query, k: int, page_no: int) -> dict:
-        if page_no * k > MAX_RANK:
+        if (page_no - 1) * k >= MAX_RANK:  # a last page cut at MAX_RANK is still served
             raise ApiError(400, f"page {page_no} of {k} reaches rank {page_no * k} > {MAX_RANK}")
-        deepest = min(page_no * k, state.n - 1)
+        deepest = min(page_no * k, state.n - 1, MAX_RANK)
         table = state.searcher.table(query, deepest)
         shown = table[(page_no - 1) * k : page_no * k]
         if query.row is not None:
