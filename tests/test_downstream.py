@@ -146,6 +146,31 @@ def test_class_weights_count_plurality_answers_not_minority_votes():
 # -- the redshift classifier ----------------------------------------------------------------
 
 
+class _ZOnly:
+    """A survey as the redshift readers see it: a z_spec column and a length."""
+
+    def __init__(self, z: np.ndarray) -> None:
+        self.z, self.root = z, "a catalogue"
+        self.manifest = type("Manifest", (), {"columns": {"z_spec": None}})()
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.z
+
+
+def test_placeholder_redshifts_are_no_redshifts():
+    """Catalogues write -9999 or 0 for "no spectrum": every stage reads them as missing
+    (the report's kNN check and maps took them as redshifts while the probes did not)."""
+    from ssl_hpc.data.labels import redshifts, spec_z
+
+    survey = _ZOnly(np.array([0.1, -9999.0, np.nan, 0.0, 0.35]))
+    np.testing.assert_array_equal(spec_z(survey), [0.1, np.nan, np.nan, np.nan, 0.35])
+    rows, z = redshifts(survey)
+    assert rows.tolist() == [0, 4] and z.tolist() == [0.1, 0.35]
+
+
 def test_redshift_bins_as_hayat():
     bins = RedshiftBins()
     assert bins.n_bins == 180 and len(bins.edges) == 181 and bins.edges[-1] == 0.4

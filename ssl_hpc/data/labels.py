@@ -97,12 +97,21 @@ def _gz1_answer(leaf) -> int:
     return -1 if answer is None else answer
 
 
+def spec_z(survey: Survey) -> np.ndarray:
+    """Every object's z_spec, NaN where it has none: missing, or a placeholder such as
+    -9999 or 0 (a redshift is finite and > 0); all NaN without a z_spec column."""
+    if "z_spec" not in survey.manifest.columns:
+        return np.full(len(survey), np.nan)
+    z = survey.column("z_spec").astype(np.float64)
+    return np.where(np.isfinite(z) & (z > 0), z, np.nan)
+
+
 def redshifts(survey: Survey, z_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(rows, z): rows with a spectroscopic redshift (below `z_max` if given)."""
     if "z_spec" not in survey.manifest.columns:
         raise ConfigError(f"{survey.root}: no z_spec column: no redshift labels")
-    z = survey.column("z_spec").astype(np.float64)
-    keep = np.isfinite(z) & (z > 0)
+    z = spec_z(survey)
+    keep = np.isfinite(z)
     if z_max is not None:
         keep &= z < z_max
     rows = np.flatnonzero(keep)

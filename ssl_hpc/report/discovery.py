@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.captions import captions
-from ..data.labels import GZ1_CLASS_NAMES
+from ..data.labels import GZ1_CLASS_NAMES, spec_z
 from ..data.survey import Survey
 from ..downstream.anomaly import VIEWS, detection_by_view, score_views
 from ..downstream.tasks import PHOTOZ, tasks_of
@@ -244,7 +244,7 @@ def _map_panels(
     """The map's colourings (`viz.maps.plot_maps` panels) that this survey's columns and
     the scores allow, for the mapped `rows`."""
     panels = []
-    z = truth(survey, "z_spec")
+    z = spec_z(survey) if "z_spec" in survey.manifest.columns else None  # no placeholders
     if z is not None:
         panels.append(
             {

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.labels import GZ1_QUESTION, vote_fractions
+from ..data.labels import GZ1_QUESTION, spec_z, vote_fractions
 from ..data.survey import Survey
 from ..metrics import class_scores, photoz_metrics
 from ..models.inference import centre_crops
@@ -32,8 +32,7 @@ class EvalSet:
 def load_eval_set(survey: Survey, n: int, size: int, seed: int = 0) -> EvalSet | None:
     """Up to `n` objects with a spectroscopic redshift or a Galaxy Zoo answer (None if the
     survey has neither)."""
-    cols = survey.manifest.columns
-    z = survey.column("z_spec") if "z_spec" in cols else np.full(len(survey), np.nan)
+    z = spec_z(survey)  # placeholders (-9999) are no redshift
     morph = morphology_classes(survey)
     pool = np.flatnonzero(np.isfinite(z) | (morph >= 0))
     if len(pool) < 10:
