@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import textwrap
 import types
@@ -108,6 +109,25 @@ def build(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from e
+
+
+def check_ranges(
+    config: Any,
+    at_least: dict[str, int] | None = None,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+) -> None:
+    """ConfigError naming the first field of `config` out of its range: a count below its
+    minimum (`at_least`), or a number that is not finite and > 0 (`positive`) or >= 0
+    (`non_negative`). NaN fails every check; a None (an optional unset) passes."""
+    for name, low in (at_least or {}).items():
+        if getattr(config, name) < low:
+            raise ConfigError(f"{name}={getattr(config, name)}: must be >= {low}")
+    for names, bound, ok in ((positive, "> 0", float.__gt__), (non_negative, ">= 0", float.__ge__)):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not (math.isfinite(value) and ok(float(value), 0.0)):
+                raise ConfigError(f"{name}={value}: must be a finite number {bound}")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

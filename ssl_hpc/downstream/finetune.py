@@ -17,7 +17,6 @@ distributions, photo-z point estimates) and model.pt.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from ..augment import AugmentConfig, Augmenter, SurveyStats, survey_stats
-from ..config import build, to_dict
+from ..config import build, check_ranges, to_dict
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, build_encoder
@@ -138,20 +137,13 @@ class FinetuneConfig:
             raise ConfigError(f"fraction={self.fraction}: must be in (0, 1]")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction={self.test_fraction}: must be in (0, 1)")
-        names = ("steps", "batch_size", "eval_every", "checkpoint_every", "num_workers", "z_bins")
-        for name in names:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("warmup_steps", "max_failures"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
-        for name in ("lr", "head_lr", "z_max", "input_softening", "cpus_per_worker"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"{name}={getattr(self, name)}: must be a finite number > 0")
-        scale = 0.0 if self.encoder_lr_scale is None else self.encoder_lr_scale
-        for name, value in (("weight_decay", self.weight_decay), ("encoder_lr_scale", scale)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}={value}: must be a finite number >= 0")
+        counts = ("steps", "batch_size", "eval_every", "checkpoint_every", "num_workers", "z_bins")
+        check_ranges(
+            self,
+            at_least=dict.fromkeys(counts, 1) | dict.fromkeys(("warmup_steps", "max_failures"), 0),
+            positive=("lr", "head_lr", "z_max", "input_softening", "cpus_per_worker"),
+            non_negative=("weight_decay", "encoder_lr_scale"),
+        )
 
     @property
     def encoder_rate(self) -> float:

@@ -5,10 +5,10 @@ Nested augmentation settings take dotted overrides: ``augment.codes=RR,JC,GN``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from ..augment import AugmentConfig
+from ..config import check_ranges
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, STEMS
@@ -119,27 +119,15 @@ class PretrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r}: expected one of {allowed}")
-        at_least = dict.fromkeys(
-            (
-                "proj_dim",
-                "proj_hidden",
-                "queue_size",
-                "steps",
-                "num_workers",
-                "checkpoint_every",
-                "keep_checkpoints",
-                "log_every",
-                "eval_every",
-                "eval_k",
-            ),
-            1,
+        counts = ("proj_dim", "proj_hidden", "queue_size", "steps", "num_workers")
+        counts += ("checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "eval_k")
+        optional = ("warmup_steps", "loader_workers", "eval_objects", "shuffle_window")
+        check_ranges(
+            self,
+            at_least=dict.fromkeys(counts, 1) | dict.fromkeys((*optional, "max_failures"), 0),
+            positive=("temperature", "base_lr", "input_softening", "cpus_per_worker"),
+            non_negative=("weight_decay",),
         )
-        at_least |= dict.fromkeys(
-            ("warmup_steps", "loader_workers", "eval_objects", "shuffle_window", "max_failures"), 0
-        )
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= {low}")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch_size={self.batch_size}: must be >= 2 (the other views are the "
@@ -150,11 +138,6 @@ class PretrainConfig:
         for name in ("momentum", "sgd_momentum"):
             if not 0 <= getattr(self, name) < 1:  # NaN fails every comparison: refused too
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1)")
-        for name in ("temperature", "base_lr", "input_softening", "cpus_per_worker"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"{name}={getattr(self, name)}: must be a finite number > 0")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay={self.weight_decay}: must be a finite number >= 0")
         if self.method == "moco" and self.queue_size % self.global_batch:
             raise ConfigError(
                 f"queue_size={self.queue_size} is not a multiple of the global batch "
