@@ -92,9 +92,10 @@ class AugmentConfig:
     extinction: dict[str, float] = field(default_factory=dict)
     scale_range: tuple[float, float] = (0.8, 1.25)
     """SC: one flux factor for all bands, log-uniform in this range"""
-    shot_noise_max: float = 0.75
+    shot_noise_max: float = 0.35
     """PN: variance += k x sky sigma x flux, k uniform up to this (unitless: a pixel 1/k
-    sky sigmas bright gains one sky variance; the survey's median sky sigma over bands)"""
+    sky sigmas bright gains one sky variance; the survey's median sky sigma over bands).
+    0.35: the old absolute 0.02 on the demo survey (median sky sigma 0.058 nanomaggies)"""
     mask_fraction: tuple[float, float] = (0.1, 0.3)
     """MK: the masked box's side as a fraction of the view, uniform in this range"""
 
