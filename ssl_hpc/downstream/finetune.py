@@ -46,7 +46,7 @@ from ..train.ray_loop import (
     start,
     torch_trainer,
 )
-from ..utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..utils.atomic import atomic_path, json_safe, write_json_atomic, write_text_atomic
 from ..utils.hardware import PRECISIONS, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
 from .tasks import Split, Task, indices_of_ids, load_task, read_test_ids, splits
@@ -314,7 +314,7 @@ def finetune_loop(loop: dict) -> None:
         if restored:
             kept = [r for r in _read_jsonl(history) if r.get("step", 0) <= t.step]
             kept.append({"note": restored.note(t.step), "step": t.step})
-        write_text_atomic(history, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(history, "".join(json.dumps(json_safe(r)) + "\n" for r in kept))
     if t.step >= config.steps:  # a relaunch of a run killed after its last checkpoint
         metrics: dict = {"step": t.step}
         if worker.rank == 0:  # its end reported again, for the driver's model.pt
@@ -329,7 +329,7 @@ def finetune_loop(loop: dict) -> None:
         if (step % config.eval_every == 0 or last) and worker.rank == 0:
             _evaluate(t, out, metrics, last)
             with open(history, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(json.dumps(json_safe(metrics)) + "\n")
         if step % config.checkpoint_every == 0 or last:
             report(metrics, t.save)
         if hook is not None:

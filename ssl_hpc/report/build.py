@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.survey import Survey
@@ -144,7 +143,7 @@ def build_report(
         "sections": {p.id: p.metrics for p in present},
         "seconds": timings,
     }
-    write_json_atomic(out / "metrics.json", _plain(metrics))
+    write_json_atomic(out / "metrics.json", metrics)
     meta = [
         f"survey {survey.root} ({len(survey)} objects) · embeddings {embeddings.root} "
         f"({embeddings.dim} dims) · encoder {ckpt.path}",
@@ -163,16 +162,3 @@ def _representation(
         ckpt, survey, opts.representation_objects, opts.invariance_objects, opts.seed, precision
     )
     return learning.representation_section(result, out)
-
-
-def _plain(obj):
-    """JSON-safe copy: numpy scalars to Python, NaN to None."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import DiskFullError
 
@@ -99,10 +102,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def json_safe(obj: Any) -> Any:
+    """A copy that strict JSON can hold: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically, fsynced before the rename."""
+    """Write `obj` as indented, strict JSON to `path` atomically, fsynced before the rename.
+
+    NaN becomes null: Python's json writes a bare ``NaN`` that browsers' and most other
+    languages' parsers reject, and a metric that could not be measured is missing, not a number.
+    """
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
+        json.dump(json_safe(obj), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
 
 
