@@ -36,7 +36,9 @@ from ssl_hpc.downstream.tasks import Task, check_fractions, load_task, splits, t
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
 from ssl_hpc.report.label_studies import per_repeat
+from ssl_hpc.report.learning import overview
 from ssl_hpc.train.ray_loop import start_local
+from ssl_hpc.utils.atomic import write_json_atomic
 
 # -- metrics --------------------------------------------------------------------------------
 
@@ -169,6 +171,12 @@ def test_placeholder_redshifts_are_no_redshifts():
     np.testing.assert_array_equal(spec_z(survey), [0.1, np.nan, np.nan, np.nan, 0.35])
     rows, z = redshifts(survey)
     assert rows.tolist() == [0, 4] and z.tolist() == [0.1, 0.35]
+    # the report's overview counts redshifts, not the manifest's finite values (4 here)
+    m = survey.manifest
+    m.labels, m.bands, m.image_shape, m.shards = {"z_spec": 4}, ("r",), (1, 8, 8), [0]
+    m.pixel_scale_arcsec, m.survey = 0.396, "a catalogue"
+    searcher = type("Searcher", (), {"set": type("Set", (), {"dim": 4})()})()
+    assert overview(survey, searcher, {}).metrics["labels"] == {"z_spec": 2}
 
 
 def test_redshift_bins_as_hayat():
@@ -408,6 +416,33 @@ def test_prior_curve_scores_knowing_nothing():
 
 
 # -- linear probes on an embedding set, from the command line --------------------------------
+
+
+def test_metrics_files_are_strict_json_with_null_for_what_was_not_measured(tmp_path):
+    # a probe row with no confident test labels has NaN metrics; Python's json would write a
+    # bare NaN, which a browser's JSON.parse (the web page) and most other parsers reject
+    path = tmp_path / "metrics.json"
+    write_json_atomic(
+        path,
+        {
+            "acc": float("nan"),
+            "mean": np.float32(0.5),
+            "curve": np.array([1.0, np.inf]),
+            "n": (np.int64(3),),
+            7: -math.inf,
+        },
+    )
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "acc": None,
+        "mean": 0.5,
+        "curve": [1.0, None],
+        "n": [3],
+        "7": None,
+    }
 
 
 def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):

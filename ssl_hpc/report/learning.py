@@ -7,6 +7,9 @@ import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
+
+from ..data.labels import spec_z
 from ..data.survey import Survey
 from ..search.searcher import Searcher
 from ..viz.science import plot_invariance
@@ -16,7 +19,9 @@ from .section import Section
 def overview(survey: Survey, searcher: Searcher, run: dict) -> Section:
     """What was embedded with what: survey size, bands, labels, encoder, vectors."""
     m = survey.manifest
-    labels = m.labels
+    labels = dict(m.labels)
+    if "z_spec" in labels:  # the manifest counts finite values: -9999 or 0 placeholders too
+        labels["z_spec"] = int(np.isfinite(spec_z(survey)).sum())
     rows = [
         {"quantity": "objects", "value": len(survey)},
         {"quantity": "bands", "value": ",".join(m.bands)},
