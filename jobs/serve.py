@@ -50,35 +50,52 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.serve.state import ServeState
 
     cfg = config_from_args(ServeConfig, args)
-    embeddings = load(args.embeddings)
-    survey = survey_of(embeddings, args.data)
-    search = cfg.search
-    searcher = Searcher(embeddings, survey, search.index, search.ann(), args.checkpoint)
-    state = ServeState(searcher, cfg.report, image_cache_bytes=int(cfg.image_cache_mb * (1 << 20)))
-    searcher.embedder()  # load the encoder now: the first upload should not wait for it
     token = cfg.access_token()
-    app = create_app(state, token=token, **cfg.limits())
-    port = cfg.port or _free_port(cfg.host)
-    config = uvicorn.Config(
-        app,
-        host=cfg.host,
-        port=port,
-        log_level="warning",
-        limit_concurrency=cfg.max_connections,
-        timeout_keep_alive=5,
-    )
-    server = uvicorn.Server(config)
-    url = f"http://{cfg.host}:{port}/" + (f"?token={token}" if token else "")
-    print(f"serving {len(survey)} galaxies on {url}", flush=True)
-    if token is None:
-        print("no token: every user who can reach this port can use the page", flush=True)
-    server.run()
+    sock = _listening_socket(cfg.host, cfg.port)  # a taken port is named before any loading
+    try:
+        embeddings = load(args.embeddings)
+        survey = survey_of(embeddings, args.data)
+        search = cfg.search
+        searcher = Searcher(embeddings, survey, search.index, search.ann(), args.checkpoint)
+        state = ServeState(
+            searcher, cfg.report, image_cache_bytes=int(cfg.image_cache_mb * (1 << 20))
+        )
+        searcher.embedder()  # load the encoder now: the first upload should not wait for it
+        app = create_app(state, token=token, **cfg.limits())
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=port,
+            log_level="warning",
+            limit_concurrency=cfg.max_connections,
+            timeout_keep_alive=5,
+        )
+        server = uvicorn.Server(config)
+        url = f"http://{cfg.host}:{port}/" + (f"?token={token}" if token else "")
+        print(f"serving {len(survey)} galaxies on {url}", flush=True)
+        if token is None:
+            print("no token: every user who can reach this port can use the page", flush=True)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
-def _free_port(host: str) -> int:
+def _listening_socket(host: str, port: int):
+    """A socket bound to `host`:`port` (port 0: any free one), or a ConfigError naming it:
+    a taken port is found before the page's URL is printed, and no other process can take
+    the port between choosing and serving it."""
     import socket
 
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    from ssl_hpc.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"port {port} on {host}: cannot listen there ({e.strerror})") from None
+    return sock

@@ -72,6 +72,19 @@ def test_serve_token_options_are_checked(served, capsys, options, message):
     assert message in capsys.readouterr().err
 
 
+def test_serve_names_a_port_that_is_taken_and_prints_no_url(served, capsys):
+    from jobs.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--embeddings", str(served / "emb"), "--port", str(port)]) == 2
+    printed = capsys.readouterr()
+    assert f"port {port} on 127.0.0.1: cannot listen there" in printed.err
+    assert "serving" not in printed.out and "Traceback" not in printed.err
+
+
 def test_every_endpoint_refuses_requests_without_the_token(app, served):
     """A shared login node: 127.0.0.1 is reachable by every user, so the token guards the
     page, the API, images, CSV and the docs; ?token= once sets the cookie for the rest."""
