@@ -24,6 +24,7 @@ from ssl_hpc.downstream.efficiency import (
     LINEAR,
     PRIOR,
     SUPERVISED,
+    curve,
     equivalent_labels,
     labels_to_reach,
     monotone,
@@ -348,6 +349,12 @@ def test_diverged_runs_are_left_out_of_the_ratio_and_counted():
     assert at_10["repeats_invalid"] == 1
     assert ratio_line(FINETUNED, [at_10]).endswith("(1 diverged, left out)")
     assert per_repeat(at_10) == "10.00, 10.00, diverged"
+    # the curve's mean is over the finite repeats, whether the NaN is in memory or read back
+    # from a run's metrics.json as null
+    for diverged in (math.nan, None):
+        rows[-1]["balanced_accuracy"] = diverged
+        [point] = curve(rows, FINETUNED, "balanced_accuracy")
+        assert (point["mean"], point["std"], point["repeats"]) == (0.7, 0.0, 2)
 
 
 def test_equivalent_labels_read_on_a_monotone_supervised_curve():

@@ -103,10 +103,11 @@ def curve(rows: list[dict], method: str, score: str) -> list[dict]:
     """Per label count of `method`: mean and standard deviation over repeats of `score`
     ("mean", "std") and of each `SECONDARY` metric the rows carry ("<name>_mean",
     "<name>_std"), and the mean per-class recall ("recall_mean", None where no repeat had
-    that class in its test set)."""
+    that class in its test set). A repeat without a finite score (diverged) is left out:
+    "repeats" counts the others."""
     by_n: dict[int, list[dict]] = {}
     for r in rows:
-        if r["method"] == method and r.get(score) is not None:
+        if r["method"] == method and _finite(r.get(score)):  # NaN, or null once in JSON
             by_n.setdefault(r["n_train"], []).append(r)
     out = []
     for n, group in sorted(by_n.items()):
