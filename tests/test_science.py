@@ -101,6 +101,9 @@ def test_a_survey_with_few_labels_is_reported_with_what_was_left_out(tmp_path):
     assert section.text[0].startswith("Not probed, too few labels: bar: 7 labelled objects")
     trust, scores = discovery.trust(vectors, survey, tmp_path, 10, 0)
     assert scores is None and trust.text[0].startswith("Skipped: 10 labelled objects")
+    no_z = type("NoRedshifts", (), {"manifest": type("M", (), {"columns": {}})()})()
+    trust, scores = discovery.trust(vectors, no_z, tmp_path, 10, 0)
+    assert scores is None and "no spectroscopic redshifts (z_spec)" in trust.text[0]
     classes = np.array([0.0, 1.0, np.nan, 3.0, np.nan, 5.0])
     panel = {
         "title": "GZ1 class",
@@ -224,9 +227,9 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     assert f"{out.resolve()}/index.html" in capsys.readouterr().out
     page = (out / "index.html").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    # the untrained test encoder has no pretraining run directory beside it
     expected = [
         "overview",
+        "pretraining",
         "representation",
         "invariance",
         "probes",
@@ -239,6 +242,8 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     assert load_config(ReportOptions, out / "config.yaml", []).map_points == 300
     for section in expected:
         assert f"id='{section}'" in page
+    # the untrained test encoder has no pretraining run directory beside it: the page says so
+    assert metrics["sections"]["pretraining"] == {} and "Skipped: " in page
     assert page.count("data:image/png;base64,") >= 10  # self-contained: figures inlined
     assert 'src="http' not in page and "src='http" not in page
     # the test checkpoint is untrained: rebuilding its random initialisation from the

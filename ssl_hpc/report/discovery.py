@@ -169,13 +169,18 @@ def _write_ranking(path: Path, ids, order, ranking, scores: dict) -> None:
 
 def trust(vectors: np.ndarray, survey: Survey, out: Path, k: int, seed: int):
     """Distance to the labelled set, and photo-z error as that distance grows: (section,
-    every object's trust score), or (None, None) for a survey without redshifts."""
+    every object's trust score); without enough redshifts, a section that says why and no
+    scores."""
+    skipped = Section("trust", "Trust: how far from the labels")
     if PHOTOZ not in tasks_of(survey):
-        return None, None
+        skipped.text.append(
+            "Skipped: the survey has no spectroscopic redshifts (z_spec), and trust is read "
+            "as photo-z error against distance to the labelled set."
+        )
+        return skipped, None
     try:
         result = photoz_trust(vectors, survey, k, seed)
     except ConfigError as e:  # too few redshifts: the rest of the report still stands
-        skipped = Section("trust", "Trust: how far from the labels")
         skipped.text.append(f"Skipped: {e}.")
         return skipped, None
     scores, binned, what = result["scores"], result["binned"], result["judged"]

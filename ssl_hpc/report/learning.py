@@ -45,13 +45,21 @@ def overview(survey: Survey, searcher: Searcher, run: dict) -> Section:
     )
 
 
-def pretraining(checkpoint: Path, out: Path) -> Section | None:
+def pretraining(checkpoint: Path, out: Path) -> Section:
     """The pretraining run's learning curve and last evaluation, when its directory has
-    them (metrics.csv, learning_curve.png)."""
+    them (metrics.csv, learning_curve.png); else a section that says why not."""
     run_dir = checkpoint.parent
     curve, metrics_csv = run_dir / "learning_curve.png", run_dir / "metrics.csv"
     if not metrics_csv.exists():
-        return None
+        return Section(
+            "pretraining",
+            "Pretraining",
+            text=[
+                f"Skipped: {run_dir} has no metrics.csv (an encoder copied out of its "
+                "`ssl-hpc pretrain` run directory, or made some other way): no learning "
+                "curve to show."
+            ],
+        )
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     evaluated = [r for r in rows if r.get("knn_sigma_mad")]
