@@ -39,8 +39,11 @@ def morphology_metrics(
     cross-entropy (nats) and the confident confusion matrix, for predicted class
     probabilities `probs` (N, C) and vote fractions `votes`.
 
-    Balanced accuracy and macro-F1 average over the classes present among the confident
-    labels (a class with no true member has no recall); a class never predicted has F1 0.
+    Balanced accuracy averages recall over the classes present among the confident labels
+    (a class with no true member has no recall); macro-F1 averages F1 over the classes
+    present or predicted, as sklearn does (a class never predicted has F1 0, and guesses of
+    a class absent from the truth cost F1). With fewer than two classes present, both are
+    NaN: there is nothing to tell apart, and either would read as plain accuracy.
     """
     probs, votes = np.asarray(probs, np.float64), np.asarray(votes, np.float64)
     if probs.shape != votes.shape or probs.ndim != 2:
@@ -60,20 +63,22 @@ def morphology_metrics(
 
 
 def class_scores(confusion: np.ndarray) -> dict[str, object]:
-    """Balanced accuracy, per-class recall (None for a class with no true member) and
-    macro-F1 over the classes present, from a confusion matrix (rows: true class)."""
+    """Balanced accuracy (over the classes present), per-class recall (None for a class
+    with no true member) and macro-F1 (over the classes present or predicted), from a
+    confusion matrix (rows: true class); both scores NaN with under two classes present."""
     confusion = np.asarray(confusion, np.float64)
     true_n, pred_n = confusion.sum(axis=1), confusion.sum(axis=0)
     hits = np.diag(confusion)
     present = true_n > 0
-    if not present.any():
-        return {"balanced_accuracy": float("nan"), "recall": [], "macro_f1": float("nan")}
     recall = np.divide(hits, true_n, out=np.zeros_like(hits), where=present)
+    recalls = [float(r) if p else None for r, p in zip(recall, present)]
+    if present.sum() < 2:
+        return {"balanced_accuracy": float("nan"), "recall": recalls, "macro_f1": float("nan")}
     precision = np.divide(hits, pred_n, out=np.zeros_like(hits), where=pred_n > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
     return {
         "balanced_accuracy": float(recall[present].mean()),
-        "recall": [float(r) if p else None for r, p in zip(recall, present)],
-        "macro_f1": float(f1[present].mean()),
+        "recall": recalls,
+        "macro_f1": float(f1[present | (pred_n > 0)].mean()),
     }

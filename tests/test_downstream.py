@@ -69,8 +69,10 @@ def test_morphology_metrics_by_hand():
     assert m["confusion"] == [[1, 1], [0, 0]]
     ce = -np.mean((votes * np.log(probs)).sum(axis=1))
     assert m["cross_entropy"] == pytest.approx(ce)
-    # only class 0 has confident members: its recall is the balanced accuracy
-    assert m["balanced_accuracy"] == 0.5 and m["recall"] == [0.5, None]
+    # only class 0 has confident members: its recall, but nothing to tell apart (answering
+    # class 0 every time would score a "balanced accuracy" of 1)
+    assert m["recall"] == [0.5, None]
+    assert math.isnan(m["balanced_accuracy"]) and math.isnan(m["macro_f1"])
 
 
 def test_class_scores_equal_sklearn_on_imbalanced_labels():
@@ -84,6 +86,14 @@ def test_class_scores_equal_sklearn_on_imbalanced_labels():
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, guess))
     assert m["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
     assert m["recall"] == pytest.approx(list(recall_score(truth, guess, average=None)))
+    # guesses of a class absent from the truth cost macro-F1, as in sklearn (not recall)
+    no_mergers = truth != 3
+    wrong = np.where(no_mergers & (rng.random(500) < 0.2), 3, guess)[no_mergers]
+    m = morphology_metrics(np.eye(4)[wrong], np.eye(4)[truth[no_mergers]])
+    assert m["macro_f1"] == pytest.approx(f1_score(truth[no_mergers], wrong, average="macro"))
+    assert m["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(truth[no_mergers], wrong)
+    )
     # answering the commonest class every time: high accuracy, balanced accuracy 1/4
     always = morphology_metrics(np.tile([0.97, 0.01, 0.01, 0.01], (500, 1)), np.eye(4)[truth])
     assert always["accuracy"] == pytest.approx(np.mean(truth == 0))
@@ -347,8 +357,8 @@ def test_diverged_runs_are_left_out_of_the_ratio_and_counted():
     assert at_10["ratios"] == [10.0, 10.0]  # repeat 1 reads 0.7 between 10 and 1000 labels
     assert not at_10["bound"] and at_10["repeats_unreached"] == 0
     assert at_10["repeats_invalid"] == 1
-    assert ratio_line(FINETUNED, [at_10]).endswith("(1 diverged, left out)")
-    assert per_repeat(at_10) == "10.00, 10.00, diverged"
+    assert ratio_line(FINETUNED, [at_10]).endswith("(1 without a score, left out)")
+    assert per_repeat(at_10) == "10.00, 10.00, no score"
     # the curve's mean is over the finite repeats, whether the NaN is in memory or read back
     # from a run's metrics.json as null
     for diverged in (math.nan, None):

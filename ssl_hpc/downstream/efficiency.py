@@ -103,8 +103,8 @@ def curve(rows: list[dict], method: str, score: str) -> list[dict]:
     """Per label count of `method`: mean and standard deviation over repeats of `score`
     ("mean", "std") and of each `SECONDARY` metric the rows carry ("<name>_mean",
     "<name>_std"), and the mean per-class recall ("recall_mean", None where no repeat had
-    that class in its test set). A repeat without a finite score (diverged) is left out:
-    "repeats" counts the others."""
+    that class in its test set). A repeat without a finite score (a diverged network, or
+    one class tested) is left out: "repeats" counts the others."""
     by_n: dict[int, list[dict]] = {}
     for r in rows:
         if r["method"] == method and _finite(r.get(score)):  # NaN, or null once in JSON
@@ -172,8 +172,9 @@ def equivalent_labels(rows: list[dict], method: str, score: str, higher: bool) -
     never reaches the score within the measured range, and an upper bound (`at_most`, per
     repeat) where supervised already reaches it with the fewest labels it was given: measure
     it lower to read the ratio there."""
-    # a diverged run's score is NaN: left out (counted in `repeats_invalid`), since no
-    # comparison with NaN holds and it would read as "supervised never got there"
+    # a run without a score (NaN: a diverged network, or a one-class test set) is left
+    # out (counted in `repeats_invalid`), since no comparison with NaN holds and it would
+    # read as "supervised never got there"
     mine: dict[tuple[int, int], float] = {}  # (repeat, labels) -> score
     invalid: dict[int, int] = {}  # labels -> repeats of `method` whose score is not finite
     for r in rows:
@@ -245,7 +246,8 @@ def ratio_line(method: str, ratios: list[dict]) -> str:
     """One line of `equivalent_labels(...)` for a person: mean +- std over the repeats,
     '>' for a lower bound (no repeat reached), '(k of n)' when only some did, '(k at
     most)' when k of them are upper bounds (supervised there with its fewest labels), '(k
-    diverged, left out)' for runs whose score is not finite."""
+    without a score, left out)' for runs whose score is not finite (a diverged network, or
+    a test set with one class of a morphology question)."""
     return f"labels {SUPERVISED} needs to match {method}: " + ", ".join(map(_ratio_cell, ratios))
 
 
@@ -260,7 +262,7 @@ def _ratio_cell(r: dict) -> str:
         if any(r.get("at_most", ())):
             cell += f" ({sum(r['at_most'])} at most)"
     if r.get("repeats_invalid"):
-        cell += f" ({r['repeats_invalid']} diverged, left out)"
+        cell += f" ({r['repeats_invalid']} without a score, left out)"
     return cell
 
 

@@ -81,7 +81,7 @@ def _pm(mean: float, std: float) -> str:
 
 def per_repeat(ratio: dict) -> str:
     """One `equivalent_labels` entry's ratios per repeat: "<=" before an upper bound, and
-    "never" for each repeat whose supervised curve did not reach the score and "diverged"
+    "never" for each repeat whose supervised curve did not reach the score and "no score"
     for each whose own score is not finite (neither in the mean, but a person must see that
     they were left out)."""
     cells = [
@@ -89,7 +89,7 @@ def per_repeat(ratio: dict) -> str:
         for v, at_most in zip_longest(ratio["ratios"], ratio.get("at_most", []))
     ]
     never = ["never"] * ratio.get("repeats_unreached", 0)
-    return ", ".join(cells + never + ["diverged"] * ratio.get("repeats_invalid", 0))
+    return ", ".join(cells + never + ["no score"] * ratio.get("repeats_invalid", 0))
 
 
 def efficiency(dirs: list[Path], out: Path) -> Section | None:
