@@ -161,6 +161,26 @@ def test_trust_falls_where_photoz_error_grows():
     assert np.median(ratio[x[:, 0] > 1.5]) < 0.5 * np.median(ratio[labelled])
 
 
+def test_objects_of_equal_trust_are_binned_by_their_label_distance():
+    """Every object farther from the labels than all labelled ones has trust 0: on the
+    demo survey 43% of the judged galaxies. The label distance orders them, so the error
+    bins do not depend on the rows' order, and error still grows with distance there."""
+    rng = np.random.default_rng(0)
+    distance = np.concatenate([rng.uniform(0.0, 0.5, 40), rng.uniform(0.5, 2.0, 60)])
+    trust = np.where(distance > 0.5, 0.0, 1 - 2 * distance)
+    error = 0.01 + 0.05 * distance
+    binned = [
+        error_by_trust(trust[o], error[o], 5, 0.05, distance[o])["bins"]
+        for o in (slice(None), slice(None, None, -1), rng.permutation(100))
+    ]
+    assert binned[0] == binned[1] == binned[2]
+    assert [b["trust_max"] for b in binned[0][:3]] == [0.0, 0.0, 0.0]
+    distances = [(b["label_distance_min"], b["label_distance_max"]) for b in binned[0]]
+    assert all(a[0] >= b[1] for a, b in zip(distances, distances[1:]))  # farthest first
+    medians = [b["median_abs_error"] for b in binned[0]]
+    assert medians == sorted(medians, reverse=True)
+
+
 @pytest.fixture(scope="module")
 def embedded(small_survey, tmp_path_factory):
     from test_embed import make_checkpoint

@@ -65,15 +65,21 @@ def trust_scores(vectors: np.ndarray, labelled: np.ndarray, k: int = 10) -> dict
 
 
 def error_by_trust(
-    trust: np.ndarray, abs_error: np.ndarray, bins: int = 5, outlier: float | None = None
+    trust: np.ndarray,
+    abs_error: np.ndarray,
+    bins: int = 5,
+    outlier: float | None = None,
+    distance: np.ndarray | None = None,
 ) -> dict:
     """Errors in `bins` equal-count trust bins (lowest trust first): per bin the trust
     range, median and mean |error| and, given an `outlier` threshold, the fraction above
     it; plus the Spearman correlation of trust with |error| (negative: error grows as
-    trust falls)."""
+    trust falls). `distance` (the label distance trust is calibrated from) orders objects
+    of equal trust: every object farther from the labels than all labelled ones has trust
+    0, often most of the unlabelled survey, and row order must not split them."""
     from scipy.stats import spearmanr  # lazy: scipy.stats is slow to import
 
-    order = np.argsort(trust, kind="stable")
+    order = np.lexsort((-distance, trust)) if distance is not None else np.argsort(trust)
     rows = []
     for part in np.array_split(order, bins):
         if len(part):
@@ -81,6 +87,14 @@ def error_by_trust(
                 {
                     "trust_min": float(trust[part].min()),
                     "trust_max": float(trust[part].max()),
+                    **(
+                        {
+                            "label_distance_min": float(distance[part].min()),
+                            "label_distance_max": float(distance[part].max()),
+                        }
+                        if distance is not None
+                        else {}
+                    ),
                     "n": len(part),
                     "median_abs_error": float(np.median(abs_error[part])),
                     "mean_abs_error": float(np.mean(abs_error[part])),
@@ -119,5 +133,6 @@ def photoz_trust(vectors: np.ndarray, survey: Survey, k: int = 10, seed: int = 0
         z_ref[task.rows] = task.z
         what = "the held-out spectroscopic objects"
     abs_dz = np.abs(z_pred - z_ref) / (1 + z_ref)
-    binned = error_by_trust(scores["trust"][judged], abs_dz[judged], 5, OUTLIER_DZ)
+    trust, distance = scores["trust"][judged], scores["label_distance"][judged]
+    binned = error_by_trust(trust, abs_dz[judged], 5, OUTLIER_DZ, distance)
     return {"scores": scores, "labelled": labelled, "binned": binned, "judged": what}

@@ -14,15 +14,18 @@ def plot_error_by_trust(bins: list[dict], outlier: float, path: str | os.PathLik
     rows: trust_min, trust_max, median_abs_error, mean_abs_error, outlier_fraction)."""
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    mid = [0.5 * (r["trust_min"] + r["trust_max"]) for r in bins]
-    ax[0].plot(mid, [r["median_abs_error"] for r in bins], "o-", label="median |dz|")
-    ax[0].plot(mid, [r["mean_abs_error"] for r in bins], "s--", label="mean |dz|")
-    ax[0].set_xlabel("trust (quintile centre)")
+    # one point per bin, labelled by its trust range: several bins can share trust 0
+    at = np.arange(1, len(bins) + 1)
+    ranges = [f"{r['trust_min']:.2f}-{r['trust_max']:.2f}" for r in bins]
+    ax[0].plot(at, [r["median_abs_error"] for r in bins], "o-", label="median |dz|")
+    ax[0].plot(at, [r["mean_abs_error"] for r in bins], "s--", label="mean |dz|")
     ax[0].set_ylabel("|dz|")
     ax[0].legend()
-    ax[1].plot(mid, [100 * r["outlier_fraction"] for r in bins], "o-", color="C3")
-    ax[1].set_xlabel("trust (quintile centre)")
+    ax[1].plot(at, [100 * r["outlier_fraction"] for r in bins], "o-", color="C3")
     ax[1].set_ylabel(f"outliers |dz| > {outlier} (%)")
+    for a in ax:
+        a.set_xticks(at, ranges, fontsize=8)
+        a.set_xlabel("trust bin (equal counts, farthest from the labels first)")
     fig.suptitle("Photo-z error against trust")
     save_figure(fig, path)
 
