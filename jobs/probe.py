@@ -52,15 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.study import probe_study
     from ssl_hpc.downstream.tasks import check_fractions, load_task, read_test_ids, write_test_ids
     from ssl_hpc.embed import load
     from ssl_hpc.errors import ConfigError
+    from ssl_hpc.search.searcher import survey_of
 
     cfg = config_from_args(ProbeConfig, args)
-    survey = Survey(args.data)
-    ids, vectors = load(args.embeddings).load()
+    embeddings = load(args.embeddings)
+    survey = survey_of(embeddings, args.data)  # ids alone do not tell surveys apart
+    ids, vectors = embeddings.load()
     if not np.array_equal(ids, survey.column("object_id")):
         raise ConfigError(f"{args.embeddings}: its object ids are not those of {args.data}")
     test_ids = read_test_ids(cfg.test_ids) if cfg.test_ids else None
