@@ -108,6 +108,16 @@ class EmbeddingSet:
             raise EmbeddingError(f"{mpath}: not valid JSON ({e})") from e
         if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
             raise EmbeddingError(f"{mpath}: malformed (no list of shards)")
+        if "schema_version" in manifest and "dim" not in manifest:
+            raise EmbeddingError(
+                f"{root}: a survey, not an embedding set (give it as --data; --embeddings "
+                "takes the --out of ssl-hpc embed)"
+            )
+        needed = ("file", "bytes", "sha256", "n_rows")
+        if not isinstance(manifest.get("dim"), int) or not all(
+            isinstance(e, dict) and all(k in e for k in needed) for e in manifest["shards"]
+        ):
+            raise EmbeddingError(f"{mpath}: malformed (needs dim and, per shard, {needed})")
         checked = _read_verified(root) if verify == "full" else {}
         stamps = {}
         for entry in manifest["shards"]:
