@@ -151,6 +151,19 @@ def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):
     generate_survey(SynthConfig(**{**SMALL_SURVEY, "seed": 8}), other)
     with pytest.raises(SslHpcError, match="embeds another survey than"):
         survey_of(load(out), other)
+    # probe took the other survey's labels for these galaxies' (it compared ids only)
+    args = ["probe", "--embeddings", str(out), "--data", str(other), "--out", str(tmp_path / "p")]
+    assert main(args) == 2
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_survey_given_as_the_embeddings_is_named(small_survey, capsys):
+    """--data and --embeddings swapped: a clear line, not a KeyError from the manifest."""
+    args = ["search", "--embeddings", str(small_survey), "--data", str(small_survey)]
+    assert main([*args, "--query", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{small_survey}: a survey, not an embedding set (give it as --data" in err
+    assert "Traceback" not in err
 
 
 def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):
