@@ -188,6 +188,18 @@ def test_placeholder_redshifts_are_no_redshifts():
     m.pixel_scale_arcsec, m.survey = 0.396, "a catalogue"
     searcher = type("Searcher", (), {"set": type("Set", (), {"dim": 4})()})()
     assert overview(survey, searcher, {}).metrics["labels"] == {"z_spec": 2}
+    # nor do the pictures' captions and selections, search tables or the server's trust
+    from ssl_hpc.data.captions import captions, select_rows
+    from ssl_hpc.search.query import ResultCatalogue
+
+    table = {"z_spec": survey.z, "object_id": np.arange(5), "ra": np.zeros(5), "dec": np.zeros(5)}
+    m.columns, m.generator = dict.fromkeys(table), {}
+    survey.column = table.__getitem__
+    assert select_rows(survey, "labelled", 5).tolist() == [0, 4]
+    assert select_rows(survey, "unlabelled", 5).tolist() == [1, 2, 3]
+    assert captions(survey, np.arange(5)) == ["0\nz=0.100", "1", "2", "3", "4\nz=0.350"]
+    shown = ResultCatalogue(survey).table(np.arange(5), np.ones(5))
+    assert [r["z_spec"] for r in shown] == [0.1, None, None, None, 0.35]
 
 
 def test_redshift_bins_as_hayat():

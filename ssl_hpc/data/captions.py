@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SslHpcError
-from .labels import GZ1_CLASS_NAMES
+from .labels import GZ1_CLASS_NAMES, spec_z
 from .survey import Survey
 
 
@@ -20,7 +20,7 @@ def select_rows(survey: Survey, how: str, n: int, seed: int = 0) -> np.ndarray:
     if how in ("labelled", "unlabelled"):
         if "z_spec" not in cols:
             raise SslHpcError(f"{survey.root}: no z_spec column to select {how} objects by")
-        has = np.isfinite(survey.column("z_spec"))
+        has = np.isfinite(spec_z(survey))  # a -9999 or 0 placeholder is no redshift
         pool = np.flatnonzero(has if how == "labelled" else ~has)
     elif how == "anomalies":
         if "is_anomaly" not in cols:
@@ -38,9 +38,11 @@ def captions(survey: Survey, rows: np.ndarray) -> list[str]:
     gen = survey.manifest.generator
     get = {
         name: survey.column(name)[rows]
-        for name in ("z_spec", "morph_class", "anomaly_kind", "gz2_smooth", "gz2_features")
+        for name in ("morph_class", "anomaly_kind", "gz2_smooth", "gz2_features")
         if name in cols
     }
+    if "z_spec" in cols:
+        get["z_spec"] = spec_z(survey)[rows]
     label_cols = [c for c in cols if c.startswith("label_") or c == "class"]
     for c in label_cols:
         get[c] = survey.column(c)[rows]

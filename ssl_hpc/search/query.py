@@ -18,6 +18,7 @@ import numpy as np
 from ..data.captions import captions
 from ..data.cutouts import CutoutError, read_fits_image
 from ..data.healpix import angular_sep_arcsec
+from ..data.labels import spec_z
 from ..data.survey import Survey
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
@@ -142,6 +143,8 @@ class ResultCatalogue:
         gen = survey.manifest.generator
         self.columns = {c: survey.column(c) for c in ("object_id", "ra", "dec")}
         self.columns.update({c: survey.column(c) for c in self.SHOWN if c in cols})
+        if "z_spec" in self.columns:  # a -9999 or 0 placeholder is shown as no redshift
+            self.columns["z_spec"] = spec_z(survey)
         self.names = {}  # truth columns shown by name: morphology class, anomaly kind
         for col, key in (("morph_class", "morph_classes"), ("anomaly_kind", "anomaly_kinds")):
             if col in cols and key in gen:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import spec_z
 from ..downstream.anomaly import knn_distance
 from ..downstream.trust import trust_scores
 from ..export.sources import report_columns
@@ -43,11 +44,9 @@ class ServeState:
         elif self.n <= SCORE_AT_START_MAX:
             log(f"serve: scoring trust and anomalies of {self.n} objects ...")
             _, vectors = searcher.set.load()
-            cols = survey.manifest.columns
-            if "z_spec" in cols:
-                labelled = np.isfinite(survey.column("z_spec"))
-                if labelled.sum() > 10:
-                    self.trust = trust_scores(vectors, labelled)["trust"]
+            labelled = np.isfinite(spec_z(survey))  # no -9999 or 0 placeholders
+            if labelled.sum() > 10:
+                self.trust = trust_scores(vectors, labelled)["trust"]
             self.anomaly = knn_distance(vectors)
         self.anomalous = np.argsort(-self.anomaly)[:100] if self.anomaly is not None else None
         self.images = ByteLRU(image_cache_bytes)
