@@ -33,7 +33,14 @@ from ssl_hpc.downstream.efficiency import (
 )
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.study import ProbeConfig
-from ssl_hpc.downstream.tasks import Task, check_fractions, load_task, splits, tasks_of
+from ssl_hpc.downstream.tasks import (
+    Task,
+    check_fractions,
+    distinct_fractions,
+    load_task,
+    splits,
+    tasks_of,
+)
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
 from ssl_hpc.report.label_studies import per_repeat
@@ -277,6 +284,13 @@ def test_splits_are_nested_disjoint_and_repeatable():
         splits(4, 1, test_fraction=0.3)
     with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
         check_fractions(["0.1", "1.5"])
+    # 98 labels in the pool: 1% and 2% both train on the same 2 (counted once), 5% on 5
+    [split] = splits(140, 1, test_fraction=0.3, seed=0)
+    fractions = check_fractions([0.01, 0.02, 0.05, 1])
+    assert distinct_fractions(fractions, split) == (0.01, 0.05, 1.0)
+    task = Task("q", np.arange(140), np.eye(2)[np.arange(140) % 2], ("a", "b"))
+    rows = prior_curve(task, distinct_fractions(fractions, split), [split])
+    assert [r["n_train"] for r in rows] == [2, 5, 98]
 
 
 def test_a_published_test_set_is_kept_in_every_repeat(small_survey, tmp_path):

@@ -35,6 +35,7 @@ from .representation import untrained_encoder
 from .tasks import (
     PHOTOZ,
     check_fractions,
+    distinct_fractions,
     indices_of_ids,
     load_task,
     splits,
@@ -90,7 +91,8 @@ def probe_study(
             task_splits = splits(len(task.rows), repeats, test_fraction, head.seed, fixed)
         except ConfigError as e:
             raise ConfigError(f"task {name}: {e}") from None
-        rows = probe_curve(features, task, fractions, task_splits, head)
+        distinct = distinct_fractions(fractions, task_splits[0])
+        rows = probe_curve(features, task, distinct, task_splits, head)
         results[name] = {
             "score": task.score_name,
             "answers": list(task.answers) if name != PHOTOZ else [],
@@ -157,6 +159,7 @@ def efficiency_study(
     survey = Survey(survey_path)
     task = load_task(survey, base.task, RedshiftBins(base.z_bins, base.z_max))
     study_splits = task_splits(task, survey, base, repeats)
+    fractions = distinct_fractions(fractions, study_splits[0])
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     runs = [(i, m) for i, m in (("ssl", FINETUNED), ("random", SUPERVISED)) if m in trained]

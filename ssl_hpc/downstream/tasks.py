@@ -212,6 +212,16 @@ def write_test_ids(
     return ids
 
 
+def distinct_fractions(fractions: tuple[float, ...], split: Split) -> tuple[float, ...]:
+    """The `fractions` whose training sets differ on `split`'s pool (every repeat's is the
+    same size): on a small pool 1% and 2% both round up to the same 2 labels, and one
+    training set counted as two repeats would shrink the spread (the first is kept)."""
+    kept: dict[int, float] = {}
+    for f in fractions:
+        kept.setdefault(len(split.train(f)), f)
+    return tuple(kept.values())
+
+
 def check_fractions(fractions) -> tuple[float, ...]:
     """Label fractions in (0, 1], ascending."""
     fr = tuple(sorted(float(f) for f in fractions))
