@@ -231,6 +231,9 @@ def test_ablation_table_and_report_files(tmp_path):
     drawn_png(tmp_path / "ablation.png")
     drawn_png(tmp_path / "params.png")
     assert "| all | RR,GN | 2 | 0.032 |" in (tmp_path / "trials.md").read_text()
+    # a perfect score of 0 (no outliers, metric knn_eta) is the best, not skipped as falsy
+    rows[0]["knn_sigma_mad"] = 0.0
+    assert write_report(rows, sweep, tmp_path, wall_s=60.0)["best"]["trial"] == "t0"
 
 
 # -- a real sweep on a local Ray cluster, killed and resumed --------------------------------

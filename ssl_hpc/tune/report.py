@@ -115,7 +115,9 @@ def write_report(rows: list[dict], sweep: SweepConfig, out: Path, wall_s: float)
     write_text_atomic(out / "trials.csv", buf.getvalue())
 
     ablation = ablation_table(rows, sweep)
-    best = next((r for r in rows if r["status"] == STATUS_DONE and r.get(sweep.metric)), None)
+    best = next(
+        (r for r in rows if r["status"] == STATUS_DONE and r.get(sweep.metric) is not None), None
+    )
     summary = {
         "metric": sweep.metric,
         "mode": sweep.mode,
@@ -166,7 +168,9 @@ def plot_ablation(table: list[dict], rows: list[dict], sweep: SweepConfig, path:
         pts = [
             r[sweep.metric]
             for r in rows
-            if r[CODES_KEY] == t[CODES_KEY] and r["status"] == STATUS_DONE and r[sweep.metric]
+            if r[CODES_KEY] == t[CODES_KEY]
+            and r["status"] == STATUS_DONE
+            and r[sweep.metric] is not None
         ]
         ax.plot([i] * len(pts), pts, "k.", ms=4)
         dots += pts
