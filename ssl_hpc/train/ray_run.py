@@ -100,6 +100,7 @@ class StepReporter:
             total=config.steps, initial=trainer.step, desc="pretrain", disable=worker.rank != 0
         )
         self.clock = Throughput(worker.device)
+        self.clock.restart(trainer.step)  # a resumed run's first rate is over its own steps
 
     def __call__(self, t: Pretrainer, stats: dict) -> None:
         cfg, step = self.config, t.step
