@@ -174,11 +174,10 @@ class Pretrainer:
     def evaluate(self) -> dict[str, float]:
         """kNN metrics of the query encoder on the labelled validation subset."""
         if self._eval_set is None:
+            # the same objects whatever the run's seed: a sweep over seeds compares what
+            # was learnt, not how easy each seed's subset is
             self._eval_set = load_eval_set(
-                self.survey,
-                self.config.eval_objects,
-                self.config.embed_window,
-                seed=self.config.seed,
+                self.survey, self.config.eval_objects, self.config.embed_window
             )
         if self._eval_set is None:
             return {}
