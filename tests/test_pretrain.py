@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssl_hpc.config import build
+from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
@@ -97,6 +98,9 @@ def test_config_errors_name_the_problem(small_survey):
         Pretrainer(tiny(embed_size=48), small_survey)
     with pytest.raises(ConfigError, match="too few objects"):
         Pretrainer(tiny(batch_size=512, queue_size=512), small_survey)
+    # found before Ray starts: in a worker it was a traceback after four restarts
+    with pytest.raises(ConfigError, match="too few objects for batch_size 256 on 2 worker"):
+        tiny(batch_size=256, queue_size=512, num_workers=2).check_fits(Survey(small_survey))
     # NaN passes every "x <= 0" check; each float must be refused by name before Ray starts
     for key in ("temperature", "base_lr", "input_softening", "cpus_per_worker"):
         with pytest.raises(ConfigError, match=f"{key}=nan: must be a finite number > 0"):

@@ -8,6 +8,8 @@ holds real keys; the exported encoder beats its own random initialisation in kNN
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
@@ -17,6 +19,7 @@ from ssl_hpc.augment import survey_stats
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.data.synth import SynthConfig, generate_survey
+from ssl_hpc.errors import ConfigError
 from ssl_hpc.models.checkpoint import EncoderCheckpoint
 from ssl_hpc.models.inference import embed
 from ssl_hpc.train.config import PretrainConfig
@@ -125,8 +128,15 @@ def test_relaunching_a_finished_run_resumes_it_and_trains_no_more(run, survey):
         # no address: fit starts the job's own local cluster, as a batch job does
         result = fit(config, survey, out)  # same RunConfig(storage_path, name): Ray restores
         dashboard = ray._private.worker.global_worker.node.address_info["webui_url"]
+        # workers this cluster cannot host are refused, not waited for forever
+        with pytest.raises(ConfigError, match="num_workers=64 x cpus_per_worker=1: the Ray"):
+            fit(replace(config, num_workers=64), survey, out.parent / "too-big")
+        assert not (out.parent / "too-big").exists()
     finally:
         ray.shutdown()
+    # another run name into the same directory started afresh and rewrote metrics.csv
+    with pytest.raises(ConfigError, match="holds the run pretrain, not other: rerun with"):
+        fit(config, survey, out, name="other")
     # kept, costly as it is: Ray Train reads its controller's state through it (ray_loop)
     assert dashboard.startswith("127.0.0.1:")
     assert result.error is None and result.metrics["step"] == STEPS

@@ -37,6 +37,7 @@ from ..train.optim import lr_at
 from ..train.pretrainer import input_scale
 from ..train.ray_loop import (
     StepHook,
+    check_cluster_fits,
     claim_run,
     connect,
     ddp,
@@ -377,6 +378,8 @@ def fit(
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]
     connect(address)
+    if address is None:
+        check_cluster_fits(config)
     trainer = torch_trainer(finetune_loop, config, survey, out, hook, "finetune", 2)
     result = run_fit(trainer, out)
     if result.error is not None:

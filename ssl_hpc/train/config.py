@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..augment import AugmentConfig
 from ..config import check_ranges
+from ..data.reader import ShardedReader
 from ..data.survey import Survey
 from ..errors import ConfigError
 from ..models import ARCHS, STEMS
@@ -151,9 +152,19 @@ class PretrainConfig:
         return self.batch_size * self.num_workers
 
     def check_fits(self, survey: Survey) -> None:
-        """Refuse a survey whose cutouts are too small for the views or the embedding window."""
+        """Refuse a survey whose cutouts are too small for the views or the embedding
+        window, or too few for one full batch per worker (found here, before Ray starts,
+        not in a worker that Ray restarts four times)."""
         self.augment.check_geometry(survey.manifest.image_shape[1:])
         check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
+        reader = ShardedReader(
+            survey, self.batch_size, world_size=self.num_workers, seed=self.seed, even=True
+        )
+        if reader.batches_per_epoch(0) < 1:
+            raise ConfigError(
+                f"{survey.root}: too few objects for batch_size {self.batch_size} on "
+                f"{self.num_workers} worker(s) (each needs at least one full batch per epoch)"
+            )
 
     @property
     def embed_window(self) -> int:

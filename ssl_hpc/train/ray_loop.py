@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..config import claim_file, to_dict, to_yaml
-from ..errors import CheckpointError, DiskFullError
+from ..errors import CheckpointError, ConfigError, DiskFullError, SslHpcError
 from ..utils.atomic import out_of_space
 from ..utils.hardware import cpu_threads
 from ..utils.procfs import alive
@@ -172,6 +172,35 @@ def claim_run(out: str | Path, config, what: str) -> Path:
     return out
 
 
+def check_cluster_fits(config) -> None:
+    """Refuse a run whose workers the Ray cluster cannot all host (`num_workers` x
+    `cpus_per_worker` CPUs, and a GPU each with `use_gpu`): Ray Train would wait for them
+    forever. For the fixed-size local cluster; an autoscaling one may grow."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus = config.num_workers * config.cpus_per_worker
+    gpus = config.num_workers if config.use_gpu else 0
+    if have.get("CPU", 0) + 1e-9 < cpus or have.get("GPU", 0) + 1e-9 < gpus:
+        raise ConfigError(
+            f"num_workers={config.num_workers} x cpus_per_worker={config.cpus_per_worker:g}"
+            + (" and a GPU each" if gpus else "")
+            + f": the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} "
+            "GPUs (lower them, or give --address of a larger cluster)"
+        )
+
+
+def check_run_name(out: Path, name: str) -> None:
+    """Refuse to start run `name` in a directory that holds another run's results: a fresh
+    start would rewrite its metrics.csv and encoder.pt."""
+    runs = sorted(p.name for p in (out / "ray").glob("[!.]*") if p.is_dir())
+    if runs and name not in runs:
+        raise ConfigError(
+            f"{out}: holds the run {', '.join(runs)}, not {name}: rerun with --name "
+            f"{runs[0]} to resume it, or give another --out"
+        )
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at `address` ("auto", "ray://..."), or start a local one for
     None (`start_local`); a no-op when this process is already connected."""
@@ -278,6 +307,9 @@ def run_fit(trainer, out: Path):
         return trainer.fit()
     except Exception as e:
         failures = [e, *getattr(e, "worker_failures", {}).values()]
+        ours = [f for f in failures if isinstance(f, SslHpcError)]
+        if ours:  # an input or option found bad in a worker: its one line, not Ray's
+            raise ours[0] from None
         if not any(out_of_space(f, out) for f in failures):
             raise
         free = shutil.disk_usage(out).free

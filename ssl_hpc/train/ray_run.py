@@ -32,6 +32,8 @@ from .ray_loop import (
     Restored,
     StepHook,
     Worker,
+    check_cluster_fits,
+    check_run_name,
     claim_run,
     connect,
     ddp,
@@ -146,8 +148,11 @@ def fit(
     `hook(step, rank)`: called in every worker after each step (fault-tolerance tests).
     `callbacks`: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a sweep trial.
     """
-    out = claim_run(out, config, "pretraining config")
+    check_run_name(Path(out).resolve(), name)
     connect(address)
+    if address is None:
+        check_cluster_fits(config)
+    out = claim_run(out, config, "pretraining config")
     trainer = torch_trainer(
         train_loop_per_worker, config, survey, out, hook, name, config.keep_checkpoints, callbacks
     )
