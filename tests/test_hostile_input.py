@@ -249,6 +249,14 @@ def pretrain_zero_temperature(tmp, images, cat):
     return [*argv, "temperature=0"], ["temperature"]
 
 
+def pretrain_psf_smoothing_without_psfs(tmp, images, cat):
+    # FITS ingested without --psf-fwhm: refused before Ray, not in a worker restarted 4 times
+    assert main(cli_args(tmp, "survey")) == 0
+    argv = ["pretrain", "--data", str(tmp / "survey"), "--out", str(tmp / "out")]
+    small = ["batch_size=2", "queue_size=4", "augment.out_size=8", "augment.max_shift=2"]
+    return [*argv, "augment.codes=RR,PS", *small], ["augmentation PS", "psf_fwhm"]
+
+
 def checkpoint_flipped_bytes(tmp, images, cat):
     from test_embed import make_checkpoint
 
@@ -368,6 +376,7 @@ CASES = {
         synth_zero_objects,
         synth_nan_value,
         pretrain_zero_temperature,
+        pretrain_psf_smoothing_without_psfs,
         checkpoint_flipped_bytes,
         checkpoint_truncated,
         manifest_not_utf8,

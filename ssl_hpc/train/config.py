@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..augment import AugmentConfig
+from ..augment import AugmentConfig, Augmenter, survey_stats
 from ..config import check_ranges
 from ..data.reader import ShardedReader
 from ..data.survey import Survey
@@ -153,10 +153,16 @@ class PretrainConfig:
 
     def check_fits(self, survey: Survey) -> None:
         """Refuse a survey whose cutouts are too small for the views or the embedding
-        window, or too few for one full batch per worker (found here, before Ray starts,
-        not in a worker that Ray restarts four times)."""
+        window, that cannot support the augmentations (PS, GR), or too few for one full
+        batch per worker: found here, before Ray starts, not in a worker that Ray restarts
+        four times."""
         self.augment.check_geometry(survey.manifest.image_shape[1:])
         check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
+        # PS and GR need a PSF and E(B-V) for every object, and fluxes, not display values
+        Augmenter(
+            self.augment,
+            survey_stats(survey, self.augment.psf_percentiles, self.augment.extinction),
+        )
         reader = ShardedReader(
             survey, self.batch_size, world_size=self.num_workers, seed=self.seed, even=True
         )

@@ -165,9 +165,16 @@ def remove_dead_staging(temp: str | Path | None = None) -> list[Path]:
 
 def claim_run(out: str | Path, config, what: str) -> Path:
     """The run directory `out` (absolute, created), claimed for `config`: its config.yaml
-    is written, or on a rerun checked to be the same (a ConfigError names it otherwise)."""
+    is written, or on a rerun checked to be the same (a ConfigError names it otherwise).
+    A run that never reached a checkpoint (it failed at its start) trained nothing to
+    resume: a corrected config takes its place."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    results = ("encoder.pt", "model.pt", "metrics.json")
+    if not any((out / "ray").glob("*/checkpoint_*")) and not any(
+        (out / r).exists() for r in results
+    ):
+        (out / "config.yaml").unlink(missing_ok=True)
     claim_file(out / "config.yaml", to_yaml(config), what)
     return out
 
