@@ -239,6 +239,37 @@ def test_invariance_check_measures_each_augmentation(embedded, small_survey):
     assert result["codes"]["all"]["same"] > gentlest
 
 
+def test_invariance_leaves_out_what_another_survey_cannot_support(
+    embedded, small_survey, tmp_path, monkeypatch
+):
+    """An encoder run on a survey it was not trained on: a code that survey cannot support
+    is left out with its reason, views that do not fit it skip the check; the report says
+    so instead of stopping without a page."""
+    import dataclasses
+
+    import ssl_hpc.downstream.invariance as inv
+    from ssl_hpc.augment import AugmentConfig, survey_stats
+    from ssl_hpc.config import build
+    from ssl_hpc.data.survey import Survey
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
+    from ssl_hpc.report.learning import invariance_section
+
+    checkpoint = EncoderCheckpoint(embedded[1])
+    config = build(AugmentConfig, {**checkpoint.augment, "codes": ["RR", "GN", "PS"]})
+    survey = Survey(small_survey)
+    no_psfs = dataclasses.replace(survey_stats(survey), objects_without_psf=3)
+    monkeypatch.setattr(inv, "survey_stats", lambda *a: no_psfs)
+    result = inv.invariance(checkpoint.encoder(), survey, config, n=32)
+    assert set(result["codes"]) == {"RR", "GN", "all"}
+    assert "3 of the survey's objects lack a finite psf_fwhm" in result["skipped"]["PS"]
+    section = invariance_section(result, tmp_path)
+    assert section.text[-1].startswith("Left out, this survey cannot be checked under them: PS")
+    too_big = dataclasses.replace(config, out_size=survey.manifest.image_shape[1])
+    result = inv.invariance(checkpoint.encoder(), survey, too_big, n=32)
+    assert result["codes"] == {} and "outside" in result["skipped"]["all"]
+    assert invariance_section(result, tmp_path).text[0].startswith("Skipped: all: ")
+
+
 def test_report_command_has_every_section(embedded, small_survey, tmp_path, capsys):
     emb, _ = embedded
     out = tmp_path / "report"

@@ -163,6 +163,14 @@ def invariance_section(result: dict, out: Path, random_init: dict | None = None)
             row["re-identified, random init"] = random_init["codes"][code]["reidentified"]
         rows.append(row)
     names = list(result["codes"])
+    skipped = [f"{c}: {why}" for c, why in result.get("skipped", {}).items()]
+    if not names:
+        return Section(
+            "invariance",
+            "Invariance under the augmentations",
+            text=["Skipped: " + "; ".join(skipped or ["no augmentation codes"]) + "."],
+            metrics=result,
+        )
     plot_invariance(
         names,
         [result["codes"][c]["ratio"] for c in names],
@@ -171,6 +179,7 @@ def invariance_section(result: dict, out: Path, random_init: dict | None = None)
         if random_init
         else None,
     )
+    left_out = ["Left out, this survey cannot be checked under them: " + "; ".join(skipped)]
     return Section(
         "invariance",
         "Invariance under the augmentations",
@@ -181,7 +190,8 @@ def invariance_section(result: dict, out: Path, random_init: dict | None = None)
             f"({result['different']:.4f}). 0 = the encoder ignores that transformation; 1 = "
             "the view lands as far away as another galaxy. Re-identified: the fraction of "
             "views whose nearest centre crop is their own galaxy's."
-        ],
+        ]
+        + left_out * bool(skipped),
         tables=[("", rows)],
         figures=[("invariance.png", "Distance ratio per augmentation.")],
         metrics=result,
