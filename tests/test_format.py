@@ -175,3 +175,20 @@ def test_float16_quantisation_is_far_below_the_noise(small_survey):
     faint = np.abs(img) < 5 * sigma[:, :, None, None]
     quant = np.abs(img) * 2.0**-11  # worst-case rounding of a float16 value
     assert (quant[faint] / np.broadcast_to(sigma[:, :, None, None], img.shape)[faint]).max() < 0.01
+
+
+def test_big_endian_datasets_are_read_in_native_byte_order(tmp_path):
+    """FITS columns are big-endian, and a survey written from them by another tool keeps
+    that: torch refuses such arrays, so pretraining failed in its workers."""
+    import torch
+
+    from ssl_hpc.data.survey import open_shard, read_rows
+
+    with h5py.File(tmp_path / "be.h5", "w") as f:
+        f.create_dataset("object_id", data=np.arange(5, dtype=">i8"))
+        f.create_dataset("ebv", data=np.linspace(0, 1, 5).astype(">f4"))
+    with open_shard(tmp_path / "be.h5") as f:
+        ids, ebv = read_rows(f, "object_id", np.array([4, 0])), read_rows(f, "ebv", np.arange(5))
+    assert ids.dtype == np.int64 and ids.dtype.isnative and ids.tolist() == [4, 0]
+    assert ebv.dtype == np.float32 and ebv.dtype.isnative
+    assert torch.from_numpy(ebv).tolist() == pytest.approx(np.linspace(0, 1, 5).tolist())

@@ -31,12 +31,15 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
 
 
 def read_rows(f: h5py.File, name: str, rows: np.ndarray) -> np.ndarray:
-    """Rows of dataset `name` (any order, no repeats), as stored; errors name the file."""
+    """Rows of dataset `name` (any order, no repeats), in its stored type in native byte
+    order (big-endian data, as FITS columns are, would not reach torch); errors name the
+    file."""
     try:
         ds = f[name]
     except KeyError as e:
         raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    native = ds.dtype.newbyteorder("=") if ds.dtype.byteorder not in "=|" else ds.dtype
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=native)
     read_rows_into(f, name, rows, out, np.arange(len(rows)))
     return out
 
@@ -143,7 +146,8 @@ class Survey:
         parts = []
         for path in self.shard_paths:
             with open_shard(path) as f:
-                parts.append(f[name][()])
+                part = f[name][()]
+                parts.append(part.astype(part.dtype.newbyteorder("="), copy=False))
         return np.concatenate(parts)
 
     def catalogue(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
