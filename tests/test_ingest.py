@@ -332,7 +332,14 @@ def test_float16_overflow_is_fatal_even_in_skip_mode(fits_set):
 
 
 def test_catalogue_columns_canonical_names_roles_and_dtypes(fits_set):
-    tmp_path, _, _ = fits_set
+    tmp_path, _, cat = fits_set
+    # "no spectrum" written as -9999 or 0 is stored as the format says: NaN
+    lines = cat.read_text().splitlines()
+    for row, placeholder in ((1, "-9999"), (2, "0")):
+        cells = lines[row].split(",")
+        cells[4] = placeholder
+        lines[row] = ",".join(cells)
+    cat.write_text("\n".join(lines) + "\n")
     report = ingest(fits_config(tmp_path, label_columns=("kind",)))
     assert report.column_map == {"ra": "ra", "dec": "dec", "z_spec": "redshift"}
     m = Survey(tmp_path / "out").manifest
@@ -341,6 +348,9 @@ def test_catalogue_columns_canonical_names_roles_and_dtypes(fits_set):
         "mag_r": ("float64", "catalogue"),
         "z_spec": ("float64", "label"),
     }
+    z = Survey(tmp_path / "out").column("z_spec")
+    assert np.isnan(z[:2]).all() and z[2:] == pytest.approx(0.01 * np.arange(3, 9))
+    assert m.labels["z_spec"] == 6  # and the manifest, info and outside readers count so
     assert m.image_dtype == "float32" and m.pixel_scale_arcsec == pytest.approx(0.2)
     with pytest.raises(IngestError, match="label column .nope.: not a catalogue column"):
         ingest(fits_config(tmp_path, out=tmp_path / "o2", label_columns=("nope",)))

@@ -341,6 +341,9 @@ def _catalogue_columns(
         values, dtype_why = (None, why) if why else numeric_column(table[name])
         if values is None:
             skipped[name] = dtype_why
+        elif out_name == "z_spec":  # "no spectrum" as the format says: NaN, not -9999 or 0
+            z = values if values.dtype.kind == "f" else values.astype(np.float64)
+            columns[out_name] = np.where(np.isfinite(z) & (z > 0), z, np.nan).astype(z.dtype)
         else:
             columns[out_name] = values
     return columns, skipped
