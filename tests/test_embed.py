@@ -111,6 +111,19 @@ def test_two_mpi_ranks_equal_one_process(single, checkpoint, small_survey, tmp_p
 
 
 @pytest.mark.services
+def test_a_survey_of_one_shard_embeds_on_two_ranks(checkpoint, tmp_path):
+    """A small survey someone else wrote as one shard: the second rank idles, it is not
+    an error (training ranks must step together; inference ranks need not)."""
+    survey = tmp_path / "one-shard"
+    generate_survey(SynthConfig(n_objects=40, image_size=32, rows_per_shard=64, workers=1), survey)
+    r = run_mpi(checkpoint, survey, tmp_path / "emb")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = json.loads((tmp_path / "emb" / "manifest.json").read_text())["ranks"]
+    assert sorted(r["embedded"] for r in ranks) == [0, 40]
+    assert len(load(tmp_path / "emb", verify="full")) == 40
+
+
+@pytest.mark.services
 def test_healpix_partitioned_survey_two_ranks_equal_one_process(checkpoint, tmp_path):
     survey = tmp_path / "hpx"
     config = SynthConfig(

@@ -41,19 +41,26 @@ class ReaderPosition:
 
 
 def assign_shards(
-    sizes: np.ndarray, world_size: int, epoch: int, seed: int, shuffle: bool = True
+    sizes: np.ndarray,
+    world_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    idle_ok: bool = False,
 ) -> list[list[int]]:
     """Deal whole shards to `world_size` ranks, balanced by row count.
 
     Shards are taken largest first (ties in a per-epoch random order when `shuffle`) and
     each goes to the rank with the fewest rows so far (ties to the lowest rank). Returns,
-    per rank, its shard indices in the order it will read them.
+    per rank, its shard indices in the order it will read them. With fewer non-empty
+    shards than ranks: an error, since training ranks must step together, unless
+    `idle_ok` (inference: the extra ranks have nothing to do).
     """
     sizes = np.asarray(sizes)
     if world_size < 1:
         raise SurveyError(f"world_size={world_size}: must be >= 1")
     n_full = int((sizes > 0).sum())
-    if n_full < world_size:
+    if n_full < world_size and not idle_ok:
         raise SurveyError(
             f"{n_full} non-empty shards cannot feed {world_size} ranks (each rank reads whole "
             "shards); rebuild the survey with fewer rows per shard"

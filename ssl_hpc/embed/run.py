@@ -225,7 +225,8 @@ def embed_survey(
     if isinstance(setup, Exception):
         raise setup
     survey = Survey(data, verify="none")
-    mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False)[comm.rank]
+    mine = assign_shards(survey.shard_sizes, comm.size, 0, 0, shuffle=False, idle_ok=True)
+    mine = mine[comm.rank]
     device = pick_device(opts.device, comm.rank)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(rank_threads(comm.node_size))
