@@ -72,15 +72,15 @@ def test_resnets_have_the_published_shape():
         build_encoder("resnet18", 5, stem="tiny")
 
 
-def tiny_moco(queue=32, momentum=0.9):
+def tiny_moco(queue=32, momentum=0.9, shuffle_bn=True, bn_splits=1):
     torch.manual_seed(0)
     enc = build_encoder("resnet18", 5)
     return MoCo(enc, enc.feature_dim, proj_dim=16, proj_hidden=32, queue_size=queue,
-                momentum=momentum)  # fmt: skip
+                momentum=momentum, shuffle_bn=shuffle_bn, bn_splits=bn_splits)  # fmt: skip
 
 
 def test_moco_enqueues_keys_and_moves_the_key_encoder_by_ema():
-    m = tiny_moco()
+    m = tiny_moco(shuffle_bn=False)
     before_k = [p.detach().clone() for p in m.encoder_k.parameters()]
     queue = m.queue.clone()
     x = torch.randn(8, 5, 24, 24)
@@ -107,6 +107,58 @@ def test_moco_enqueues_keys_and_moves_the_key_encoder_by_ema():
         assert torch.allclose(pk, 0.9 * k0 + 0.1 * q1, atol=1e-6)
     with pytest.raises(ConfigError, match="not a multiple of the global batch 12"):
         m.enqueue(torch.randn(12, 16))
+
+
+def test_moco_on_one_process_keys_batch_statistics_over_random_sub_batches():
+    """Shuffle-BN on one process (bn_splits=2): the key encoder's BatchNorm sees random
+    halves of the batch, not the batch the query encoder normalised over; with the
+    default bn_splits=1 it sees the whole batch, as before."""
+    x = torch.randn(64, 5, 24, 24)
+    whole_batch = tiny_moco()
+    with torch.no_grad():
+        assert torch.equal(whole_batch.keys(x), whole_batch._key(x))
+    m = tiny_moco(bn_splits=2)
+    torch.manual_seed(5)
+    keys = m.keys(x)
+    torch.manual_seed(5)
+    perm = torch.randperm(64)
+    with torch.no_grad():
+        for half in (perm[:32], perm[32:]):
+            assert torch.allclose(keys[half], m._key(x[half]), atol=1e-5)
+        whole = m._key(x)
+    assert not torch.allclose(keys, whole, atol=1e-3)
+
+
+def test_moco_leaves_a_queued_key_of_the_querys_own_galaxy_out():
+    """On a survey smaller than the queue, an older key of the query's own galaxy comes
+    round as a 'negative': with object ids it is left out of the loss (and counted in
+    without them); checkpoints from before the queue kept ids load with owners unknown."""
+    m = tiny_moco(queue=16, shuffle_bn=False)
+    x, ids = torch.randn(8, 5, 24, 24), torch.arange(100, 108)
+    m(x, x, ids)  # no optimiser step: the second step's keys equal the queued ones
+    assert m.queue_ids[:8].tolist() == ids.tolist() and (m.queue_ids[8:] == -1).all()
+    queue, owners = m.queue.clone().numpy(), m.queue_ids.clone()
+    loss, _ = m(x, x, ids)
+    with torch.no_grad():
+        q = m.head_q(m.encoder_q(x)).numpy()
+    by_hand = np.mean(
+        [
+            numpy_info_nce(
+                q[i : i + 1], q[i : i + 1], queue[(owners != ids[i]).numpy()], m.temperature
+            )
+            for i in range(8)
+        ]
+    )
+    assert float(loss) == pytest.approx(by_hand, rel=1e-4)
+    m.queue.copy_(torch.from_numpy(queue))
+    m.queue_ids.copy_(owners)
+    unmasked, _ = m(x, x)  # its own key scores as high as the positive
+    assert float(unmasked) > float(loss) + 0.1
+    state = m.state_dict()
+    del state["queue_ids"]
+    old = tiny_moco(queue=16, shuffle_bn=False)
+    old.load_state_dict(state)
+    assert (old.queue_ids == -1).all() and torch.equal(old.queue, m.queue)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

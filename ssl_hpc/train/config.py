@@ -52,7 +52,11 @@ class PretrainConfig:
     temperature: float = 0.2
     """InfoNCE / NT-Xent temperature"""
     shuffle_bn: bool = True
-    """MoCo: shuffle the key batch across ranks for BatchNorm"""
+    """MoCo: the key encoder's BatchNorm sees a shuffled batch across ranks (with one
+    worker it has no effect: see bn_splits)"""
+    bn_splits: int = 1
+    """MoCo on one worker: the key encoder runs over this many random sub-batches, so its
+    BatchNorm statistics are not the query batch's (shuffle-BN's single-device form); 1: off"""
     # optimisation: lr = base_lr x global batch / 256, linear warm-up then cosine to 0
     optimizer: str = "sgd"
     """sgd or lars"""
@@ -120,7 +124,7 @@ class PretrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r}: expected one of {allowed}")
-        counts = ("proj_dim", "proj_hidden", "queue_size", "steps", "num_workers")
+        counts = ("proj_dim", "proj_hidden", "queue_size", "steps", "num_workers", "bn_splits")
         counts += ("checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "eval_k")
         optional = ("warmup_steps", "loader_workers", "eval_objects", "shuffle_window")
         check_ranges(

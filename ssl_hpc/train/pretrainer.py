@@ -55,6 +55,7 @@ def build_model(config: PretrainConfig, stats: SurveyStats) -> torch.nn.Module:
             config.momentum,
             config.temperature,
             config.shuffle_bn,
+            config.bn_splits,
         )
     return SimCLR(
         encoder, encoder.feature_dim, config.proj_dim, config.proj_hidden, config.temperature
@@ -139,17 +140,17 @@ class Pretrainer:
 
     # -- training ------------------------------------------------------------------------
     def batches(self):
-        """(query views, key views) from the current data position onwards, epoch after
-        epoch; the position advances as they are consumed."""
+        """(query views, key views, object ids) from the current data position onwards,
+        epoch after epoch; the position advances as they are consumed."""
         cfg = self.config
         while True:
             self.reader.set_epoch(self.epoch, self.batch_in_epoch)
             loader = self.reader.loader(cfg.loader_workers, pin_memory=self.device.type == "cuda")
             # the augmenter's call index is the global step: views survive a resume
             self.augmenter.load_state_dict({"seed": self.augmenter.seed, "calls": self.step})
-            for q, k, _ in ViewPrefetcher(loader, self.augmenter, self.device):
+            for q, k, batch in ViewPrefetcher(loader, self.augmenter, self.device):
                 self.batch_in_epoch += 1  # consumed once handed out
-                yield q, k
+                yield q, k, batch["object_id"].to(self.device, non_blocking=True)
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def train(self, until_step: int, on_step: Callable[[Pretrainer, dict], None] | None = None):
@@ -158,10 +159,12 @@ class Pretrainer:
         until = min(until_step, cfg.steps)
         if self.step >= until:
             return
-        for q, k in self.batches():
+        for q, k, ids in self.batches():
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, cfg.peak_lr, cfg.warmup_steps, cfg.steps)
-            stats = train_step(self.model, self.optimizer, q, k, self.precision, self.channels_last)
+            stats = train_step(
+                self.model, self.optimizer, q, k, self.precision, self.channels_last, ids
+            )
             self.step += 1
             if on_step:
                 on_step(self, stats)

@@ -30,14 +30,16 @@ def train_step(
     x_k: torch.Tensor,
     precision: str = "fp32",
     channels_last: bool = False,
+    ids: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward, backward and update on one pair of view batches; returns the step's stats
-    (device tensors: reading them syncs, so log them every few steps)."""
+    """Forward, backward and update on one pair of view batches of the objects `ids`;
+    returns the step's stats (device tensors: reading them syncs, so log them every few
+    steps)."""
     if channels_last:
         x_q = x_q.contiguous(memory_format=torch.channels_last)
         x_k = x_k.contiguous(memory_format=torch.channels_last)
     with autocast(x_q.device, precision):
-        loss, stats = model(x_q, x_k)
+        loss, stats = model(x_q, x_k, ids)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
