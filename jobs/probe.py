@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         test_ids,
     )
     for name, result in summary["tasks"].items():
+        if not result["curve"]:  # every repeat's test set held one class of the question
+            print(f"{name}: {result['labelled']} labelled; no {result['score']} in any repeat")
+            continue
         top = result["curve"][-1]
         print(
             f"{name}: {result['labelled']} labelled; {result['score']} with {top['n_train']} "

@@ -295,7 +295,8 @@ def plot_curves(rows: list[dict], task: Task, path, title: str = "") -> dict[str
         ylabel=f"{task.score_name} ({better} is better)",
         title=title or f"Label efficiency: {task.name}",
     )
-    ax.legend(fontsize=8)
+    if drawn:  # none where every repeat's test set held one class of the question
+        ax.legend(fontsize=8)
     save_figure(fig, path)
     return drawn
 
