@@ -21,6 +21,15 @@ METHODS = ("moco", "simclr")
 OPTIMIZERS = ("sgd", "lars")
 
 
+def require_full_batch(reader: ShardedReader) -> None:
+    """ConfigError unless every rank of `reader` gets at least one full batch per epoch."""
+    if reader.batches_per_epoch(0) < 1:
+        raise ConfigError(
+            f"{reader.survey.root}: too few objects for batch_size {reader.batch_size} on "
+            f"{reader.world_size} worker(s) (each needs at least one full batch per epoch)"
+        )
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """How to pretrain: model, method, optimisation, data, checkpoints, monitoring."""
@@ -159,22 +168,23 @@ class PretrainConfig:
         """Refuse a survey whose cutouts are too small for the views or the embedding
         window, that cannot support the augmentations (PS, GR), or too few for one full
         batch per worker: found here, before Ray starts, not in a worker that Ray restarts
-        four times."""
-        self.augment.check_geometry(survey.manifest.image_shape[1:])
-        check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
+        four times (a worker's Pretrainer meets the last two as it builds its parts)."""
+        self.check_geometry(survey)
         # PS and GR need a PSF and E(B-V) for every object, and fluxes, not display values
         Augmenter(
             self.augment,
             survey_stats(survey, self.augment.psf_percentiles, self.augment.extinction),
         )
-        reader = ShardedReader(
-            survey, self.batch_size, world_size=self.num_workers, seed=self.seed, even=True
-        )
-        if reader.batches_per_epoch(0) < 1:
-            raise ConfigError(
-                f"{survey.root}: too few objects for batch_size {self.batch_size} on "
-                f"{self.num_workers} worker(s) (each needs at least one full batch per epoch)"
+        require_full_batch(
+            ShardedReader(
+                survey, self.batch_size, world_size=self.num_workers, seed=self.seed, even=True
             )
+        )
+
+    def check_geometry(self, survey: Survey) -> None:
+        """Refuse a survey whose cutouts are too small for the views or the embedding window."""
+        self.augment.check_geometry(survey.manifest.image_shape[1:])
+        check_window(self.embed_window, survey, f"embed_size={self.embed_size}")
 
     @property
     def embed_window(self) -> int:

@@ -25,7 +25,7 @@ from ..models import build_encoder
 from ..models.inference import embed
 from ..models.moco import MoCo, SimCLR
 from ..utils.hardware import resolve_precision
-from .config import PretrainConfig
+from .config import PretrainConfig, require_full_batch
 from .evaluate import knn_metrics, load_eval_set
 from .optim import lr_at, make_optimizer
 from .prefetch import ViewPrefetcher
@@ -83,7 +83,7 @@ class Pretrainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.channels_last = config.channels_last
         cfg_aug = config.augment
-        config.check_fits(self.survey)
+        config.check_geometry(self.survey)
         stats = survey_stats(self.survey, cfg_aug.psf_percentiles, cfg_aug.extinction)
         self.augmenter = Augmenter(cfg_aug, stats, seed=config.seed * 100_003 + rank)
         self.reader = ShardedReader(
@@ -98,11 +98,7 @@ class Pretrainer:
             shuffle_window=config.shuffle_window,
             image_dtype=None if gpu else "float32",
         )
-        if self.reader.batches_per_epoch(0) < 1:
-            raise ConfigError(
-                f"{self.survey.root}: too few objects for batch_size {config.batch_size} on "
-                f"{world_size} worker(s) (each rank needs at least one full batch per epoch)"
-            )
+        require_full_batch(self.reader)
         bare = build_model(config, stats)
         self.bare = prepare_model(bare, self.device, self.channels_last, config.compile)
         self.model = wrap(self.bare) if wrap else self.bare
