@@ -97,13 +97,19 @@ def _gz1_answer(leaf) -> int:
     return -1 if answer is None else answer
 
 
+def redshifts_or_nan(z: np.ndarray) -> np.ndarray:
+    """`z` with NaN for every value that is no redshift: a placeholder such as -9999 or 0
+    (a redshift is finite and > 0); floating types kept, others as float64."""
+    z = z if z.dtype.kind == "f" else z.astype(np.float64)
+    return np.where(np.isfinite(z) & (z > 0), z, np.nan).astype(z.dtype)
+
+
 def spec_z(survey: Survey) -> np.ndarray:
-    """Every object's z_spec, NaN where it has none: missing, or a placeholder such as
-    -9999 or 0 (a redshift is finite and > 0); all NaN without a z_spec column."""
+    """Every object's z_spec (float64), NaN where it has none: missing, or a placeholder
+    (`redshifts_or_nan`); all NaN without a z_spec column."""
     if "z_spec" not in survey.manifest.columns:
         return np.full(len(survey), np.nan)
-    z = survey.column("z_spec").astype(np.float64)
-    return np.where(np.isfinite(z) & (z > 0), z, np.nan)
+    return redshifts_or_nan(survey.column("z_spec").astype(np.float64))
 
 
 def redshifts(survey: Survey, z_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from ...errors import IngestError
 from .. import format as fmt
+from ..labels import redshifts_or_nan
 from .config import IngestConfig
 
 #: Canonical column -> accepted catalogue spellings (case-insensitive), in priority order.
@@ -342,8 +343,7 @@ def _catalogue_columns(
         if values is None:
             skipped[name] = dtype_why
         elif out_name == "z_spec":  # "no spectrum" as the format says: NaN, not -9999 or 0
-            z = values if values.dtype.kind == "f" else values.astype(np.float64)
-            columns[out_name] = np.where(np.isfinite(z) & (z > 0), z, np.nan).astype(z.dtype)
+            columns[out_name] = redshifts_or_nan(values)
         else:
             columns[out_name] = values
     return columns, skipped
