@@ -166,10 +166,8 @@ class MoCo(nn.Module):
         logits = at_least_float32(
             info_nce_logits(q, k, self.queue.clone().detach(), self.temperature)
         )
-        if ids is not None:  # the column of the positive is never masked
-            own = ids[:, None] == self.queue_ids[None, :]
-            own = torch.cat([own.new_zeros(len(own), 1), own], dim=1)
-            logits = logits.masked_fill(own, float("-inf"))
+        if ids is not None:  # the negatives' columns only: the positive is never masked
+            logits[:, 1:].masked_fill_(ids[:, None] == self.queue_ids[None, :], float("-inf"))
         target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         loss = F.cross_entropy(logits, target)
         self.enqueue(all_gather_rows(k.detach()), None if ids is None else all_gather_rows(ids))
