@@ -83,18 +83,13 @@ def error_by_trust(
     rows = []
     for part in np.array_split(order, bins):
         if len(part):
+            row = {"trust_min": float(trust[part].min()), "trust_max": float(trust[part].max())}
+            if distance is not None:
+                row["label_distance_min"] = float(distance[part].min())
+                row["label_distance_max"] = float(distance[part].max())
             rows.append(
                 {
-                    "trust_min": float(trust[part].min()),
-                    "trust_max": float(trust[part].max()),
-                    **(
-                        {
-                            "label_distance_min": float(distance[part].min()),
-                            "label_distance_max": float(distance[part].max()),
-                        }
-                        if distance is not None
-                        else {}
-                    ),
+                    **row,
                     "n": len(part),
                     "median_abs_error": float(np.median(abs_error[part])),
                     "mean_abs_error": float(np.mean(abs_error[part])),
