@@ -75,6 +75,25 @@ def test_umap_maps_are_deterministic_under_a_seed_and_keep_clumps_together():
     assert same > 0.95, same
 
 
+def test_the_maps_cosine_neighbours_are_exact_with_each_row_first():
+    """The kNN graph handed to UMAP: sklearn's brute-force cosine neighbours, across the
+    row blocks, with a duplicated row still finding itself first."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from ssl_hpc.viz.maps import cosine_neighbours
+
+    x = np.random.default_rng(3).normal(size=(300, 16))
+    x[7] = x[250]  # a duplicate: distance 0 to another row
+    indices, distances = cosine_neighbours(x, 12, block=64)
+    assert np.array_equal(indices[:, 0], np.arange(300)) and not distances[:, 0].any()
+    want_d, want_i = NearestNeighbors(n_neighbors=12, metric="cosine").fit(x).kneighbors(x)
+    assert indices[7, 1] == 250 and indices[250, 1] == 7
+    assert np.allclose(distances, want_d, rtol=0, atol=1e-6)
+    others = np.setdiff1d(np.arange(300), [7, 250])  # sklearn may list the twin first
+    assert all(set(indices[r]) == set(want_i[r]) for r in others)
+    assert np.all(np.diff(distances, axis=1) >= 0)
+
+
 def test_a_survey_with_few_labels_is_reported_with_what_was_left_out(tmp_path):
     """24 galaxies: 14 redshifts, 7 Galaxy Zoo votes. The probes run photo-z and say why
     the GZ questions were left out (they stopped every probe: "7 labelled objects: too

@@ -3,13 +3,16 @@
 UMAP (McInnes et al. 2018; the maps of the self-supervised survey papers) by default, or
 t-SNE. Vectors are L2-normalised and reduced to 50 principal components first (the usual
 recipe: faster, and less noise), on a seeded sample of at most `max_points`; UMAP uses the
-cosine metric, as the search does. Both are deterministic for a given seed (UMAP then runs
-single-threaded: its parallel layout is not reproducible).
+cosine metric, as the search does, on neighbours found exactly here (umap-learn would
+otherwise compare every pair under 4,096 points through a Python call each: 25 s for the
+demo's 4,096 galaxies, against 0.3 s). Both are deterministic for a given seed (UMAP then
+runs single-threaded: its parallel layout is not reproducible).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -19,6 +22,25 @@ from .figures import pyplot, save_figure
 MAP_METHODS = ("umap", "tsne")
 #: how each method is named in titles and captions
 MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE"}
+
+
+def cosine_neighbours(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances), each (n, k): every row's `k` nearest rows of `x` by cosine
+    distance (1 - cosine similarity), nearest first, the row itself first of all."""
+    unit = normalise(np.asarray(x, np.float64))
+    n = len(unit)
+    indices = np.empty((n, k), np.int64)
+    distances = np.empty((n, k), np.float64)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = unit[start:stop] @ unit.T
+        sims[np.arange(stop - start), np.arange(start, stop)] = np.inf  # itself, first
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, nearest, axis=1), axis=1, kind="stable")
+        indices[start:stop] = np.take_along_axis(nearest, order, axis=1)
+        distances[start:stop] = 1.0 - np.take_along_axis(sims, indices[start:stop], axis=1)
+    distances[:, 0] = 0.0
+    return indices, np.clip(distances, 0.0, None)
 
 
 def embedding_map(
@@ -52,14 +74,18 @@ def embedding_map(
         return rows, tsne.fit_transform(x)
     import umap  # lazy: pulls in numba, compiled on first use
 
+    k = min(neighbours, len(x) - 1)
     reducer = umap.UMAP(
-        n_neighbors=min(neighbours, len(x) - 1),
+        n_neighbors=k,
         min_dist=0.1,
         metric="cosine",
+        precomputed_knn=cosine_neighbours(x, k),
         random_state=seed,  # also makes it single-threaded: reproducible
         n_jobs=1,
     )
-    return rows, np.asarray(reducer.fit_transform(x), np.float64)
+    with warnings.catch_warnings():  # that new points cannot be placed: none are
+        warnings.filterwarnings("ignore", "precomputed_knn", UserWarning)
+        return rows, np.asarray(reducer.fit_transform(x), np.float64)
 
 
 def plot_maps(coords: np.ndarray, panels: list[dict], path: str | os.PathLike, title: str = ""):
