@@ -171,7 +171,8 @@ class Pretrainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def evaluate(self) -> dict[str, float]:
-        """kNN metrics of the query encoder on the labelled validation subset."""
+        """kNN metrics of the query encoder on the labelled validation subset, run at the
+        training's precision."""
         if self._eval_set is None:
             # the same objects whatever the run's seed: a sweep over seeds compares what
             # was learnt, not how easy each seed's subset is
@@ -180,7 +181,9 @@ class Pretrainer:
             )
         if self._eval_set is None:
             return {}
-        feats = embed(self.bare.encoder_q, self._eval_set.images, self.device)
+        feats = embed(
+            self.bare.encoder_q, self._eval_set.images, self.device, precision=self.precision
+        )
         return knn_metrics(feats, self._eval_set, self.config.eval_k)
 
 
