@@ -26,7 +26,9 @@ MAP_NAMES = {"umap": "UMAP", "tsne": "t-SNE"}
 
 def cosine_neighbours(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances), each (n, k): every row's `k` nearest rows of `x` by cosine
-    distance (1 - cosine similarity), nearest first, the row itself first of all."""
+    distance (1 - cosine similarity), nearest first, the row itself first of all (UMAP
+    reads the first non-zero distance as the local scale). The search's exact top-k
+    (`search.exact`) does the same over shards with FAISS; viz imports no science layer."""
     unit = normalise(np.asarray(x, np.float64))
     n = len(unit)
     indices = np.empty((n, k), np.int64)
