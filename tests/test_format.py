@@ -14,6 +14,7 @@ from ssl_hpc.data.manifest import load_manifest, verify_survey
 from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import SurveyError
+from ssl_hpc.utils.hashing import sha256_file
 
 META = SurveyMeta(survey="toy", bands=("g", "r", "i"), image_size=(8, 8), image_dtype="float32")
 
@@ -148,6 +149,66 @@ def test_bad_manifest_and_directory_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1}))
     with pytest.raises(SurveyError, match="malformed manifest"):
         load_manifest(tmp_path)
+
+
+def _rewrite(path, shard: str, edit) -> None:
+    """Apply `edit` to an open shard, then record the new file in the manifest, as a writer
+    of its own would: the sha256 and size match, only the layout disagrees."""
+    with h5py.File(path / shard, "r+") as f:
+        edit(f)
+    manifest = json.loads((path / "manifest.json").read_text())
+    [entry] = [s for s in manifest["shards"] if s["file"] == shard]
+    entry.update(sha256=sha256_file(path / shard), n_bytes=(path / shard).stat().st_size)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
+    """Readers trust the manifest's bands, dtype and rows; a shard written otherwise (by
+    another team's writer) is refused on open, naming the shard and what differs, instead
+    of feeding mislabelled bands or failing later inside HDF5."""
+    path, _ = toy
+
+    def reorder_bands(f):
+        del f["image_band"]
+        f["image_band"] = np.array([b"r", b"g", b"i"])
+
+    _rewrite(path, "shard-00000.h5", reorder_bands)
+    with pytest.raises(
+        SurveyError, match=r"shard-00000.h5: image_band \['r', 'g', 'i'\], manifest"
+    ):
+        Survey(path)
+
+    def short_column(f):
+        z = f["z_spec"][:-2]
+        del f["z_spec"]
+        f["z_spec"] = z
+
+    _rewrite(path, "shard-00001.h5", short_column)
+    problems = verify_survey(path)
+    assert any("shard-00001.h5: 'z_spec' has 5 rows, object_id 7" in p for p in problems)
+
+    def float16_images(f):
+        images = f["image_array"][()].astype(np.float16)
+        del f["image_array"]
+        f.create_dataset("image_array", data=images, chunks=(1, 3, 8, 8))
+
+    _rewrite(path, "shard-00001.h5", float16_images)
+    problems = verify_survey(path)
+    assert any("image_array is float16, manifest image_dtype float32" in p for p in problems)
+
+
+def test_manifest_entries_with_unknown_keys_or_roles_are_named(toy):
+    path, _ = toy
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["columns"]["ebv"]["unit"] = "mag"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SurveyError, match=r"column 'ebv': unknown key\(s\) \['unit'\]"):
+        load_manifest(path)
+    del manifest["columns"]["ebv"]["unit"]
+    manifest["columns"]["ebv"]["role"] = "input"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SurveyError, match="column 'ebv': role 'input', expected one of"):
+        load_manifest(path)
 
 
 def test_writer_rejects_bad_tables_and_leaves_nothing(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from ..errors import SurveyError
 from ..utils.atomic import write_json_atomic
@@ -113,8 +114,10 @@ class Manifest:
                 compression=d.get("compression"),
                 pixel_scale_arcsec=float(d["pixel_scale_arcsec"]),
                 flux_unit=str(d["flux_unit"]),
-                shards=tuple(ShardEntry(**s) for s in d["shards"]),
-                columns={k: ColumnInfo(**v) for k, v in d["columns"].items()},
+                shards=tuple(_entry(ShardEntry, s, "shard") for s in d["shards"]),
+                columns={
+                    k: _entry(ColumnInfo, v, f"column {k!r}") for k, v in d["columns"].items()
+                },
                 generator=dict(d.get("generator", {})),
                 partition=d.get("partition"),
                 schema_version=version,
@@ -132,10 +135,15 @@ class Manifest:
             return f"image_shape {list(self.image_shape)}: expected [bands, height, width]"
         if len(self.bands) != self.image_shape[0]:
             return f"bands {list(self.bands)}: {self.image_shape[0]} expected from image_shape"
+        if self.image_dtype not in fmt.IMAGE_DTYPES:
+            return f"image_dtype {self.image_dtype!r}: expected one of {list(fmt.IMAGE_DTYPES)}"
         for s in self.shards:
             counts = (s.n_rows, s.n_bytes)
             if not isinstance(s.file, str) or not all(type(n) is int and n >= 0 for n in counts):
                 return f"shard {s.file!r}: file must be a name, n_rows and n_bytes counts"
+        for name, column in self.columns.items():
+            if column.role not in fmt.ROLES:
+                return f"column {name!r}: role {column.role!r}, expected one of {list(fmt.ROLES)}"
         return ""
 
     def write(self, survey_dir: str | os.PathLike) -> Path:
@@ -143,6 +151,18 @@ class Manifest:
         path = Path(survey_dir) / fmt.MANIFEST_NAME
         write_json_atomic(path, self.to_dict())
         return path
+
+
+def _entry(kind, values: dict[str, Any], what: str):
+    """A `kind` (ShardEntry, ColumnInfo) from a manifest's JSON object, naming any key it
+    does not take (a writer's own keys belong at the top level or in the HDF5 attributes)."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{what}: a JSON object expected, not {type(values).__name__}")
+    known = {x.name for x in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}; it takes {sorted(known)}")
+    return kind(**values)
 
 
 def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
@@ -182,9 +202,7 @@ def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: b
             shape = tuple(f[fmt.IMAGE].shape[1:])
             if shape != manifest.image_shape:
                 problems.append(f"{path}: image shape {shape}, manifest {manifest.image_shape}")
-            for name in manifest.columns:
-                if name not in f:
-                    problems.append(f"{path}: column {name!r} missing")
+            problems += _layout_problems(path, f, n, manifest)
             if full and entry.healpix is not None and fmt.HEALPIX in f:
                 stray = int((f[fmt.HEALPIX][()] != entry.healpix).sum())
                 if stray:
@@ -193,6 +211,34 @@ def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: b
                     )
     except (OSError, KeyError) as e:
         problems.append(f"{path}: unreadable HDF5 ({e})")
+    return problems
+
+
+def _layout_problems(path: Path, f: h5py.File, n: int, manifest: Manifest) -> list[str]:
+    """What in an open shard disagrees with the manifest, which every reader trusts: a
+    per-object dataset of another length than `n` rows, an image dtype other than
+    `image_dtype`, bands in another order than `bands`, a listed column missing."""
+    problems = []
+    for name in (fmt.RA, fmt.DEC, fmt.IMAGE, *fmt.PER_BAND_DATASETS, *manifest.columns):
+        if name not in f:
+            if name in manifest.columns:
+                problems.append(f"{path}: column {name!r} missing")
+            continue
+        shape = getattr(f[name], "shape", None)  # a group has none
+        rows = shape[0] if shape else None
+        if rows != n:
+            problems.append(f"{path}: {name!r} has {rows} rows, object_id {n}")
+    dtype = f[fmt.IMAGE].dtype
+    if dtype != np.dtype(manifest.image_dtype):
+        problems.append(
+            f"{path}: image_array is {dtype}, manifest image_dtype {manifest.image_dtype}"
+        )
+    if fmt.BANDS in f:
+        bands = tuple(b.decode() if isinstance(b, bytes) else str(b) for b in f[fmt.BANDS][()])
+        if bands != manifest.bands:
+            problems.append(
+                f"{path}: image_band {list(bands)}, manifest bands {list(manifest.bands)}"
+            )
     return problems
 
 
