@@ -23,3 +23,7 @@ class CheckpointError(SslHpcError):
 
 class DiskFullError(SslHpcError):
     """An output could not be written: its filesystem is full (or the quota spent)."""
+
+
+class DivergedError(SslHpcError):
+    """Training produced a non-finite loss (a NaN or inf pixel, or too high a rate)."""

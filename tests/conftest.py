@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
+import h5py
 import pytest
 
 from ssl_hpc.data.synth import SynthConfig, generate_survey
+from ssl_hpc.utils.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,6 +111,17 @@ def small_survey(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("survey") / "small"
     generate_survey(SynthConfig(**SMALL_SURVEY), out)
     return out
+
+
+def rewrite_shard(survey: Path, shard: str, edit) -> None:
+    """Apply `edit` to open shard `shard` of `survey`, then record the new file in the
+    manifest, as another team's writer would: its sha256 and size match the manifest."""
+    with h5py.File(survey / shard, "r+") as f:
+        edit(f)
+    manifest = json.loads((survey / "manifest.json").read_text())
+    [entry] = [s for s in manifest["shards"] if s["file"] == shard]
+    entry.update(sha256=sha256_file(survey / shard), n_bytes=(survey / shard).stat().st_size)
+    (survey / "manifest.json").write_text(json.dumps(manifest))
 
 
 def dead_pid() -> int:

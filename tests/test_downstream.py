@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 import ray
-from conftest import drawn_png
+from conftest import drawn_png, rewrite_shard
 from faults import kill_once
 
 from jobs.cli import main
@@ -41,7 +42,7 @@ from ssl_hpc.downstream.tasks import (
     splits,
     tasks_of,
 )
-from ssl_hpc.errors import ConfigError
+from ssl_hpc.errors import ConfigError, DivergedError
 from ssl_hpc.metrics import morphology_metrics, photoz_metrics
 from ssl_hpc.report.label_studies import per_repeat
 from ssl_hpc.report.learning import overview
@@ -632,6 +633,29 @@ def test_class_weights_reach_the_fine_tuning_loss(small_survey, monkeypatch):
     )
     t.train_step()
     assert seen[-1] is None
+
+
+def test_a_nan_loss_stops_fine_tuning_before_the_update(small_survey, tmp_path):
+    """NaN pixels (from a writer that broke the format) make the loss NaN: the step raises,
+    naming the survey and step, before the optimiser turns every weight into NaN."""
+    import torch
+
+    from ssl_hpc.downstream.finetune import FinetuneConfig, Finetuner
+
+    poisoned = tmp_path / "nan"
+    shutil.copytree(small_survey, poisoned)
+
+    def centre_nan(f):
+        f["image_array"][:, :, 20:28, 20:28] = float("nan")
+
+    for shard in sorted(p.name for p in poisoned.glob("shard-*.h5")):
+        rewrite_shard(poisoned, shard, centre_nan)
+    t = Finetuner(build(FinetuneConfig, {**TINY_FINETUNE, "num_workers": 1}), str(poisoned))
+    before = [p.detach().clone() for p in t.model.parameters()]
+    with pytest.raises(DivergedError, match=f"{poisoned} diverged: the loss was nan at step 1 "):
+        t.train_step()
+    assert t.step == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, t.model.parameters(), strict=True))
 
 
 def test_fine_tuning_head_starts_at_the_label_prior_with_its_own_rate(small_survey):

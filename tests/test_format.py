@@ -8,13 +8,13 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from conftest import rewrite_shard
 
 from ssl_hpc.data import format as fmt
 from ssl_hpc.data.manifest import load_manifest, verify_survey
 from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.errors import SurveyError
-from ssl_hpc.utils.hashing import sha256_file
 
 META = SurveyMeta(survey="toy", bands=("g", "r", "i"), image_size=(8, 8), image_dtype="float32")
 
@@ -151,17 +151,6 @@ def test_bad_manifest_and_directory_errors(tmp_path):
         load_manifest(tmp_path)
 
 
-def _rewrite(path, shard: str, edit) -> None:
-    """Apply `edit` to an open shard, then record the new file in the manifest, as a writer
-    of its own would: the sha256 and size match, only the layout disagrees."""
-    with h5py.File(path / shard, "r+") as f:
-        edit(f)
-    manifest = json.loads((path / "manifest.json").read_text())
-    [entry] = [s for s in manifest["shards"] if s["file"] == shard]
-    entry.update(sha256=sha256_file(path / shard), n_bytes=(path / shard).stat().st_size)
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
     """Readers trust the manifest's bands, dtype and rows; a shard written otherwise (by
     another team's writer) is refused on open, naming the shard and what differs, instead
@@ -172,7 +161,7 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
         del f["image_band"]
         f["image_band"] = np.array([b"r", b"g", b"i"])
 
-    _rewrite(path, "shard-00000.h5", reorder_bands)
+    rewrite_shard(path, "shard-00000.h5", reorder_bands)
     with pytest.raises(
         SurveyError, match=r"shard-00000.h5: image_band \['r', 'g', 'i'\], manifest"
     ):
@@ -183,7 +172,7 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
         del f["z_spec"]
         f["z_spec"] = z
 
-    _rewrite(path, "shard-00001.h5", short_column)
+    rewrite_shard(path, "shard-00001.h5", short_column)
     problems = verify_survey(path)
     assert any("shard-00001.h5: 'z_spec' has 5 rows, object_id 7" in p for p in problems)
 
@@ -192,7 +181,7 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
         del f["image_array"]
         f.create_dataset("image_array", data=images, chunks=(1, 3, 8, 8))
 
-    _rewrite(path, "shard-00001.h5", float16_images)
+    rewrite_shard(path, "shard-00001.h5", float16_images)
     problems = verify_survey(path)
     assert any("image_array is float16, manifest image_dtype float32" in p for p in problems)
 

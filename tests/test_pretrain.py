@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import rewrite_shard
 
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
-from ssl_hpc.errors import ConfigError
+from ssl_hpc.errors import ConfigError, DivergedError
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
@@ -73,6 +75,31 @@ def test_interrupted_runs_end_bitwise_equal_to_an_uninterrupted_one(small_survey
     )
     # the state loads with weights_only=True (checked by restore) and holds no pickled code
     assert len(losses) == 16
+
+
+def test_nan_pixels_stop_the_run_before_it_logs_or_saves(small_survey, tmp_path):
+    """A survey written elsewhere with NaN pixels (the format forbids them; opening a survey
+    does not read every pixel): the loss turns NaN at the first step, and the check the Ray
+    loop makes before it logs, evaluates or checkpoints names the survey and the step,
+    where the run used to train on to a NaN encoder."""
+    clean = Pretrainer(tiny(), small_survey)
+    clean.train(2)
+    clean.check_finite()  # a finite run passes
+    poisoned = tmp_path / "nan"
+    shutil.copytree(small_survey, poisoned)
+
+    def centre_nan(f):
+        f["image_array"][:, :, 20:28, 20:28] = float("nan")
+
+    for shard in sorted(p.name for p in poisoned.glob("shard-*.h5")):
+        rewrite_shard(poisoned, shard, centre_nan)
+    t = Pretrainer(tiny(), poisoned)
+    t.train(3)
+    assert t.step == 3  # no sync each step: the loop ran on
+    with pytest.raises(
+        DivergedError, match=f"{poisoned} diverged: the loss was not finite at step 1 "
+    ):
+        t.check_finite()
 
 
 def test_simclr_trains_on_the_same_pretrainer(small_survey):

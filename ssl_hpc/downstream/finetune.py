@@ -28,7 +28,7 @@ from torch import nn
 from ..augment import AugmentConfig, Augmenter, SurveyStats, survey_stats
 from ..config import build, check_ranges, to_dict
 from ..data.survey import Survey
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergedError
 from ..models import ARCHS, build_encoder
 from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import autocast, centre_crops, embed
@@ -283,11 +283,17 @@ class Finetuner:
         with autocast(self.device, self.precision):
             logits = self.wrapped(views)
         loss = soft_cross_entropy(logits.float(), self.targets[idx].to(self.device), weights)
+        value = float(loss.detach())  # read before the update: a NaN never reaches a weight
+        if not np.isfinite(value):
+            raise DivergedError(
+                f"fine-tuning on {self.survey.root} diverged: the loss was {value} at step "
+                f"{self.step + 1} (a NaN or inf pixel in the survey, or too high a rate)"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach())
+        return value
 
     def evaluate(self) -> tuple[dict, np.ndarray]:
         """Test metrics (the task's score) and the test predictions."""

@@ -20,7 +20,7 @@ import torch
 from ..augment import Augmenter, SurveyStats, survey_stats
 from ..data.reader import ShardedReader
 from ..data.survey import Survey
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergedError
 from ..models import build_encoder
 from ..models.inference import embed
 from ..models.moco import MoCo, SimCLR
@@ -108,6 +108,9 @@ class Pretrainer:
         )
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self._eval_set = None
+        # the first step whose loss was not finite (-1: none), kept on the device so that
+        # watching it costs no sync; `check_finite` reads it
+        self._first_nonfinite = torch.tensor(-1, device=self.device)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -162,10 +165,29 @@ class Pretrainer:
                 self.model, self.optimizer, q, k, self.precision, self.channels_last, ids
             )
             self.step += 1
+            bad = ~torch.isfinite(stats["loss"].detach()) & (self._first_nonfinite < 0)
+            self._first_nonfinite = torch.where(bad, self.step, self._first_nonfinite)
             if on_step:
                 on_step(self, stats)
             if self.step >= until:
                 break
+
+    def check_finite(self) -> None:
+        """Raise DivergedError if a step since this process started gave a non-finite loss.
+        Call it before logging, evaluating or checkpointing (it syncs the device), so that
+        no checkpoint ever holds a diverged state."""
+        first = int(self._first_nonfinite)
+        if first < 0:
+            return
+        cfg = self.config
+        rate = lr_at(first - 1, cfg.peak_lr, cfg.warmup_steps, cfg.steps)
+        raise DivergedError(
+            f"pretraining on {self.survey.root} diverged: the loss was not finite at step "
+            f"{first} (learning rate {rate:.3g}); no checkpoint was written after it. A "
+            "NaN or inf pixel in the survey (`ssl-hpc info` checks the shards against the "
+            "manifest, not the pixels) or too high a learning rate (lower base_lr, or "
+            "lengthen warmup_steps, in a new --out) are the usual causes"
+        )
 
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

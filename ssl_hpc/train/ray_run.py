@@ -108,6 +108,9 @@ class StepReporter:
         cfg, step = self.config, t.step
         self.bar.update(1)
         last = step == cfg.steps
+        checkpoint = step % cfg.checkpoint_every == 0 or last
+        if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or checkpoint:
+            t.check_finite()  # every rank: a diverged run fails before it logs or saves
         metrics: dict = {"step": step, "epoch": t.epoch}
         if step % cfg.log_every == 0 or last:
             rate = self.clock.lap(step, cfg.batch_size)
@@ -121,7 +124,6 @@ class StepReporter:
             metrics.update(without(self.latest_eval, "eval_step"))
         if self.log and len(metrics) > 2:
             self.log.write(metrics)
-        checkpoint = step % cfg.checkpoint_every == 0 or last
         if checkpoint or step % cfg.eval_every == 0:  # every rank reports: a barrier
             save = (lambda d: save_checkpoint(d, t)) if checkpoint else None
             report({**metrics, **self.latest_eval}, save)
