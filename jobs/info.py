@@ -1,6 +1,7 @@
 """Print a survey's summary and verify every shard against its manifest.
 
-Exits 1 if any shard is missing, truncated, altered or inconsistent, naming each one.
+Exits 1 if any shard is missing, truncated, altered or inconsistent, naming each one;
+with --pixels, also if any object has NaN or inf pixels, naming them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from ssl_hpc.data.info import InfoConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("survey", help="survey directory (holds manifest.json and shard-*.h5)")
-    add_config_arguments(p, InfoConfig, {"--quick": ("quick", "true"), "--json": ("json", "true")})
+    flags = {"--quick": ("quick", "true"), "--json": ("json", "true")}
+    add_config_arguments(p, InfoConfig, {**flags, "--pixels": ("pixels", "true")})
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssl_hpc.data.info import format_summary, summarize
+    from ssl_hpc.data.info import format_summary, nonfinite_pixels, summarize
     from ssl_hpc.data.manifest import verify_survey
 
     cfg = config_from_args(InfoConfig, args)
     summary = summarize(args.survey)
     problems = verify_survey(args.survey, full=not cfg.quick)
-    summary["verified"] = "quick" if cfg.quick else "sha256"
+    if cfg.pixels and not problems:  # pixels of a shard that fails its checks mean nothing
+        problems = nonfinite_pixels(args.survey)
+    summary["verified"] = ("quick" if cfg.quick else "sha256") + (" + pixels" if cfg.pixels else "")
     summary["problems"] = problems
     print(json.dumps(summary, indent=2) if cfg.json else format_summary(summary))
     return 1 if problems else 0

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-from conftest import REPO, skip_or_fail
+from conftest import REPO, rewrite_shard, skip_or_fail
 
 from jobs.cli import COMMANDS, build_parser, main
 from ssl_hpc.augment.gallery import ShowConfig
@@ -55,6 +56,27 @@ def test_info_names_the_bad_shard_and_exits_nonzero(small_survey, tmp_path, caps
     assert "shard-00003.h5: sha256" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "missing")]) == 2
     assert "no such survey directory" in capsys.readouterr().err
+
+
+def test_info_pixels_names_the_objects_with_nan_pixels(small_survey, tmp_path, capsys):
+    """The pixels no cheap check reads: `--pixels` names the shard and the objects whose
+    images hold NaN or inf, and exits 1; the survey as written passes."""
+    assert main(["info", str(small_survey), "--quick", "--pixels"]) == 0
+    assert "matches the manifest (quick + pixels)" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+
+    def two_bad(f):
+        f["image_array"][3, 1, 10, 10] = float("nan")
+        f["image_array"][7, 4, 0, 0] = float("inf")
+
+    rewrite_shard(copy, "shard-00002.h5", two_bad)
+    with h5py.File(copy / "shard-00002.h5") as f:
+        ids = f["object_id"][[3, 7]]
+    assert main(["info", str(copy), "--pixels"]) == 1
+    out = capsys.readouterr().out
+    assert f"shard-00002.h5: 2 object(s) with NaN or inf pixels (ids {ids[0]}, {ids[1]})" in out
+    assert "shard-00001.h5" not in out
 
 
 def test_a_command_imports_its_own_job_only():

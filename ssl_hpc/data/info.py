@@ -1,4 +1,5 @@
-"""A survey's summary: counts, bands, image shape, storage and label coverage."""
+"""A survey's summary (counts, bands, image shape, storage and label coverage), and the
+pixel check the cheap verification leaves out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..utils.progress import progress
+from . import format as fmt
 from .manifest import load_manifest
+from .survey import open_shard
 
 
 def summarize(survey_dir: str | os.PathLike) -> dict[str, Any]:
@@ -35,6 +41,33 @@ def summarize(survey_dir: str | os.PathLike) -> dict[str, Any]:
         "labels": {k: {"n": v, "fraction": v / n if n else 0.0} for k, v in m.labels.items()},
         "columns": {k: {"role": c.role, "dtype": c.dtype} for k, c in m.columns.items()},
     }
+
+
+def nonfinite_pixels(survey_dir: str | os.PathLike, block: int = 256) -> list[str]:
+    """One line per shard holding objects with NaN or inf pixels (the format forbids them;
+    a network fed one trains to NaN), naming the shard, the count and the first ids. Reads
+    every pixel: as much I/O as re-hashing the shards."""
+    m = load_manifest(survey_dir)
+    problems = []
+    with progress(total=m.n_objects, desc="pixels", unit="obj") as bar:
+        for entry in m.shards:
+            path = Path(survey_dir) / entry.file
+            bad: list[np.ndarray] = []
+            with open_shard(path) as f:
+                images, ids = f[fmt.IMAGE], f[fmt.OBJECT_ID]
+                for start in range(0, images.shape[0], block):
+                    pixels = images[start : start + block]
+                    finite = np.isfinite(pixels).reshape(len(pixels), -1).all(axis=1)
+                    bad.append(ids[start : start + block][~finite])
+                    bar.update(len(pixels))
+            bad_ids = np.concatenate(bad) if bad else np.empty(0, np.int64)
+            if len(bad_ids):
+                first = ", ".join(str(i) for i in bad_ids[:5])
+                problems.append(
+                    f"{path}: {len(bad_ids)} object(s) with NaN or inf pixels (ids {first}"
+                    + (", ...)" if len(bad_ids) > 5 else ")")
+                )
+    return problems
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -86,3 +119,6 @@ class InfoConfig:
     """check sizes, row counts and shapes only; skip re-hashing every shard (sha256)"""
     json: bool = False
     """print the summary as JSON"""
+    pixels: bool = False
+    """also read every pixel and name the objects with NaN or inf ones (the format forbids
+    them; as much I/O again as the sha256 check)"""

@@ -287,7 +287,7 @@ class Finetuner:
         if not np.isfinite(value):
             raise DivergedError(
                 f"fine-tuning on {self.survey.root} diverged: the loss was {value} at step "
-                f"{self.step + 1} (a NaN or inf pixel in the survey, or too high a rate)"
+                f"{self.step + 1} (NaN or inf pixels: `ssl-hpc info --pixels`; or too high a rate)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -184,9 +184,9 @@ class Pretrainer:
         raise DivergedError(
             f"pretraining on {self.survey.root} diverged: the loss was not finite at step "
             f"{first} (learning rate {rate:.3g}); no checkpoint was written after it. A "
-            "NaN or inf pixel in the survey (`ssl-hpc info` checks the shards against the "
-            "manifest, not the pixels) or too high a learning rate (lower base_lr, or "
-            "lengthen warmup_steps, in a new --out) are the usual causes"
+            "NaN or inf pixel in the survey (`ssl-hpc info --pixels` names them) or too "
+            "high a learning rate (lower base_lr, or lengthen warmup_steps, in a new --out) "
+            "are the usual causes"
         )
 
     def current_lr(self) -> float:
