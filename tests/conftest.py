@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def rewrite_shard(survey: Path, shard: str, edit) -> None:
     [entry] = [s for s in manifest["shards"] if s["file"] == shard]
     entry.update(sha256=sha256_file(survey / shard), n_bytes=(survey / shard).stat().st_size)
     (survey / "manifest.json").write_text(json.dumps(manifest))
+
+
+def nan_centred_copy(survey: Path, dest: Path) -> Path:
+    """A copy of `survey` at `dest` with every image's centre 8x8 px NaN in every band (in
+    every view, whatever the rotation and jitter), its manifest matching the files."""
+    shutil.copytree(survey, dest)
+
+    def centre_nan(f):
+        h, w = f["image_array"].shape[-2:]
+        f["image_array"][:, :, h // 2 - 4 : h // 2 + 4, w // 2 - 4 : w // 2 + 4] = float("nan")
+
+    for shard in sorted(p.name for p in dest.glob("shard-*.h5")):
+        rewrite_shard(dest, shard, centre_nan)
+    return dest
 
 
 def dead_pid() -> int:

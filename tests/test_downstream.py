@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import ray
-from conftest import drawn_png, rewrite_shard
+from conftest import drawn_png, nan_centred_copy
 from faults import kill_once
 
 from jobs.cli import main
@@ -642,14 +641,7 @@ def test_a_nan_loss_stops_fine_tuning_before_the_update(small_survey, tmp_path):
 
     from ssl_hpc.downstream.finetune import FinetuneConfig, Finetuner
 
-    poisoned = tmp_path / "nan"
-    shutil.copytree(small_survey, poisoned)
-
-    def centre_nan(f):
-        f["image_array"][:, :, 20:28, 20:28] = float("nan")
-
-    for shard in sorted(p.name for p in poisoned.glob("shard-*.h5")):
-        rewrite_shard(poisoned, shard, centre_nan)
+    poisoned = nan_centred_copy(small_survey, tmp_path / "nan")
     t = Finetuner(build(FinetuneConfig, {**TINY_FINETUNE, "num_workers": 1}), str(poisoned))
     before = [p.detach().clone() for p in t.model.parameters()]
     with pytest.raises(DivergedError, match=f"{poisoned} diverged: the loss was nan at step 1 "):

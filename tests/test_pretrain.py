@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import rewrite_shard
+from conftest import nan_centred_copy
 
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
@@ -85,14 +84,7 @@ def test_nan_pixels_stop_the_run_before_it_logs_or_saves(small_survey, tmp_path)
     clean = Pretrainer(tiny(), small_survey)
     clean.train(2)
     clean.check_finite()  # a finite run passes
-    poisoned = tmp_path / "nan"
-    shutil.copytree(small_survey, poisoned)
-
-    def centre_nan(f):
-        f["image_array"][:, :, 20:28, 20:28] = float("nan")
-
-    for shard in sorted(p.name for p in poisoned.glob("shard-*.h5")):
-        rewrite_shard(poisoned, shard, centre_nan)
+    poisoned = nan_centred_copy(small_survey, tmp_path / "nan")
     t = Pretrainer(tiny(), poisoned)
     t.train(3)
     assert t.step == 3  # no sync each step: the loop ran on
