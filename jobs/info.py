@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(InfoConfig, args)
     summary = summarize(args.survey)
     problems = verify_survey(args.survey, full=not cfg.quick)
-    if cfg.pixels and not problems:  # pixels of a shard that fails its checks mean nothing
+    scanned = cfg.pixels and not problems  # a shard that fails its checks: pixels mean nothing
+    if scanned:
         problems = nonfinite_pixels(args.survey)
-    summary["verified"] = ("quick" if cfg.quick else "sha256") + (" + pixels" if cfg.pixels else "")
+    summary["verified"] = ("quick" if cfg.quick else "sha256") + (" + pixels" if scanned else "")
     summary["problems"] = problems
     print(json.dumps(summary, indent=2) if cfg.json else format_summary(summary))
     return 1 if problems else 0
