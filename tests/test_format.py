@@ -185,6 +185,15 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
     problems = verify_survey(path)
     assert any("image_array is float16, manifest image_dtype float32" in p for p in problems)
 
+    def float64_ebv(f):
+        ebv = f["ebv"][()].astype(np.float64)
+        del f["ebv"]
+        f["ebv"] = ebv
+
+    rewrite_shard(path, "shard-00001.h5", float64_ebv)
+    problems = verify_survey(path)
+    assert any("shard-00001.h5: column 'ebv' is float64, manifest float32" in p for p in problems)
+
 
 def test_manifest_entries_with_unknown_keys_or_roles_are_named(toy):
     path, _ = toy

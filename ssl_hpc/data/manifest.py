@@ -216,8 +216,8 @@ def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: b
 
 def _layout_problems(path: Path, f: h5py.File, n: int, manifest: Manifest) -> list[str]:
     """What in an open shard disagrees with the manifest, which every reader trusts: a
-    per-object dataset of another length than `n` rows, an image dtype other than
-    `image_dtype`, bands in another order than `bands`, a listed column missing."""
+    per-object dataset of another length than `n` rows, an image or column dtype other
+    than the manifest's, bands in another order than `bands`, a listed column missing."""
     problems = []
     for name in (fmt.RA, fmt.DEC, fmt.IMAGE, *fmt.PER_BAND_DATASETS, *manifest.columns):
         if name not in f:
@@ -228,6 +228,9 @@ def _layout_problems(path: Path, f: h5py.File, n: int, manifest: Manifest) -> li
         rows = shape[0] if shape else None
         if rows != n:
             problems.append(f"{path}: {name!r} has {rows} rows, object_id {n}")
+        elif name in manifest.columns and f[name].dtype != np.dtype(manifest.columns[name].dtype):
+            listed = manifest.columns[name].dtype
+            problems.append(f"{path}: column {name!r} is {f[name].dtype}, manifest {listed}")
     dtype = f[fmt.IMAGE].dtype
     if dtype != np.dtype(manifest.image_dtype):
         problems.append(
