@@ -108,23 +108,26 @@ class StepReporter:
         cfg, step = self.config, t.step
         self.bar.update(1)
         last = step == cfg.steps
-        checkpoint = step % cfg.checkpoint_every == 0 or last
-        if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or checkpoint:
+        logs, evaluates, checkpoint = (
+            step % every == 0 or last
+            for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
+        )
+        if logs or evaluates or checkpoint:
             t.check_finite()  # every rank: a diverged run fails before it logs or saves
         metrics: dict = {"step": step, "epoch": t.epoch}
-        if step % cfg.log_every == 0 or last:
+        if logs:
             rate = self.clock.lap(step, cfg.batch_size)
             metrics.update(loss=float(stats["loss"]), lr=t.current_lr())
             metrics.update(pairs_per_s_worker=rate, pairs_per_s_total=rate * self.worker.world)
             if "top1" in stats:
                 metrics["top1"] = float(stats["top1"])
             self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2g}")
-        if (step % cfg.eval_every == 0 or last) and self.worker.rank == 0:
+        if evaluates and self.worker.rank == 0:
             self.latest_eval.update(eval_step=step, **t.evaluate())
             metrics.update(without(self.latest_eval, "eval_step"))
         if self.log and len(metrics) > 2:
             self.log.write(metrics)
-        if checkpoint or step % cfg.eval_every == 0:  # every rank reports: a barrier
+        if checkpoint or evaluates:  # every rank reports: a barrier
             save = (lambda d: save_checkpoint(d, t)) if checkpoint else None
             report({**metrics, **self.latest_eval}, save)
             self.clock.restart(step)  # throughput counts training only
