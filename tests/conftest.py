@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import pytest
 
+from ssl_hpc.data.manifest import ShardEntry
 from ssl_hpc.data.synth import SynthConfig, generate_survey
-from ssl_hpc.utils.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,8 @@ def rewrite_shard(survey: Path, shard: str, edit) -> None:
         edit(f)
     manifest = json.loads((survey / "manifest.json").read_text())
     [entry] = [s for s in manifest["shards"] if s["file"] == shard]
-    entry.update(sha256=sha256_file(survey / shard), n_bytes=(survey / shard).stat().st_size)
+    fresh = ShardEntry.of_file(survey / shard, entry["n_rows"])
+    entry.update(sha256=fresh.sha256, n_bytes=fresh.n_bytes)
     (survey / "manifest.json").write_text(json.dumps(manifest))
 
 
