@@ -52,6 +52,17 @@ class DamageThenKill(KillOnce):
         super().__call__(step, rank)
 
 
+class CountSteps:
+    """Append each step a worker finishes to file `path`, one line per step and rank."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+
+    def __call__(self, step: int, rank: int) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{rank} {step}\n")
+
+
 def _by_value() -> None:
     import ray.cloudpickle
 
@@ -68,3 +79,9 @@ def damage_then_kill(step, rank, marker, storage, checkpointed) -> DamageThenKil
     """A DamageThenKill hook, picklable into Ray workers."""
     _by_value()
     return DamageThenKill(step, rank, marker, storage, checkpointed)
+
+
+def count_steps(path: str | os.PathLike) -> CountSteps:
+    """A CountSteps hook, picklable into Ray workers."""
+    _by_value()
+    return CountSteps(path)

@@ -12,10 +12,11 @@ from conftest import nan_centred_copy
 
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
-from ssl_hpc.errors import ConfigError, DivergedError
+from ssl_hpc.errors import ConfigError, DivergedError, SurveyError
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
+from ssl_hpc.train.ray_loop import FAILED_FILE, fail_once, run_fit
 
 TINY = {
     "arch": "resnet18",
@@ -92,6 +93,29 @@ def test_nan_pixels_stop_the_run_before_it_logs_or_saves(small_survey, tmp_path)
         DivergedError, match=f"{poisoned} diverged: the loss was not finite at step 1 "
     ):
         t.check_finite()
+
+
+def test_an_error_no_retry_mends_is_raised_again_without_rerunning_the_loop(tmp_path):
+    """Ray Train's retries of a worker function that raised an SslHpcError raise the
+    recorded error, class and message, without running it; a new `fit` clears the record."""
+    calls = []
+
+    def loop(config: dict) -> None:
+        calls.append(config)
+        raise SurveyError(f"shard {len(calls)} of survey S is corrupt")
+
+    once = fail_once(loop)
+    for _ in range(3):
+        with pytest.raises(SurveyError, match="^shard 1 of survey S is corrupt$"):
+            once({"out": str(tmp_path)})
+    assert len(calls) == 1
+    assert (tmp_path / FAILED_FILE).exists()
+
+    class Trainer:  # what run_fit needs of a TorchTrainer
+        def fit(self):
+            return (tmp_path / FAILED_FILE).exists()
+
+    assert run_fit(Trainer(), tmp_path) is False
 
 
 def test_simclr_trains_on_the_same_pretrainer(small_survey):

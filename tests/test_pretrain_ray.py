@@ -8,25 +8,27 @@ holds real keys; the exported encoder beats its own random initialisation in kNN
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import ray  # noqa: E402  (a dependency: fail, never skip, without it)
-from faults import kill_once
+from conftest import nan_centred_copy
+from faults import count_steps, kill_once
 
 from ssl_hpc.augment import survey_stats
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.data.synth import SynthConfig, generate_survey
-from ssl_hpc.errors import ConfigError
+from ssl_hpc.errors import ConfigError, DivergedError
 from ssl_hpc.models.checkpoint import EncoderCheckpoint
 from ssl_hpc.models.inference import embed
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.evaluate import knn_metrics, load_eval_set
 from ssl_hpc.train.metrics_log import read_metrics
 from ssl_hpc.train.pretrainer import build_model
-from ssl_hpc.train.ray_loop import start_local
+from ssl_hpc.train.ray_loop import FAILED_FILE, start_local
 
 STEPS, EVERY, FAULT = 120, 20, 50
 
@@ -141,3 +143,26 @@ def test_relaunching_a_finished_run_resumes_it_and_trains_no_more(run, survey):
     assert dashboard.startswith("127.0.0.1:")
     assert result.error is None and result.metrics["step"] == STEPS
     assert (out / "metrics.csv").read_text() == before
+
+
+def test_a_diverged_run_is_not_trained_again_by_ray_retries(run, survey, tmp_path):
+    """NaN pixels make the loss NaN; the run stops at its first log step. Ray would restart
+    the worker group `max_failures` times, each retraining from the last checkpoint into the
+    same NaN: the retry raises the recorded error before it trains a step, and the run
+    directory says why it stopped."""
+    from ssl_hpc.train.ray_run import fit
+
+    config, _, _ = run
+    poisoned = nan_centred_copy(survey, tmp_path / "nan")
+    out, steps = tmp_path / "run", tmp_path / "steps"
+    config = replace(config, num_workers=1, cpus_per_worker=2, max_failures=1)
+    message = f"pretraining on {poisoned} diverged: the loss was not finite at step 1 "
+    try:
+        with pytest.raises(DivergedError, match=message):
+            fit(config, poisoned, out, hook=count_steps(steps))
+    finally:
+        ray.shutdown()
+    # one attempt trained to its first log step; the retry (max_failures=1) trained none
+    assert steps.read_text().split("\n")[:-1] == [f"0 {s}" for s in range(1, config.log_every)]
+    recorded = json.loads((out / FAILED_FILE).read_text())
+    assert recorded["error"] == "DivergedError" and recorded["message"].startswith(message)

@@ -15,7 +15,11 @@ Every worker function does the same five things, here once:
 - `report(metrics, save)`: a report from every rank (Ray Train's barrier), with a
   checkpoint when `save(directory)` writes this rank's part of one, sealed with its hashes;
 - a `StepHook(step, rank)` after each step: None in production; fault-tolerance tests
-  pass one that kills the worker (`fit(..., hook=...)`), so no fault code lives here.
+  pass one that kills the worker (`fit(..., hook=...)`), so no fault code lives here;
+- `fail_once`: Ray restarts a failed worker group `max_failures` times, which mends a
+  dead node, not bad input or a diverged loss (an SslHpcError), which recurs from the
+  same data and checkpoint. The first attempt to raise one writes it to the run's
+  ``failed.json``; every retry raises it again before building anything.
 
 On the driver, `claim_run` claims the run directory for one config, `connect` joins or
 starts Ray, and `torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with
@@ -25,6 +29,8 @@ the same storage and name, Ray Train restores the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import shutil
 import socket
@@ -37,9 +43,10 @@ from pathlib import Path
 
 import torch
 
+from .. import errors
 from ..config import claim_file, to_dict, to_yaml
 from ..errors import CheckpointError, ConfigError, DiskFullError, SslHpcError
-from ..utils.atomic import out_of_space
+from ..utils.atomic import out_of_space, write_json_atomic
 from ..utils.hardware import cpu_threads
 from ..utils.procfs import alive
 from .sealed import damage, newest_first, seal
@@ -49,6 +56,9 @@ STAGING_PREFIX = "ssl-hpc-checkpoint-"
 
 #: called after every step with (step, rank): fault injection in tests, None in production
 StepHook = Callable[[int, int], None]
+
+#: in a run directory: the error no retry can mend that stopped its latest `fit`
+FAILED_FILE = "failed.json"
 
 
 @dataclass(frozen=True)
@@ -290,7 +300,7 @@ def torch_trainer(
         "hook": hook,
     }
     return TorchTrainer(
-        loop,
+        fail_once(loop),
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
@@ -307,9 +317,39 @@ def torch_trainer(
     )
 
 
+def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Worker function `loop`, made to raise at once in Ray's retries after any attempt of
+    it raised an SslHpcError (bad input, a diverged loss: the same data and checkpoint give
+    it again), which the first attempt to raise it records in the run's FAILED_FILE."""
+
+    @functools.wraps(loop)
+    def once(config: dict) -> None:
+        failed = Path(config["out"]) / FAILED_FILE
+        if failed.exists():
+            raise recorded_error(failed)
+        try:
+            loop(config)
+        except SslHpcError as e:
+            write_json_atomic(failed, {"error": type(e).__name__, "message": str(e)})
+            raise
+
+    return once
+
+
+def recorded_error(failed: Path) -> SslHpcError:
+    """The error `fail_once` recorded in `failed`, as its own class."""
+    record = json.loads(failed.read_text())
+    kind = getattr(errors, record["error"], SslHpcError)
+    if not (isinstance(kind, type) and issubclass(kind, SslHpcError)):
+        kind = SslHpcError
+    return kind(record["message"])
+
+
 def run_fit(trainer, out: Path):
     """`trainer.fit()`, with a failure caused by the run directory's filesystem filling up
-    (a checkpoint copied into it, a metrics row) raised as a DiskFullError naming it."""
+    (a checkpoint copied into it, a metrics row) raised as a DiskFullError naming it. A
+    new `fit` starts afresh: the last one's FAILED_FILE (the input may be mended) goes."""
+    (out / FAILED_FILE).unlink(missing_ok=True)
     try:
         return trainer.fit()
     except Exception as e:

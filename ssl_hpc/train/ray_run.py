@@ -6,7 +6,8 @@ checkpoints, `train.checkpoint`), and after the last step ``encoder.pt`` (the qu
 encoder, ``torch.load(weights_only=True)``) and ``learning_curve.png``. Relaunching with
 the same directory resumes from the latest checkpoint: Ray Train V2 restores it for the
 same ``RunConfig(storage_path, name)``. A worker that dies is restarted from the latest
-checkpoint up to ``max_failures`` times.
+checkpoint up to ``max_failures`` times; an error that names bad input or a diverged loss
+is recorded in ``failed.json`` and not retrained (`ray_loop.fail_once`).
 
 Every rank reports to Ray Train at each `eval_every` and `checkpoint_every` step (a
 barrier); each report carries rank 0's latest kNN evaluation and the step it was made at
