@@ -172,6 +172,8 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
         SurveyError, match=r"shard-00000.h5: image_band \['r', 'g', 'i'\], manifest"
     ):
         Survey(path)
+    with h5py.File(path / "shard-00000.h5") as f:
+        first_ids = f["object_id"][()]
     cases = [
         ("z_spec", lambda z: z[:-2], "shard-00001.h5: 'z_spec' has 5 rows, object_id 7"),
         (
@@ -184,6 +186,13 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
             lambda e: e.astype(np.float64),
             "shard-00001.h5: column 'ebv' is float64, manifest float32",
         ),
+        (  # another shard's ids: every id-keyed lookup (labels, embeddings) would be wrong
+            "object_id",
+            lambda i: np.concatenate([first_ids, i])[: len(i)],
+            f"{path}: {min(len(first_ids), 7)} object_id(s) occur more than once ("
+            f"{first_ids[0]} in shard-00000.h5, shard-00001.h5;",
+        ),
+        ("object_id", lambda i: i.astype(np.float64), "object_id is float64, expected int64"),
     ]
     for name, change, problem in cases:
         rewrite_shard(path, "shard-00001.h5", replace(name, change))

@@ -181,8 +181,15 @@ def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
     return Manifest.from_dict(d, source=str(path))
 
 
-def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: bool) -> list[str]:
-    """Problems with one shard, each naming it: missing, truncated, wrong rows/shape, bad hash."""
+def check_shard(
+    survey_dir: Path,
+    entry: ShardEntry,
+    manifest: Manifest,
+    full: bool,
+    ids: dict[str, np.ndarray] | None = None,
+) -> list[str]:
+    """Problems with one shard, each naming it: missing, truncated, wrong rows/shape, bad
+    hash. Its object ids, if readable and integers, go into `ids` under its file name."""
     path = survey_dir / entry.file
     if not path.is_file():
         return [f"{path}: missing"]
@@ -203,6 +210,10 @@ def check_shard(survey_dir: Path, entry: ShardEntry, manifest: Manifest, full: b
             if shape != manifest.image_shape:
                 problems.append(f"{path}: image shape {shape}, manifest {manifest.image_shape}")
             problems += _layout_problems(path, f, n, manifest)
+            if f[fmt.OBJECT_ID].dtype.kind not in "iu":
+                problems.append(f"{path}: object_id is {f[fmt.OBJECT_ID].dtype}, expected int64")
+            elif ids is not None:
+                ids[entry.file] = f[fmt.OBJECT_ID][()]
             if full and entry.healpix is not None and fmt.HEALPIX in f:
                 stray = int((f[fmt.HEALPIX][()] != entry.healpix).sum())
                 if stray:
@@ -245,6 +256,30 @@ def _layout_problems(path: Path, f: h5py.File, n: int, manifest: Manifest) -> li
     return problems
 
 
+def _repeated_ids(survey_dir: Path, ids: dict[str, np.ndarray], shown: int = 3) -> list[str]:
+    """One line if an object id occurs twice in the survey (within or across shards),
+    naming the first few and their shards: every reader looks objects up by id."""
+    if not ids:
+        return []
+    files = list(ids)
+    flat = np.concatenate([ids[f] for f in files])
+    shard = np.repeat(np.arange(len(files)), [len(ids[f]) for f in files])
+    order = np.argsort(flat, kind="stable")
+    flat, shard = flat[order], shard[order]
+    repeated = np.unique(flat[1:][flat[1:] == flat[:-1]])
+    if not len(repeated):
+        return []
+    where = []
+    for value in repeated[:shown]:
+        holders = [files[i] for i in shard[flat == value]]
+        where.append(f"{value} in {', '.join(holders)}")
+    more = ", ..." if len(repeated) > shown else ""
+    return [
+        f"{survey_dir}: {len(repeated)} object_id(s) occur more than once "
+        f"({'; '.join(where)}{more}); ids must be unique over the survey"
+    ]
+
+
 def verify_survey(survey_dir: str | os.PathLike, full: bool = True) -> list[str]:
     """All problems found in a survey; empty if it matches its manifest.
 
@@ -254,8 +289,10 @@ def verify_survey(survey_dir: str | os.PathLike, full: bool = True) -> list[str]
     survey_dir = Path(survey_dir)
     manifest = load_manifest(survey_dir)
     problems: list[str] = []
+    ids: dict[str, np.ndarray] = {}
     for entry in manifest.shards:
-        problems += check_shard(survey_dir, entry, manifest, full)
+        problems += check_shard(survey_dir, entry, manifest, full, ids)
+    problems += _repeated_ids(survey_dir, ids)
     listed = {s.file for s in manifest.shards}
     for stray in sorted(survey_dir.glob("shard-*.h5")):
         if stray.name not in listed:
