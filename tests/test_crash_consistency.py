@@ -87,7 +87,8 @@ def test_killed_pretraining_resumes_to_the_clean_encoder(root):
     the run's time and checkpoints are bench/faults.py's: each costs two Ray launches.)"""
     named = crash.NAMED["pretrain"]
     result = crash.crash_and_resume("pretrain", root, kills=1, points=[named])
-    assert result["files"] == 3  # config.yaml, encoder.pt, metrics.csv (without run history)
+    # config.yaml, survey.json, encoder.pt, metrics.csv (without run history)
+    assert result["files"] == 4
     [trial] = result["trials"]
     assert trial["killed"] and trial["rerun_exit"] == 0, trial
     assert trial["files_differing"] == [] and trial["staging_left"] == [], trial
@@ -129,7 +130,7 @@ def test_killed_study_resumes_to_the_clean_results(root):
     # The kill fires when the third checkpoint appears; Ray then prunes the oldest (the
     # study keeps 2), and the SIGKILL may land on either side of that deletion.
     assert trial["shards_done_at_kill"] in (2, 3), trial
-    assert result["files"] == 5 + 4, result  # the run's 5 and the study's 4 (bench/faults.py)
+    assert result["files"] == 6 + 4, result  # the run's 6 and the study's 4 (bench/faults.py)
 
 
 def test_a_sweep_is_compared_by_trial_index_without_its_run_history(tmp_path):

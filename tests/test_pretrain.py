@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +19,7 @@ from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
 from ssl_hpc.train.ray_loop import FAILED_FILE, fail_once, run_fit
+from ssl_hpc.train.run_dir import SURVEY_FILE, claim_run
 
 TINY = {
     "arch": "resnet18",
@@ -116,6 +119,22 @@ def test_an_error_no_retry_mends_is_raised_again_without_rerunning_the_loop(tmp_
             return (tmp_path / FAILED_FILE).exists()
 
     assert run_fit(Trainer(), tmp_path) is False
+
+
+def test_a_run_resumes_only_on_the_survey_it_started_on(small_survey, tmp_path):
+    """A relaunch on another survey would train on other galaxies from the middle of a
+    schedule: refused, naming both. The same survey copied elsewhere (staged to a node's
+    disk) resumes; a run with no checkpoint yet takes a corrected survey."""
+    config = tiny()
+    other = nan_centred_copy(small_survey, tmp_path / "other")  # other pixels and hashes
+    out = claim_run(tmp_path / "run", config, "pretraining config", small_survey)
+    claim_run(out, config, "pretraining config", other)  # nothing trained yet: replaced
+    assert json.loads((out / SURVEY_FILE).read_text())["path"] == str(other)
+    (out / "ray" / "pretrain" / "checkpoint_000001").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=rf"{out} holds a run on survey .* at {other}\), not "):
+        claim_run(out, config, "pretraining config", small_survey)
+    staged = shutil.copytree(other, tmp_path / "staged")
+    claim_run(out, config, "pretraining config", staged)
 
 
 def test_simclr_trains_on_the_same_pretrainer(small_survey):

@@ -38,7 +38,6 @@ from ..train.pretrainer import input_scale
 from ..train.ray_loop import (
     StepHook,
     check_cluster_fits,
-    claim_run,
     connect,
     ddp,
     report,
@@ -47,6 +46,7 @@ from ..train.ray_loop import (
     start,
     torch_trainer,
 )
+from ..train.run_dir import claim_run
 from ..utils.atomic import atomic_path, json_safe, write_json_atomic, write_text_atomic
 from ..utils.hardware import PRECISIONS, resolve_precision
 from .heads import RedshiftBins, soft_cross_entropy
@@ -379,7 +379,7 @@ def fit(
 ) -> dict:
     """Run (or resume) fine-tuning into `out`; returns the final test metrics.
     `hook(step, rank)`: called in every worker after each step (fault-tolerance tests)."""
-    out = claim_run(out, config, "fine-tuning config")
+    out = claim_run(out, config, "fine-tuning config", survey)
     done = out / "metrics.json"
     if done.exists():  # finished before: nothing to redo
         return json.loads(done.read_text())["test"]

@@ -21,9 +21,9 @@ Every worker function does the same five things, here once:
   same data and checkpoint. The first attempt to raise one writes it to the run's
   ``failed.json``; every retry raises it again before building anything.
 
-On the driver, `claim_run` claims the run directory for one config, `connect` joins or
-starts Ray, and `torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with
-the same storage and name, Ray Train restores the latest checkpoint.
+On the driver (after `run_dir.claim_run`), `connect` joins or starts Ray, and
+`torch_trainer` builds the TorchTrainer both `fit`s launch: relaunched with the same
+storage and name, Ray Train restores the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from .. import errors
-from ..config import claim_file, to_dict, to_yaml
+from ..config import to_dict
 from ..errors import CheckpointError, ConfigError, DiskFullError, SslHpcError
 from ..utils.atomic import out_of_space, write_json_atomic
 from ..utils.hardware import cpu_threads
@@ -173,22 +173,6 @@ def remove_dead_staging(temp: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def claim_run(out: str | Path, config, what: str) -> Path:
-    """The run directory `out` (absolute, created), claimed for `config`: its config.yaml
-    is written, or on a rerun checked to be the same (a ConfigError names it otherwise).
-    A run that never reached a checkpoint (it failed at its start) trained nothing to
-    resume: a corrected config takes its place."""
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    results = ("encoder.pt", "model.pt", "metrics.json")
-    if not any((out / "ray").glob("*/checkpoint_*")) and not any(
-        (out / r).exists() for r in results
-    ):
-        (out / "config.yaml").unlink(missing_ok=True)
-    claim_file(out / "config.yaml", to_yaml(config), what)
-    return out
-
-
 def check_cluster_fits(config) -> None:
     """Refuse a run whose workers the Ray cluster cannot all host (`num_workers` x
     `cpus_per_worker` CPUs, and a GPU each with `use_gpu`): Ray Train would wait for them
@@ -204,17 +188,6 @@ def check_cluster_fits(config) -> None:
             + (" and a GPU each" if gpus else "")
             + f": the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} "
             "GPUs (lower them, or give --address of a larger cluster)"
-        )
-
-
-def check_run_name(out: Path, name: str) -> None:
-    """Refuse to start run `name` in a directory that holds another run's results: a fresh
-    start would rewrite its metrics.csv and encoder.pt."""
-    runs = sorted(p.name for p in (out / "ray").glob("[!.]*") if p.is_dir())
-    if runs and name not in runs:
-        raise ConfigError(
-            f"{out}: holds the run {', '.join(runs)}, not {name}: rerun with --name "
-            f"{runs[0]} to resume it, or give another --out"
         )
 
 
@@ -330,7 +303,8 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
         try:
             loop(config)
         except SslHpcError as e:
-            write_json_atomic(failed, {"error": type(e).__name__, "message": str(e)})
+            with contextlib.suppress(OSError):  # a full disk: the retries just run again
+                write_json_atomic(failed, {"error": type(e).__name__, "message": str(e)})
             raise
 
     return once

@@ -1,11 +1,12 @@
 """Pretraining on Ray Train: the per-worker loop and `fit`, on the `ray_loop` skeleton.
 
-A run lives in one directory: ``config.yaml``, ``environment.json`` (device, precision,
-threads), ``metrics.csv`` (rank 0, one row per log step), ``ray/<name>/`` (Ray Train's
-checkpoints, `train.checkpoint`), and after the last step ``encoder.pt`` (the query
-encoder, ``torch.load(weights_only=True)``) and ``learning_curve.png``. Relaunching with
-the same directory resumes from the latest checkpoint: Ray Train V2 restores it for the
-same ``RunConfig(storage_path, name)``. A worker that dies is restarted from the latest
+A run lives in one directory: ``config.yaml`` and ``survey.json`` (what it trains, on
+what: `run_dir`), ``environment.json`` (device, precision, threads), ``metrics.csv`` (rank
+0, one row per log step), ``ray/<name>/`` (Ray Train's checkpoints, `train.checkpoint`),
+and after the last step ``encoder.pt`` (the query encoder,
+``torch.load(weights_only=True)``) and ``learning_curve.png``. Relaunching with the same
+directory resumes from the latest checkpoint: Ray Train V2 restores it for the same
+``RunConfig(storage_path, name)``. A worker that dies is restarted from the latest
 checkpoint up to ``max_failures`` times; an error that names bad input or a diverged loss
 is recorded in ``failed.json`` and not retrained (`ray_loop.fail_once`).
 
@@ -34,8 +35,6 @@ from .ray_loop import (
     StepHook,
     Worker,
     check_cluster_fits,
-    check_run_name,
-    claim_run,
     connect,
     ddp,
     report,
@@ -44,6 +43,7 @@ from .ray_loop import (
     start,
     torch_trainer,
 )
+from .run_dir import check_run_name, claim_run
 
 ENVIRONMENT_FILE = "environment.json"  # device, precision, threads of the latest start
 
@@ -158,7 +158,7 @@ def fit(
     connect(address)
     if address is None:
         check_cluster_fits(config)
-    out = claim_run(out, config, "pretraining config")
+    out = claim_run(out, config, "pretraining config", survey)
     trainer = torch_trainer(
         train_loop_per_worker, config, survey, out, hook, name, config.keep_checkpoints, callbacks
     )
