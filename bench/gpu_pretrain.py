@@ -149,7 +149,7 @@ def main() -> None:
     log = MetricsLog(out / "metrics.csv")
     log.write({"step": 0, "epoch": 0, **trainer.evaluate()})  # random initialisation
     training = train_for(trainer, args.minutes * 60, log)
-    encoder_path = write_encoder(work / "encoder.pt", trainer.state_dict(), config)
+    encoder_path = write_encoder(work / "encoder.pt", trainer.state_dict(), config, survey.bands)
     plot_learning_curve(out / "metrics.csv", out / "learning_curve.png")
 
     checkpoint = EncoderCheckpoint(encoder_path)

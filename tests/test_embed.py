@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, skip_or_fail
+from conftest import REPO, rewrite_shard, skip_or_fail
 
 from ssl_hpc.augment.stats import sdss_like_stats
 from ssl_hpc.config import build
@@ -228,6 +229,45 @@ def test_embed_size_sets_the_window_every_stage_embeds_through(small_survey, tmp
     with pytest.raises(SslHpcError, match="embed_size.*48 px window does not fit.*48x48"):
         embed_survey(path, small_survey, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def renamed_bands(survey: Path, dest: Path, bands: list[str]) -> Path:
+    """A copy of `survey` at `dest` whose shards and manifest name its bands `bands`."""
+    shutil.copytree(survey, dest)
+
+    def rename(f):
+        del f["image_band"]
+        f["image_band"] = np.array(bands, dtype="S")
+
+    for shard in sorted(p.name for p in dest.glob("shard-*.h5")):
+        rewrite_shard(dest, shard, rename)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    (dest / "manifest.json").write_text(json.dumps({**manifest, "bands": bands}))
+    return dest
+
+
+def test_an_encoder_refuses_a_survey_in_other_bands(checkpoint, small_survey, tmp_path):
+    """An SDSS ugriz encoder fed an HSC-like grizy survey has five channels either way and
+    would embed g through its u filters without error: refused, naming both band lists,
+    before anything is written. A file from before encoders recorded their bands is
+    checked by count only."""
+    import torch
+
+    from ssl_hpc.models.checkpoint import EncoderCheckpoint
+
+    assert EncoderCheckpoint(checkpoint).bands == tuple("ugriz")
+    grizy = renamed_bands(small_survey, tmp_path / "grizy", list("grizy"))
+    with pytest.raises(
+        SslHpcError, match=rf"trained on bands u,g,r,i,z, {grizy} has g,r,i,z,y: a survey in"
+    ):
+        embed_survey(checkpoint, grizy, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    old = torch.load(checkpoint, weights_only=True)
+    del old["bands"]
+    torch.save(old, tmp_path / "old.pt")
+    assert EncoderCheckpoint(tmp_path / "old.pt").bands is None
+    embed_survey(tmp_path / "old.pt", grizy, tmp_path / "old", EmbedOptions(precision="fp32"))
+    assert load(tmp_path / "old").load()[1].shape[0] == 384
 
 
 def test_texture_is_the_chosen_stages_channel_statistics(checkpoint, small_survey, tmp_path):

@@ -157,6 +157,7 @@ def efficiency_study(
         raise ConfigError(f"methods {sorted(unknown)}: expected {FINETUNED} and/or {SUPERVISED}")
 
     survey = Survey(survey_path)
+    EncoderCheckpoint(base.checkpoint).check_bands(survey.bands, survey.root)
     task = load_task(survey, base.task, RedshiftBins(base.z_bins, base.z_max))
     study_splits = task_splits(task, survey, base, repeats)
     fractions = distinct_fractions(fractions, study_splits[0])

@@ -314,11 +314,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
         )
     if opts.with_head and not ckpt.has_head:
         raise SslHpcError(f"{ckpt.path}: holds no projection head for --with-head")
-    in_ch = ckpt.in_channels
-    if in_ch != len(survey.bands):
-        raise SslHpcError(
-            f"{ckpt.path}: encoder takes {in_ch} bands, {data} has {len(survey.bands)}"
-        )
+    ckpt.check_bands(survey.bands, data)
     info = {
         "checkpoint": str(ckpt.path),
         "survey": str(survey.root.resolve()),

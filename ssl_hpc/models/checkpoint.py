@@ -5,6 +5,8 @@ The file is a plain dict (``torch.load(weights_only=True)`` opens it):
 =================  ==========================================================================
 arch, stem         the ResNet (`build_encoder`)
 in_channels        bands the encoder takes
+bands              their names, in order, from the survey it was trained on (files from
+                   before 2026-12-07 lack it: only the count is checked for them)
 input_stretch      how pixels enter it (`InputScaling`; the per-band scale is in state_dict)
 neck               what the pooled features leave through ("bn" or "none")
 step               pretraining steps behind the weights
@@ -45,12 +47,18 @@ def save_encoder(
     neck: str,
     step: int,
     config: dict,
+    bands: tuple[str, ...],
 ) -> Path:
-    """Write an encoder.pt (atomically) from the weights of an encoder and its head."""
+    """Write an encoder.pt (atomically) from the weights of an encoder and its head, trained
+    on a survey of `bands`."""
+    in_channels = int(encoder["stem.0.weight"].shape[1])
+    if len(bands) != in_channels:
+        raise SslHpcError(f"{path}: an encoder of {in_channels} bands named {list(bands)}")
     payload = {
         "arch": arch,
         "stem": stem,
-        "in_channels": int(encoder["stem.0.weight"].shape[1]),
+        "in_channels": in_channels,
+        "bands": list(bands),
         "input_stretch": input_stretch,
         "neck": neck,
         "step": int(step),
@@ -117,6 +125,27 @@ class EncoderCheckpoint:
     @property
     def in_channels(self) -> int:
         return int(self.payload["in_channels"])
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:
+        """The bands it was trained on, in order (None: a file that did not record them)."""
+        bands = self.payload.get("bands")
+        return tuple(bands) if bands is not None else None
+
+    def check_bands(self, bands: tuple[str, ...], survey: str | os.PathLike) -> None:
+        """Refuse `survey`, of `bands`, unless its bands are the ones the encoder takes, in
+        its order: another survey's g band in the u band's channel embeds without error."""
+        if len(bands) != self.in_channels:
+            raise SslHpcError(
+                f"{self.path}: the encoder takes {self.in_channels} bands, {survey} has "
+                f"{len(bands)} ({','.join(bands)})"
+            )
+        if self.bands is not None and tuple(bands) != self.bands:
+            raise SslHpcError(
+                f"{self.path}: the encoder was trained on bands {','.join(self.bands)}, "
+                f"{survey} has {','.join(bands)}: a survey in other bands (or order) needs "
+                "an encoder pretrained on it"
+            )
 
     @property
     def input_stretch(self) -> str:

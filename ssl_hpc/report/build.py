@@ -75,6 +75,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     run = json.loads((embeddings.root / RUN_FILE).read_text())
     ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
+    ckpt.check_bands(survey.bands, survey.root)
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()
     timings: dict[str, float] = {}

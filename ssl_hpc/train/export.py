@@ -25,19 +25,21 @@ def encoder_state(trainer_state: dict, part: str = "encoder_q") -> dict[str, tor
     return out
 
 
-def export_run(out: Path, checkpoint, config: PretrainConfig) -> Path:
-    """Write `out`/encoder.pt (weights + what rebuilds the net) and learning_curve.png."""
+def export_run(out: Path, checkpoint, config: PretrainConfig, bands: tuple[str, ...]) -> Path:
+    """Write `out`/encoder.pt (weights + what rebuilds the net, trained on a survey of
+    `bands`) and learning_curve.png."""
     with checkpoint.as_directory() as d:
         state = load_trainer_state(Path(d))
-    path = write_encoder(out / ENCODER_FILE, state, config)
+    path = write_encoder(out / ENCODER_FILE, state, config, bands)
     metrics = out / "metrics.csv"
     if metrics.exists():
         plot_learning_curve(metrics, out / "learning_curve.png")
     return path
 
 
-def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
-    """encoder.pt from a trainer state: the query encoder and head, and what rebuilds them."""
+def write_encoder(path: Path, state: dict, config: PretrainConfig, bands: tuple[str, ...]) -> Path:
+    """encoder.pt from a trainer state: the query encoder and head, what rebuilds them,
+    and the `bands` they take."""
     return save_encoder(
         path,
         encoder_state(state),
@@ -48,6 +50,7 @@ def write_encoder(path: Path, state: dict, config: PretrainConfig) -> Path:
         config.neck,
         int(state["step"]),
         to_dict(config),
+        bands,
     )
 
 
@@ -56,7 +59,8 @@ def write_untrained_encoder(path: Path, config: PretrainConfig, stats: SurveySta
     input scale), untrained: the random-initialisation baseline downstream results are
     compared with (and a quick checkpoint for tests)."""
     model = build_model(config, stats)
-    return write_encoder(Path(path), {"model": model.state_dict(), "step": 0}, config)
+    state = {"model": model.state_dict(), "step": 0}
+    return write_encoder(Path(path), state, config, stats.bands)
 
 
 #: the learning curve's kNN panels: title, then (column, line label) of each line

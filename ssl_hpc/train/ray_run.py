@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from ..config import build
+from ..data.manifest import load_manifest
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import describe
 from ..utils.progress import progress
@@ -164,5 +165,5 @@ def fit(
     )
     result = run_fit(trainer, out)
     if result.checkpoint is not None:
-        export_run(out, result.checkpoint, config)
+        export_run(out, result.checkpoint, config, load_manifest(survey).bands)
     return result
