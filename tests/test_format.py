@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -172,8 +173,6 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
         SurveyError, match=r"shard-00000.h5: image_band \['r', 'g', 'i'\], manifest"
     ):
         Survey(path)
-    with h5py.File(path / "shard-00000.h5") as f:
-        first_ids = f["object_id"][()]
     cases = [
         ("z_spec", lambda z: z[:-2], "shard-00001.h5: 'z_spec' has 5 rows, object_id 7"),
         (
@@ -186,17 +185,40 @@ def test_a_shard_that_disagrees_with_its_manifest_is_named_on_open(toy):
             lambda e: e.astype(np.float64),
             "shard-00001.h5: column 'ebv' is float64, manifest float32",
         ),
-        (  # another shard's ids: every id-keyed lookup (labels, embeddings) would be wrong
-            "object_id",
-            lambda i: np.concatenate([first_ids, i])[: len(i)],
-            f"{path}: {min(len(first_ids), 7)} object_id(s) occur more than once ("
-            f"{first_ids[0]} in shard-00000.h5, shard-00001.h5;",
-        ),
+        ("object_id", lambda i: i.astype(np.int32), "object_id is int32, expected int64"),
         ("object_id", lambda i: i.astype(np.float64), "object_id is float64, expected int64"),
     ]
     for name, change, problem in cases:
         rewrite_shard(path, "shard-00001.h5", replace(name, change))
         assert any(problem in p for p in verify_survey(path)), (name, verify_survey(path))
+
+
+def test_repeated_object_ids_are_named_by_info_and_by_the_first_lookup(toy):
+    """Ids repeated across shards (two ingests of overlapping catalogues merged by hand)
+    make every id-keyed join (labels, embeddings, search) pick one copy silently. The
+    full check (`ssl-hpc info`) and the first lookup by id name the first few ids and the
+    shards holding them; the cheap check on open reads no ids."""
+    path, tables = toy
+    first, second = (t.object_id for t in tables)
+    repeated = np.concatenate([first, first[:1], second[6:]])  # all of shard 0's, one twice
+
+    def edit(f):
+        del f["object_id"]
+        f["object_id"] = repeated
+
+    rewrite_shard(path, "shard-00001.h5", edit)
+    expected = (
+        f"{path}: 5 object_id(s) occur more than once ({first[0]} in shard-00000.h5 x1, "
+        f"shard-00001.h5 x2; {first[1]} in shard-00000.h5 x1, shard-00001.h5 x1; {first[2]} "
+    )
+    [problem] = verify_survey(path, full=True)
+    assert problem.startswith(expected) and problem.endswith(
+        ", ...); ids must be unique over the survey"
+    )
+    assert verify_survey(path, full=False) == []
+    survey = Survey(path)
+    with pytest.raises(SurveyError, match=re.escape(expected)):
+        survey.locate(second[6:])
 
 
 def test_manifest_entries_with_unknown_keys_or_roles_are_named(toy):

@@ -14,7 +14,8 @@ from conftest import nan_centred_copy
 
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
-from ssl_hpc.errors import ConfigError, DivergedError, SurveyError
+from ssl_hpc.embed import EmbeddingError
+from ssl_hpc.errors import ConfigError, DivergedError
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
@@ -100,16 +101,17 @@ def test_nan_pixels_stop_the_run_before_it_logs_or_saves(small_survey, tmp_path)
 
 def test_an_error_no_retry_mends_is_raised_again_without_rerunning_the_loop(tmp_path):
     """Ray Train's retries of a worker function that raised an SslHpcError raise the
-    recorded error, class and message, without running it; a new `fit` clears the record."""
+    recorded error, its class (wherever it is defined) and message, without running it; a
+    new `fit` clears the record."""
     calls = []
 
     def loop(config: dict) -> None:
         calls.append(config)
-        raise SurveyError(f"shard {len(calls)} of survey S is corrupt")
+        raise EmbeddingError(f"shard {len(calls)} of survey S is corrupt")
 
     once = fail_once(loop)
     for _ in range(3):
-        with pytest.raises(SurveyError, match="^shard 1 of survey S is corrupt$"):
+        with pytest.raises(EmbeddingError, match="^shard 1 of survey S is corrupt$"):
             once({"out": str(tmp_path)})
     assert len(calls) == 1
     assert (tmp_path / FAILED_FILE).exists()

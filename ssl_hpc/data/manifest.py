@@ -189,7 +189,8 @@ def check_shard(
     ids: dict[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Problems with one shard, each naming it: missing, truncated, wrong rows/shape, bad
-    hash. Its object ids, if readable and integers, go into `ids` under its file name."""
+    hash. Its object ids, if readable and int64, go into `ids` under its file name when a
+    dict is given (reading them costs 8 bytes an object)."""
     path = survey_dir / entry.file
     if not path.is_file():
         return [f"{path}: missing"]
@@ -210,10 +211,11 @@ def check_shard(
             if shape != manifest.image_shape:
                 problems.append(f"{path}: image shape {shape}, manifest {manifest.image_shape}")
             problems += _layout_problems(path, f, n, manifest)
-            if f[fmt.OBJECT_ID].dtype.kind not in "iu":
-                problems.append(f"{path}: object_id is {f[fmt.OBJECT_ID].dtype}, expected int64")
+            id_dtype = f[fmt.OBJECT_ID].dtype
+            if (id_dtype.kind, id_dtype.itemsize) != ("i", 8):  # any byte order
+                problems.append(f"{path}: object_id is {id_dtype}, expected int64")
             elif ids is not None:
-                ids[entry.file] = f[fmt.OBJECT_ID][()]
+                ids[entry.file] = f[fmt.OBJECT_ID][()].astype(np.int64)
             if full and entry.healpix is not None and fmt.HEALPIX in f:
                 stray = int((f[fmt.HEALPIX][()] != entry.healpix).sum())
                 if stray:
@@ -256,7 +258,7 @@ def _layout_problems(path: Path, f: h5py.File, n: int, manifest: Manifest) -> li
     return problems
 
 
-def _repeated_ids(survey_dir: Path, ids: dict[str, np.ndarray], shown: int = 3) -> list[str]:
+def repeated_ids(survey_dir: Path, ids: dict[str, np.ndarray], shown: int = 3) -> list[str]:
     """One line if an object id occurs twice in the survey (within or across shards),
     naming the first few and their shards: every reader looks objects up by id."""
     if not ids:
@@ -271,7 +273,8 @@ def _repeated_ids(survey_dir: Path, ids: dict[str, np.ndarray], shown: int = 3) 
         return []
     where = []
     for value in repeated[:shown]:
-        holders = [files[i] for i in shard[flat == value]]
+        held, times = np.unique(shard[flat == value], return_counts=True)
+        holders = [f"{files[i]} x{n}" for i, n in zip(held, times, strict=True)]
         where.append(f"{value} in {', '.join(holders)}")
     more = ", ..." if len(repeated) > shown else ""
     return [
@@ -283,16 +286,19 @@ def _repeated_ids(survey_dir: Path, ids: dict[str, np.ndarray], shown: int = 3) 
 def verify_survey(survey_dir: str | os.PathLike, full: bool = True) -> list[str]:
     """All problems found in a survey; empty if it matches its manifest.
 
-    `full` re-hashes every shard (reads every byte); otherwise sizes, row counts and
-    shapes are checked, which catches truncation and replacement but not a flipped bit.
+    `full` re-hashes every shard (reads every byte) and checks that object ids are unique
+    over the survey; otherwise sizes, row counts, shapes and dtypes are checked, which
+    catches truncation and replacement but not a flipped bit (and `Survey.locate` finds
+    repeated ids when it first looks one up).
     """
     survey_dir = Path(survey_dir)
     manifest = load_manifest(survey_dir)
     problems: list[str] = []
-    ids: dict[str, np.ndarray] = {}
+    ids: dict[str, np.ndarray] | None = {} if full else None
     for entry in manifest.shards:
         problems += check_shard(survey_dir, entry, manifest, full, ids)
-    problems += _repeated_ids(survey_dir, ids)
+    if ids is not None:
+        problems += repeated_ids(survey_dir, ids)
     listed = {s.file for s in manifest.shards}
     for stray in sorted(survey_dir.glob("shard-*.h5")):
         if stray.name not in listed:

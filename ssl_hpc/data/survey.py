@@ -15,7 +15,7 @@ from h5py import h5s
 from ..errors import SurveyError
 from . import format as fmt
 from . import healpix
-from .manifest import Manifest, load_manifest, verify_survey
+from .manifest import Manifest, load_manifest, repeated_ids, verify_survey
 
 # Shards are read-only once written; HDF5 file locking only gets in the way on parallel
 # file systems (Lustre, GPFS) and in forked loader workers.
@@ -90,7 +90,8 @@ def read_rows_into(
 class Survey:
     """A survey directory, checked against its manifest when opened.
 
-    `verify`: "quick" (sizes, row counts, shapes: cheap), "full" (sha256 of every shard),
+    `verify`: "quick" (sizes, row counts, shapes, dtypes: cheap), "full" (sha256 of every
+    shard, unique ids),
     or "none" (trust the manifest; for workers re-opening a survey already checked).
     """
 
@@ -157,8 +158,13 @@ class Survey:
 
     @cached_property
     def _id_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids sorted, and their global rows; a SurveyError if any id repeats."""
         ids = self.column(fmt.OBJECT_ID)
-        order = np.argsort(ids)
+        order = np.argsort(ids, kind="stable")
+        if (ids[order][1:] == ids[order][:-1]).any():
+            files = [s.file for s in self.manifest.shards]
+            per_shard = dict(zip(files, np.split(ids, self.shard_offsets[1:]), strict=True))
+            raise SurveyError("; ".join(repeated_ids(self.root, per_shard)))
         return ids[order], order
 
     def locate(self, object_ids: Sequence[int] | np.ndarray) -> np.ndarray:

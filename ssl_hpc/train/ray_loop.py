@@ -303,17 +303,21 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
         try:
             loop(config)
         except SslHpcError as e:
-            with contextlib.suppress(OSError):  # a full disk: the retries just run again
-                write_json_atomic(failed, {"error": type(e).__name__, "message": str(e)})
+            kind = f"{type(e).__module__}:{type(e).__qualname__}"
+            # a full disk: the retries run again, and the error is still the first one
+            with contextlib.suppress(OSError, DiskFullError):
+                write_json_atomic(failed, {"error": kind, "message": str(e)})
             raise
 
     return once
 
 
 def recorded_error(failed: Path) -> SslHpcError:
-    """The error `fail_once` recorded in `failed`, as its own class."""
+    """The error `fail_once` recorded in `failed`, as its own class where it can be found
+    (an SslHpcError otherwise: the same one-line message and exit)."""
     record = json.loads(failed.read_text())
-    kind = getattr(errors, record["error"], SslHpcError)
+    module, _, name = str(record.get("error", "")).partition(":")
+    kind = getattr(sys.modules.get(module) or errors, name, None)
     if not (isinstance(kind, type) and issubclass(kind, SslHpcError)):
         kind = SslHpcError
     return kind(record["message"])

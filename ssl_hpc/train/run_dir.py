@@ -42,7 +42,8 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
 
 def claim_survey(path: Path, survey: str | Path) -> None:
     """Record which survey a run trains on, by content (its manifest's sha256, so a copy
-    staged elsewhere, node-local disk say, is the same survey), or check a resume's."""
+    staged elsewhere, node-local disk say, is the same survey), or check a resume's. A run
+    directory from before survey.json existed takes the survey it is resumed on."""
     manifest = load_manifest(survey)
     claim = {
         "survey": manifest.survey,
@@ -59,7 +60,8 @@ def claim_survey(path: Path, survey: str | Path) -> None:
             f" objects, manifest sha256 {str(held.get('manifest_sha256'))[:12]}..., at "
             f"{held.get('path')}), not {Path(survey)} ({claim['survey']!r}, "
             f"{claim['n_objects']} objects, {claim['manifest_sha256'][:12]}...): resume on "
-            "the same survey, or choose another --out"
+            "the same survey, or choose another --out (if this is the same survey mended in "
+            f"place, delete {path} to resume on it)"
         )
 
 

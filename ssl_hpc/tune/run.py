@@ -14,7 +14,8 @@ rerun, unfinished ones continue from their own latest checkpoint; errored ones s
 On a multi-node cluster `out` must be on a file system every node sees (trial drivers and
 workers run anywhere). Layout of `out`: sweep.yaml (the resolved sweep; a rerun must match
 it), <name>/ (Tune's experiment: one trial_<id>/ per trial holding config.yaml,
-metrics.csv, attempts.jsonl, Ray Train checkpoints and encoder.pt), and the report
+survey.json, metrics.csv, attempts.jsonl, Ray Train checkpoints and encoder.pt, or
+failed.json), and the report
 (`report.write_report`).
 """
 
@@ -31,7 +32,7 @@ import yaml
 from ..config import claim_file
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
-from ..train.ray_loop import connect
+from ..train.ray_loop import FAILED_FILE, connect, recorded_error
 from ..train.ray_run import fit
 from .space import SweepConfig
 
@@ -54,6 +55,8 @@ def run_trial(params: dict, survey: str, sweep_config: SweepConfig, experiment: 
     # temp, gone after a restart, and the run must resume from its checkpoints there.
     out = trial_dir(Path(experiment), tune.get_context().get_trial_id())
     out.mkdir(parents=True, exist_ok=True)
+    if (out / FAILED_FILE).exists():  # Tune retrying a trial that stopped on bad input
+        raise recorded_error(out / FAILED_FILE)  # (a relaunch never restarts errored ones)
     record_attempt(out, "start")
     result = fit(config, survey, out, name="train", callbacks=[TuneReportCallback()])
     record_attempt(out, "end", error=None if result.error is None else str(result.error))
