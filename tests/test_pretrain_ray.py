@@ -165,4 +165,5 @@ def test_a_diverged_run_is_not_trained_again_by_ray_retries(run, survey, tmp_pat
     # one attempt trained to its first log step; the retry (max_failures=1) trained none
     assert steps.read_text().split("\n")[:-1] == [f"0 {s}" for s in range(1, config.log_every)]
     recorded = json.loads((out / FAILED_FILE).read_text())
-    assert recorded["error"] == "DivergedError" and recorded["message"].startswith(message)
+    assert recorded["error"] == "ssl_hpc.errors:DivergedError"
+    assert recorded["message"].startswith(message)

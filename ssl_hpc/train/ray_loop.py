@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import shutil
@@ -43,7 +44,6 @@ from pathlib import Path
 
 import torch
 
-from .. import errors
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError, DiskFullError, SslHpcError
 from ..utils.atomic import out_of_space, write_json_atomic
@@ -298,11 +298,14 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
     @functools.wraps(loop)
     def once(config: dict) -> None:
         failed = Path(config["out"]) / FAILED_FILE
-        if failed.exists():
-            raise recorded_error(failed)
+        recorded = recorded_error(failed)
+        if recorded is not None:
+            raise recorded
         try:
             loop(config)
         except SslHpcError as e:
+            if not repeats_on_retry(e):
+                raise
             kind = f"{type(e).__module__}:{type(e).__qualname__}"
             # a full disk: the retries run again, and the error is still the first one
             with contextlib.suppress(OSError, DiskFullError):
@@ -312,15 +315,30 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
     return once
 
 
-def recorded_error(failed: Path) -> SslHpcError:
+def repeats_on_retry(error: SslHpcError) -> bool:
+    """Whether a retry meets `error` again: bad input or a diverged loss does; a full disk,
+    or a filesystem's hiccup under a read (EIO, ESTALE, too many open files) may not."""
+    return not isinstance(error, DiskFullError) and not isinstance(error.__cause__, OSError)
+
+
+def recorded_error(failed: Path) -> SslHpcError | None:
     """The error `fail_once` recorded in `failed`, as its own class where it can be found
-    (an SslHpcError otherwise: the same one-line message and exit)."""
-    record = json.loads(failed.read_text())
-    module, _, name = str(record.get("error", "")).partition(":")
-    kind = getattr(sys.modules.get(module) or errors, name, None)
+    (an SslHpcError otherwise: the same one-line message and exit); None if there is no
+    record, or none that reads whole (the attempt then runs and meets the error itself)."""
+    try:
+        record = json.loads(failed.read_text())
+        module, _, name = str(record["error"]).partition(":")
+        message = str(record["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kind = None
+    if module == "ssl_hpc" or module.startswith("ssl_hpc."):
+        # a retry is a fresh process: the error's module may not be imported yet
+        with contextlib.suppress(ImportError):
+            kind = getattr(importlib.import_module(module), name, None)
     if not (isinstance(kind, type) and issubclass(kind, SslHpcError)):
         kind = SslHpcError
-    return kind(record["message"])
+    return kind(message)
 
 
 def run_fit(trainer, out: Path):

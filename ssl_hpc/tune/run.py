@@ -55,8 +55,9 @@ def run_trial(params: dict, survey: str, sweep_config: SweepConfig, experiment: 
     # temp, gone after a restart, and the run must resume from its checkpoints there.
     out = trial_dir(Path(experiment), tune.get_context().get_trial_id())
     out.mkdir(parents=True, exist_ok=True)
-    if (out / FAILED_FILE).exists():  # Tune retrying a trial that stopped on bad input
-        raise recorded_error(out / FAILED_FILE)  # (a relaunch never restarts errored ones)
+    recorded = recorded_error(out / FAILED_FILE)
+    if recorded is not None:  # Tune retrying a trial that stopped on bad input
+        raise recorded  # (a relaunch never restarts errored ones)
     record_attempt(out, "start")
     result = fit(config, survey, out, name="train", callbacks=[TuneReportCallback()])
     record_attempt(out, "end", error=None if result.error is None else str(result.error))
