@@ -15,6 +15,7 @@ from ssl_hpc.data import format as fmt
 from ssl_hpc.data.manifest import load_manifest, verify_survey
 from ssl_hpc.data.shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from ssl_hpc.data.survey import Survey
+from ssl_hpc.downstream.tasks import PHOTOZ, indices_of_ids, load_task
 from ssl_hpc.errors import SurveyError
 
 META = SurveyMeta(survey="toy", bands=("g", "r", "i"), image_size=(8, 8), image_dtype="float32")
@@ -200,6 +201,9 @@ def test_repeated_object_ids_are_named_by_info_and_by_the_first_lookup(toy):
     shards holding them; the cheap check on open reads no ids."""
     path, tables = toy
     first, second = (t.object_id for t in tables)
+    task = load_task(Survey(path), PHOTOZ)
+    labelled = Survey(path).column("object_id")[task.rows[:1]]
+    assert len(indices_of_ids(task, Survey(path), labelled)) == 1  # unique ids: found
     repeated = np.concatenate([first, first[:1], second[6:]])  # all of shard 0's, one twice
 
     def edit(f):
@@ -219,6 +223,8 @@ def test_repeated_object_ids_are_named_by_info_and_by_the_first_lookup(toy):
     survey = Survey(path)
     with pytest.raises(SurveyError, match=re.escape(expected)):
         survey.locate(second[6:])
+    with pytest.raises(SurveyError, match=re.escape(expected)):  # a label study's test set
+        indices_of_ids(task, Survey(path), labelled)
 
 
 def test_manifest_entries_with_unknown_keys_or_roles_are_named(toy):

@@ -15,7 +15,7 @@ from conftest import nan_centred_copy
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.embed import EmbeddingError
-from ssl_hpc.errors import ConfigError, DivergedError
+from ssl_hpc.errors import ConfigError, DiskFullError, DivergedError, SurveyError
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
@@ -123,6 +123,53 @@ def test_an_error_no_retry_mends_is_raised_again_without_rerunning_the_loop(tmp_
     assert run_fit(Trainer(), tmp_path) is False
 
 
+def test_a_retry_raises_the_recorded_class_even_before_its_module_is_imported(tmp_path):
+    """A retry is a fresh worker process: the recorded error's class is imported there, and a
+    record that does not read whole lets the attempt run instead of hiding the real error."""
+    failed = tmp_path / FAILED_FILE
+    failed.write_text(json.dumps({"error": "ssl_hpc.search.query:QueryError", "message": "m"}))
+    probe = (
+        "import sys; from pathlib import Path; "
+        "from ssl_hpc.train.ray_loop import recorded_error; "
+        "assert 'ssl_hpc.search.query' not in sys.modules; "
+        f"e = recorded_error(Path({str(failed)!r})); print(type(e).__module__, type(e).__name__)"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert shown.stdout.split() == ["ssl_hpc.search.query", "QueryError"], shown.stderr
+
+    calls = []
+    once = fail_once(lambda config: calls.append(config))
+    for torn in ['{"error": "ssl_hpc.errors:SurveyError", "mess', "{}", "[]"]:
+        failed.write_text(torn)
+        once({"out": str(tmp_path)})
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DiskFullError("no space left writing RUN"),
+        SurveyError("shard-00000.h5: could not read rows"),  # raised from an OSError below
+    ],
+)
+def test_an_error_a_retry_may_not_meet_again_is_left_to_ray_retries(tmp_path, error):
+    """A full disk or a filesystem's hiccup under a read (EIO, ESTALE on a parallel
+    filesystem) is not recorded: Ray's retries run the loop again."""
+    calls = []
+
+    def loop(config: dict) -> None:
+        calls.append(config)
+        if isinstance(error, SurveyError):
+            raise error from OSError(5, "Input/output error")
+        raise error
+
+    once = fail_once(loop)
+    for _ in range(2):
+        with pytest.raises(type(error)):
+            once({"out": str(tmp_path)})
+    assert len(calls) == 2 and not (tmp_path / FAILED_FILE).exists()
+
+
 def test_a_run_resumes_only_on_the_survey_it_started_on(small_survey, tmp_path):
     """A relaunch on another survey would train on other galaxies from the middle of a
     schedule: refused, naming both. The same survey copied elsewhere (staged to a node's
@@ -136,6 +183,9 @@ def test_a_run_resumes_only_on_the_survey_it_started_on(small_survey, tmp_path):
     with pytest.raises(ConfigError, match=rf"{out} holds a run on survey .* at {other}\), not "):
         claim_run(out, config, "pretraining config", small_survey)
     staged = shutil.copytree(other, tmp_path / "staged")
+    manifest = json.loads((staged / "manifest.json").read_text())
+    manifest["generator"]["seconds"] = 12345.6  # a shard regenerated to the same bytes
+    (staged / "manifest.json").write_text(json.dumps(manifest))
     claim_run(out, config, "pretraining config", staged)
 
 

@@ -288,8 +288,8 @@ def verify_survey(survey_dir: str | os.PathLike, full: bool = True) -> list[str]
 
     `full` re-hashes every shard (reads every byte) and checks that object ids are unique
     over the survey; otherwise sizes, row counts, shapes and dtypes are checked, which
-    catches truncation and replacement but not a flipped bit (and `Survey.locate` finds
-    repeated ids when it first looks one up).
+    catches truncation and replacement but not a flipped bit (`Survey.check_ids`, which
+    embed, report and the label studies call, and `Survey.locate` find repeated ids).
     """
     survey_dir = Path(survey_dir)
     manifest = load_manifest(survey_dir)

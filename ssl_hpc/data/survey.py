@@ -167,6 +167,11 @@ class Survey:
             raise SurveyError("; ".join(repeated_ids(self.root, per_shard)))
         return ids[order], order
 
+    def check_ids(self) -> None:
+        """A SurveyError naming repeated object ids and their shards, if any repeat (read
+        once: the ids are 8 bytes an object, so opening a survey does not read them)."""
+        _ = self._id_index
+
     def locate(self, object_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Global row of each object id; SurveyError naming the first unknown id."""
         sorted_ids, order = self._id_index

@@ -185,7 +185,9 @@ def read_test_ids(path: str | os.PathLike) -> np.ndarray:
 
 def indices_of_ids(task: Task, survey: Survey, ids: np.ndarray) -> np.ndarray:
     """Indices into `task` of the objects `ids`; every id must be one of its labelled
-    objects (a ConfigError names the first few that are not)."""
+    objects (a ConfigError names the first few that are not), and ids must be unique over
+    the survey (a SurveyError names the repeated ones)."""
+    survey.check_ids()
     task_ids = survey.column("object_id")[task.rows]
     where = {int(v): i for i, v in enumerate(task_ids)}
     missing = [int(v) for v in ids if int(v) not in where]

@@ -315,6 +315,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     if opts.with_head and not ckpt.has_head:
         raise SslHpcError(f"{ckpt.path}: holds no projection head for --with-head")
     ckpt.check_bands(survey.bands, data)
+    survey.check_ids()
     info = {
         "checkpoint": str(ckpt.path),
         "survey": str(survey.root.resolve()),

@@ -76,6 +76,7 @@ def build_report(
     run = json.loads((embeddings.root / RUN_FILE).read_text())
     ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
     ckpt.check_bands(survey.bands, survey.root)
+    survey.check_ids()
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()
     timings: dict[str, float] = {}

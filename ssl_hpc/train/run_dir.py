@@ -7,15 +7,14 @@ same survey) or checks them, and `check_run_name` refuses another run's name in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from ..config import claim_file, to_yaml
-from ..data.format import MANIFEST_NAME
 from ..data.manifest import load_manifest
 from ..errors import ConfigError
 from ..utils.atomic import write_json_atomic
-from ..utils.hashing import sha256_file
 
 #: in a run directory: the survey it trains on (`claim_survey`)
 SURVEY_FILE = "survey.json"
@@ -40,15 +39,28 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
     return out
 
 
+def survey_content_sha256(survey: str | Path) -> str:
+    """The sha256 of what a survey holds: its bands, image shape and dtype, and every
+    shard's name, rows and sha256; not the manifest's bytes, which also record when and
+    how fast it was written (a shard regenerated to the same bytes keeps this)."""
+    manifest = load_manifest(survey)
+    content = {
+        "bands": list(manifest.bands),
+        "image": [list(manifest.image_shape), manifest.image_dtype],
+        "shards": [[s.file, s.n_rows, s.sha256] for s in manifest.shards],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def claim_survey(path: Path, survey: str | Path) -> None:
-    """Record which survey a run trains on, by content (its manifest's sha256, so a copy
+    """Record which survey a run trains on, by content (`survey_content_sha256`, so a copy
     staged elsewhere, node-local disk say, is the same survey), or check a resume's. A run
     directory from before survey.json existed takes the survey it is resumed on."""
     manifest = load_manifest(survey)
     claim = {
         "survey": manifest.survey,
         "n_objects": manifest.n_objects,
-        "manifest_sha256": sha256_file(Path(survey) / MANIFEST_NAME),
+        "content_sha256": survey_content_sha256(survey),
     }
     if not path.exists():
         write_json_atomic(path, {**claim, "path": str(Path(survey).resolve())})
@@ -57,9 +69,9 @@ def claim_survey(path: Path, survey: str | Path) -> None:
     if {k: held.get(k) for k in claim} != claim:
         raise ConfigError(
             f"{path.parent} holds a run on survey {held.get('survey')!r} ({held.get('n_objects')}"
-            f" objects, manifest sha256 {str(held.get('manifest_sha256'))[:12]}..., at "
+            f" objects, content sha256 {str(held.get('content_sha256'))[:12]}..., at "
             f"{held.get('path')}), not {Path(survey)} ({claim['survey']!r}, "
-            f"{claim['n_objects']} objects, {claim['manifest_sha256'][:12]}...): resume on "
+            f"{claim['n_objects']} objects, {claim['content_sha256'][:12]}...): resume on "
             "the same survey, or choose another --out (if this is the same survey mended in "
             f"place, delete {path} to resume on it)"
         )
