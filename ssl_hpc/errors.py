@@ -1,5 +1,8 @@
 """Errors the command line turns into a one-line message and a non-zero exit."""
 
+import errno
+import re
+
 
 class SslHpcError(Exception):
     """Base class: a user-facing error whose message names the file, object or option."""
@@ -11,6 +14,30 @@ class ConfigError(SslHpcError):
 
 class SurveyError(SslHpcError):
     """A survey directory, manifest or shard that is missing, corrupt or inconsistent."""
+
+
+class TransientReadError(SurveyError):
+    """A survey read that failed on the filesystem's side (an I/O error, a stale handle on
+    a parallel filesystem, too many open files): tried again, it may pass."""
+
+
+#: errnos of a read that may pass when tried again
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EIO, errno.ESTALE, errno.EMFILE, errno.ENFILE, errno.ETIMEDOUT, errno.EAGAIN}
+)
+
+
+def read_error(message: str, cause: Exception) -> SurveyError:
+    """A SurveyError for a read that failed with `cause`: a TransientReadError when the
+    cause's errno says the filesystem failed, not the file (HDF5's own read errors carry
+    it only in their text, as "errno = 5"). Its class, not a __cause__, marks it, because
+    torch's DataLoader re-raises a worker's error as a new one of the same class."""
+    number = getattr(cause, "errno", None)
+    if number is None:
+        found = re.search(r"errno = (\d+)", str(cause))
+        number = int(found.group(1)) if found else None
+    kind = TransientReadError if number in TRANSIENT_ERRNOS else SurveyError
+    return kind(message)
 
 
 class IngestError(SslHpcError):

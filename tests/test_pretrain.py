@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shutil
@@ -15,11 +16,18 @@ from conftest import nan_centred_copy
 from ssl_hpc.config import build
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.embed import EmbeddingError
-from ssl_hpc.errors import ConfigError, DiskFullError, DivergedError, SurveyError
+from ssl_hpc.errors import (
+    ConfigError,
+    DiskFullError,
+    DivergedError,
+    SurveyError,
+    TransientReadError,
+    read_error,
+)
 from ssl_hpc.train.config import PretrainConfig
 from ssl_hpc.train.metrics_log import MetricsLog, read_metrics
 from ssl_hpc.train.pretrainer import Pretrainer
-from ssl_hpc.train.ray_loop import FAILED_FILE, fail_once, run_fit
+from ssl_hpc.train.ray_loop import FAILED_FILE, fail_once, repeats_on_retry, run_fit
 from ssl_hpc.train.run_dir import SURVEY_FILE, claim_run
 
 TINY = {
@@ -145,11 +153,48 @@ def test_a_retry_raises_the_recorded_class_even_before_its_module_is_imported(tm
     assert len(calls) == 3
 
 
+class FailingReads(torch.utils.data.Dataset):
+    """A dataset whose every read fails as a shard read on a flaky filesystem does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        raise read_error("shard-00000.h5: cannot read 'image'", OSError(errno.EIO, "I/O"))
+
+
+def test_reads_the_filesystem_failed_are_told_from_bad_files():
+    """EIO, ESTALE or too many open files may pass on a retry; a file that is not HDF5, a
+    bad checksum or a missing shard will not. HDF5 puts the errno only in its text, and
+    the mark must survive torch's DataLoader, which re-raises a worker's error anew."""
+    transient = [
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.ESTALE, "Stale file handle"),
+        OSError(errno.EMFILE, "Too many open files"),
+        OSError("Can't read data (file read failed: ..., errno = 5, error message = 'x')"),
+    ]
+    lasting = [
+        OSError("Unable to open file (file signature not found)"),
+        OSError("Can't read data (filter returned failure during read)"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+        KeyError("image"),
+    ]
+    for cause in transient:
+        assert isinstance(read_error("m", cause), TransientReadError), cause
+    for cause in lasting:
+        error = read_error("m", cause)
+        assert type(error) is SurveyError and repeats_on_retry(error), cause
+    loader = torch.utils.data.DataLoader(FailingReads(), batch_size=2, num_workers=1)
+    with pytest.raises(TransientReadError, match="shard-00000.h5: cannot read") as raised:
+        next(iter(loader))
+    assert raised.value.__cause__ is None and not repeats_on_retry(raised.value)
+
+
 @pytest.mark.parametrize(
     "error",
     [
         DiskFullError("no space left writing RUN"),
-        SurveyError("shard-00000.h5: could not read rows"),  # raised from an OSError below
+        TransientReadError("shard-00000.h5: cannot read 'image' (errno = 5)"),
     ],
 )
 def test_an_error_a_retry_may_not_meet_again_is_left_to_ray_retries(tmp_path, error):
@@ -159,8 +204,6 @@ def test_an_error_a_retry_may_not_meet_again_is_left_to_ray_retries(tmp_path, er
 
     def loop(config: dict) -> None:
         calls.append(config)
-        if isinstance(error, SurveyError):
-            raise error from OSError(5, "Input/output error")
         raise error
 
     once = fail_once(loop)
@@ -187,6 +230,10 @@ def test_a_run_resumes_only_on_the_survey_it_started_on(small_survey, tmp_path):
     manifest["generator"]["seconds"] = 12345.6  # a shard regenerated to the same bytes
     (staged / "manifest.json").write_text(json.dumps(manifest))
     claim_run(out, config, "pretraining config", staged)
+    manifest["pixel_scale_arcsec"] *= 2  # the PSF blur's scale: another survey to train on
+    (staged / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=rf"{out} holds a run on survey "):
+        claim_run(out, config, "pretraining config", staged)
 
 
 def test_simclr_trains_on_the_same_pretrainer(small_survey):

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 from h5py import h5s
 
-from ..errors import SurveyError
+from ..errors import SurveyError, read_error
 from . import format as fmt
 from . import healpix
 from .manifest import Manifest, load_manifest, repeated_ids, verify_survey
@@ -27,7 +27,7 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise SurveyError(f"{path}: cannot open shard ({e})") from e
+        raise read_error(f"{path}: cannot open shard ({e})", e) from e
 
 
 def read_rows(f: h5py.File, name: str, rows: np.ndarray) -> np.ndarray:
@@ -84,7 +84,7 @@ def read_rows_into(
             if scratch is not None:
                 out[at : at + n] = target
     except (OSError, KeyError, ValueError) as e:
-        raise SurveyError(f"{f.filename}: cannot read {name!r} ({e})") from e
+        raise read_error(f"{f.filename}: cannot read {name!r} ({e})", e) from e
 
 
 class Survey:

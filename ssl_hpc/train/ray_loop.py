@@ -45,7 +45,13 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..errors import CheckpointError, ConfigError, DiskFullError, SslHpcError
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    DiskFullError,
+    SslHpcError,
+    TransientReadError,
+)
 from ..utils.atomic import out_of_space, write_json_atomic
 from ..utils.hardware import cpu_threads
 from ..utils.procfs import alive
@@ -318,7 +324,7 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
 def repeats_on_retry(error: SslHpcError) -> bool:
     """Whether a retry meets `error` again: bad input or a diverged loss does; a full disk,
     or a filesystem's hiccup under a read (EIO, ESTALE, too many open files) may not."""
-    return not isinstance(error, DiskFullError) and not isinstance(error.__cause__, OSError)
+    return not isinstance(error, (DiskFullError, TransientReadError))
 
 
 def recorded_error(failed: Path) -> SslHpcError | None:
@@ -336,9 +342,10 @@ def recorded_error(failed: Path) -> SslHpcError | None:
         # a retry is a fresh process: the error's module may not be imported yet
         with contextlib.suppress(ImportError):
             kind = getattr(importlib.import_module(module), name, None)
-    if not (isinstance(kind, type) and issubclass(kind, SslHpcError)):
-        kind = SslHpcError
-    return kind(message)
+    if isinstance(kind, type) and issubclass(kind, SslHpcError):
+        with contextlib.suppress(TypeError):  # (a class built from other arguments)
+            return kind(message)
+    return SslHpcError(message)
 
 
 def run_fit(trainer, out: Path):

@@ -40,13 +40,16 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
 
 
 def survey_content_sha256(survey: str | Path) -> str:
-    """The sha256 of what a survey holds: its bands, image shape and dtype, and every
-    shard's name, rows and sha256; not the manifest's bytes, which also record when and
-    how fast it was written (a shard regenerated to the same bytes keeps this)."""
+    """The sha256 of what a survey holds: its bands, image shape and dtype, the pixel scale
+    and flux unit the augmentations read, its partition, and every shard's name, rows and
+    sha256; not the manifest's bytes, which also record when and how fast it was written
+    (a shard regenerated to the same bytes keeps this)."""
     manifest = load_manifest(survey)
     content = {
         "bands": list(manifest.bands),
         "image": [list(manifest.image_shape), manifest.image_dtype],
+        "pixels": [manifest.pixel_scale_arcsec, manifest.flux_unit],
+        "partition": manifest.partition,
         "shards": [[s.file, s.n_rows, s.sha256] for s in manifest.shards],
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -62,10 +65,10 @@ def claim_survey(path: Path, survey: str | Path) -> None:
         "n_objects": manifest.n_objects,
         "content_sha256": survey_content_sha256(survey),
     }
-    if not path.exists():
+    held = json.loads(path.read_text()) if path.exists() else {}
+    if "content_sha256" not in held:  # a new run, or one from before survey.json
         write_json_atomic(path, {**claim, "path": str(Path(survey).resolve())})
         return
-    held = json.loads(path.read_text())
     if {k: held.get(k) for k in claim} != claim:
         raise ConfigError(
             f"{path.parent} holds a run on survey {held.get('survey')!r} ({held.get('n_objects')}"
