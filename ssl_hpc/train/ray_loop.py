@@ -298,8 +298,8 @@ def torch_trainer(
 
 def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
     """Worker function `loop`, made to raise at once in Ray's retries after any attempt of
-    it raised an SslHpcError (bad input, a diverged loss: the same data and checkpoint give
-    it again), which the first attempt to raise it records in the run's FAILED_FILE."""
+    it raised an SslHpcError that a retry meets again (`repeats_on_retry`: bad input, a
+    diverged loss), which the first attempt to raise it records in the run's FAILED_FILE."""
 
     @functools.wraps(loop)
     def once(config: dict) -> None:
