@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import SurveyError
 from ..utils.atomic import write_json_atomic
-from ..utils.hashing import sha256_file
+from ..utils.hashing import sha256_file, sha256_json
 from . import format as fmt
 
 
@@ -63,6 +63,22 @@ class Manifest:
     @property
     def n_objects(self) -> int:
         return sum(s.n_rows for s in self.shards)
+
+    @property
+    def content_sha256(self) -> str:
+        """A sha256 of what the survey holds: bands, image shape and dtype, the pixel scale
+        and flux unit the augmentations read, the partition, and every shard's name, rows
+        and sha256; not the manifest's other entries, which record when and how fast it was
+        written (a shard regenerated to the same bytes keeps this)."""
+        return sha256_json(
+            {
+                "bands": list(self.bands),
+                "image": [list(self.image_shape), self.image_dtype],
+                "pixels": [self.pixel_scale_arcsec, self.flux_unit],
+                "partition": self.partition,
+                "shards": [[s.file, s.n_rows, s.sha256] for s in self.shards],
+            }
+        )
 
     @property
     def healpix_order(self) -> int | None:

@@ -161,11 +161,12 @@ class Survey:
         """The ids sorted, and their global rows; a SurveyError if any id repeats."""
         ids = self.column(fmt.OBJECT_ID)
         order = np.argsort(ids, kind="stable")
-        if (ids[order][1:] == ids[order][:-1]).any():
+        sorted_ids = ids[order]
+        if (sorted_ids[1:] == sorted_ids[:-1]).any():
             files = [s.file for s in self.manifest.shards]
             per_shard = dict(zip(files, np.split(ids, self.shard_offsets[1:]), strict=True))
             raise SurveyError("; ".join(repeated_ids(self.root, per_shard)))
-        return ids[order], order
+        return sorted_ids, order
 
     def check_ids(self) -> None:
         """A SurveyError naming repeated object ids and their shards, if any repeat (read

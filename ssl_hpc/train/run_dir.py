@@ -7,7 +7,6 @@ same survey) or checks them, and `check_run_name` refuses another run's name in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -39,31 +38,15 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
     return out
 
 
-def survey_content_sha256(survey: str | Path) -> str:
-    """The sha256 of what a survey holds: its bands, image shape and dtype, the pixel scale
-    and flux unit the augmentations read, its partition, and every shard's name, rows and
-    sha256; not the manifest's bytes, which also record when and how fast it was written
-    (a shard regenerated to the same bytes keeps this)."""
-    manifest = load_manifest(survey)
-    content = {
-        "bands": list(manifest.bands),
-        "image": [list(manifest.image_shape), manifest.image_dtype],
-        "pixels": [manifest.pixel_scale_arcsec, manifest.flux_unit],
-        "partition": manifest.partition,
-        "shards": [[s.file, s.n_rows, s.sha256] for s in manifest.shards],
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
 def claim_survey(path: Path, survey: str | Path) -> None:
-    """Record which survey a run trains on, by content (`survey_content_sha256`, so a copy
+    """Record which survey a run trains on, by content (`Manifest.content_sha256`, so a copy
     staged elsewhere, node-local disk say, is the same survey), or check a resume's. A run
     directory from before survey.json existed takes the survey it is resumed on."""
     manifest = load_manifest(survey)
     claim = {
         "survey": manifest.survey,
         "n_objects": manifest.n_objects,
-        "content_sha256": survey_content_sha256(survey),
+        "content_sha256": manifest.content_sha256,
     }
     held = json.loads(path.read_text()) if path.exists() else {}
     if "content_sha256" not in held:  # a new run, or one from before survey.json
