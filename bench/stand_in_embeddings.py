@@ -26,13 +26,11 @@ import numpy as np
 from search import clumped
 from sklearn.mixture import GaussianMixture
 
-from ssl_hpc.data import format as fmt
 from ssl_hpc.data.sharded_job import ShardPlan, claim_dir, record
 from ssl_hpc.data.survey import Survey
 from ssl_hpc.embed import load, store
 from ssl_hpc.utils.arrays import normalise
 from ssl_hpc.utils.atomic import write_json_atomic
-from ssl_hpc.utils.hashing import sha256_file
 
 
 def like(real: np.ndarray, n: int, seed: int, pcs: int = 32, components: int = 32):
@@ -70,7 +68,7 @@ def main() -> None:
     identity = {
         "schema": store.SCHEMA,
         "checkpoint_sha256": "stand-in",
-        "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
+        "survey_content_sha256": survey.manifest.content_sha256,
         "with_head": False,
         "field": 0,
         "precision": "fp32",

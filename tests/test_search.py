@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,6 +25,7 @@ from ssl_hpc.search.exact import exact_search
 from ssl_hpc.search.query import QueryError, angular_sep_arcsec
 from ssl_hpc.search.searcher import SearchConfig, Searcher, survey_of
 from ssl_hpc.search.vectors import ArrayVectors, ShardVectors, normalise
+from ssl_hpc.utils.hashing import sha256_file
 
 
 def brute_topk(db: np.ndarray, q: np.ndarray, k: int, exclude=None):
@@ -145,7 +147,7 @@ def test_all_vs_all_table_equals_brute_force_and_resumes(emb, tmp_path):
 
 def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):
     """Synthetic surveys all number their objects 1..N, so ids and counts match; the
-    survey manifest's hash recorded at embedding tells them apart."""
+    survey's content hash recorded at embedding tells them apart."""
     out, _ = emb
     other = tmp_path / "other"
     generate_survey(SynthConfig(**{**SMALL_SURVEY, "seed": 8}), other)
@@ -155,6 +157,28 @@ def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):
     args = ["probe", "--embeddings", str(out), "--data", str(other), "--out", str(tmp_path / "p")]
     assert main(args) == 2
     assert not (tmp_path / "p").exists()
+
+
+def test_a_survey_is_known_by_its_content_not_its_manifest_file(emb, small_survey, tmp_path):
+    """A copy whose manifest.json was rewritten (another generator record, as a rerun that
+    regenerated a shard to the same bytes writes) is the survey the set embeds; a set from
+    before the content hash, which recorded manifest.json's sha256, is checked as it was."""
+    out, _ = emb
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["generator"]["seconds"] = 12345.0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert survey_of(load(out), copy).root == copy
+    old = tmp_path / "old-set"
+    shutil.copytree(out, old)
+    record = json.loads((old / "manifest.json").read_text())
+    del record["survey_content_sha256"]
+    record["survey_sha256"] = sha256_file(Path(small_survey) / "manifest.json")
+    (old / "manifest.json").write_text(json.dumps(record))
+    assert survey_of(load(old), small_survey).root == Path(small_survey)
+    with pytest.raises(SslHpcError, match="embeds another survey than"):
+        survey_of(load(old), copy)
 
 
 def test_a_survey_given_as_the_embeddings_is_named(small_survey, capsys):
@@ -215,6 +239,16 @@ def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):
         searcher.by_fits(tmp_path / "nan.fits")
     with pytest.raises(SslHpcError, match="--k 0"):
         searcher.search(q, 0)
+    # the encoder a FITS query is embedded by must be the set's: a copy of it is, another
+    # network's vectors live in another space
+    from test_embed import make_checkpoint
+
+    _, ckpt = emb
+    copy = Path(shutil.copy(ckpt, tmp_path / "moved.pt"))
+    assert Searcher(es, survey, checkpoint=copy).by_fits(cube).vector @ q.vector > 0.9999
+    other = make_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(SslHpcError, match="other.pt: not the encoder the set was embedded"):
+        Searcher(es, survey, checkpoint=other).by_fits(cube)
 
 
 def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):

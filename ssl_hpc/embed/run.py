@@ -38,7 +38,6 @@ from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import autocast, centre_crop, check_window, field_factor, field_view
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import resolve_precision
-from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from . import store
 from .placement import pick_device, rank_threads
@@ -119,7 +118,7 @@ def run_identity(
     return {
         "schema": store.SCHEMA,
         "checkpoint_sha256": checkpoint.sha256,
-        "survey_sha256": sha256_file(survey.root / fmt.MANIFEST_NAME),
+        "survey_content_sha256": survey.manifest.content_sha256,
         "with_head": with_head,
         "field": int(field),
         "precision": precision,

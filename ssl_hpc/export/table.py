@@ -134,7 +134,7 @@ def build_table(
         "checkpoint_sha256": embeddings.manifest.get("checkpoint_sha256"),
         "survey": str(survey.root.resolve()),
         "survey_name": survey.manifest.survey,
-        "survey_manifest_sha256": embeddings.manifest.get("survey_sha256"),
+        "survey_content_sha256": survey.manifest.content_sha256,
         "healpix_order": order,
         "healpix_from": "survey" if rows.healpix_from_survey else "computed",
         "embedding_dim": embeddings.dim,

@@ -117,8 +117,25 @@ class CutoutEmbedder:
     """The set's encoder, loaded once, embedding new cutouts as the set was embedded (the
     central crop of the checkpoint's embedding window)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        precision: str = "fp32",
+        embedded_with: str | None = None,
+        survey: Survey | None = None,
+    ) -> None:
+        """`embedded_with`: the sha256 of the checkpoint the set was embedded with (another
+        encoder's vectors live in another space: refused); `survey`: the set's survey,
+        whose bands the encoder must take."""
         ckpt = EncoderCheckpoint(checkpoint)
+        if embedded_with and ckpt.sha256 != embedded_with:
+            raise SslHpcError(
+                f"{ckpt.path}: not the encoder the set was embedded with (sha256 "
+                f"{ckpt.sha256[:12]}..., the set's {embedded_with[:12]}...): a query embedded "
+                "by another encoder is compared in another space; give the set's checkpoint"
+            )
+        if survey is not None:
+            ckpt.check_bands(survey.bands, survey.root)
         self.precision = precision  # the set's: a query is embedded as the set was
         self.crop = ckpt.crop
         self.in_channels = ckpt.in_channels

@@ -47,13 +47,23 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
             f"{embeddings.root}: {len(embeddings)} vectors, but {path} has {len(survey)} objects"
         )
     # ids alone do not tell surveys apart (synthetic ones all count 1..N)
-    recorded = embeddings.manifest.get("survey_sha256")
-    if recorded and sha256_file(survey.root / fmt.MANIFEST_NAME) != recorded:
+    if not _embeds(embeddings, survey):
         raise SslHpcError(
-            f"{embeddings.root}: embeds another survey than {path} (its manifest.json differs "
-            "from the one embedded); give the survey it was made from"
+            f"{embeddings.root}: embeds another survey than {path} (its shards, bands or "
+            "pixels differ from the ones embedded); give the survey it was made from"
         )
     return survey
+
+
+def _embeds(embeddings: EmbeddingSet, survey: Survey) -> bool:
+    """Whether `survey` holds what the set was embedded from: its content hash (a survey
+    whose manifest was rewritten, or copied, is the same survey); sets from before
+    2026-12-08 recorded the sha256 of manifest.json instead, compared as it was."""
+    content = embeddings.manifest.get("survey_content_sha256")
+    if content:
+        return content == survey.manifest.content_sha256
+    recorded = embeddings.manifest.get("survey_sha256")
+    return not recorded or sha256_file(survey.root / fmt.MANIFEST_NAME) == recorded
 
 
 def _run_record(embeddings: EmbeddingSet) -> dict:
@@ -176,8 +186,13 @@ class Searcher:
                 ckpt = run.get("checkpoint")
             if not ckpt:
                 raise SslHpcError(f"{self.set.root}: run.json names no checkpoint; give one")
-            precision = run.get("identity", {}).get("precision", "fp32")
-            self._embedder = CutoutEmbedder(ckpt, precision)
+            identity = run.get("identity", {})
+            self._embedder = CutoutEmbedder(
+                ckpt,
+                identity.get("precision", "fp32"),
+                identity.get("checkpoint_sha256"),
+                self.survey,
+            )
         return self._embedder
 
     # -- search -----------------------------------------------------------------------------
