@@ -27,17 +27,21 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
-def read_error(message: str, cause: Exception) -> SurveyError:
-    """A SurveyError for a read that failed with `cause`: a TransientReadError when the
-    cause's errno says the filesystem failed, not the file (HDF5's own read errors carry
-    it only in their text, as "errno = 5"). Its class, not a __cause__, marks it, because
-    torch's DataLoader re-raises a worker's error as a new one of the same class."""
+def is_transient(cause: BaseException) -> bool:
+    """Whether `cause`'s errno says the filesystem failed, not the file (HDF5's own read
+    errors carry it only in their text, as "errno = 5")."""
     number = getattr(cause, "errno", None)
     if number is None:
         found = re.search(r"errno = (\d+)", str(cause))
         number = int(found.group(1)) if found else None
-    kind = TransientReadError if number in TRANSIENT_ERRNOS else SurveyError
-    return kind(message)
+    return number in TRANSIENT_ERRNOS
+
+
+def read_error(message: str, cause: Exception) -> SurveyError:
+    """A SurveyError for a read that failed with `cause`: a TransientReadError when the
+    read may pass tried again (`is_transient`). Its class, not a __cause__, marks it,
+    because torch's DataLoader re-raises a worker's error as a new one of the same class."""
+    return (TransientReadError if is_transient(cause) else SurveyError)(message)
 
 
 class IngestError(SslHpcError):

@@ -3,6 +3,7 @@ damage, and older checkpoints (no seal) are checked by loading them."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
@@ -53,6 +54,34 @@ def test_truncated_missing_and_unsealed_checkpoints(tmp_path):
     assert "trainer.pt unreadable" in damage(legacy)
     (tmp_path / "empty").mkdir()
     assert damage(tmp_path / "empty") == "no checkpoint files"
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_filesystem_failing_a_read_is_raised_not_taken_for_damage(tmp_path, monkeypatch, legacy):
+    """An EIO or a stale handle under a seal or (unsealed) checkpoint read says nothing of
+    the checkpoint: passed over, a run would resume from an older one, or record "no
+    intact checkpoint" and stop every retry. A file that reads, but wrongly, is damage."""
+    path = _checkpoint(tmp_path / "c")
+    if legacy:
+        (tmp_path / "c" / "sha256-rank-0.json").unlink()
+    real_open = open
+
+    def failing(file, *args, **kwargs):
+        if os.fspath(file).endswith((".json", ".pt")) and failing.errno:
+            raise OSError(failing.errno, os.strerror(failing.errno), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing)
+    monkeypatch.setattr("io.open", failing)
+    for number in (errno.EIO, errno.ESTALE):
+        failing.errno = number
+        with pytest.raises(OSError) as raised:
+            damage(tmp_path / "c")
+        assert raised.value.errno == number
+    failing.errno = errno.EACCES  # lasting: this checkpoint cannot be used
+    assert "unreadable" in damage(tmp_path / "c")
+    failing.errno = 0
+    assert damage(tmp_path / "c") is None and path.is_file()
 
 
 def test_every_rank_seal_is_checked(tmp_path):

@@ -4,7 +4,9 @@ Every rank writes its part of a checkpoint and then a seal: the sha256 of each f
 wrote (``sha256-rank-N.json``). A directory is intact when every sealed file is there with
 its hash. torch.load alone is not enough: a truncated file fails to open, but flipped
 bytes inside a tensor load without complaint. Checkpoints written before seals were kept
-are checked by loading every ``.pt`` file in them.
+are checked by loading every ``.pt`` file in them. A read the filesystem failed (EIO, a
+stale handle: `errors.is_transient`) says nothing of the checkpoint: it is raised, for
+the attempt's retry to read again, rather than the checkpoint passed over.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import is_transient
 from ..utils.faults import kill_point
 from ..utils.hashing import sha256_file
 
@@ -53,6 +56,8 @@ def damage(directory: Path, world: int = 1) -> str | None:
         try:
             sums = json.loads(seal_file.read_text())
         except (OSError, ValueError) as e:
+            if is_transient(e):
+                raise
             return f"{seal_file.name} unreadable ({e})"
         for name, digest in sums.items():
             path = directory / name
@@ -71,6 +76,8 @@ def _unloadable(directory: Path) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except UNREADABLE as e:
+            if is_transient(e):
+                raise
             return f"{path.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
     return None
 
