@@ -200,6 +200,38 @@ def test_another_checkpoint_is_refused(single, small_survey, tmp_path):
         embed_survey(tmp_path / "missing", small_survey, single[0])
 
 
+def test_a_set_begun_before_the_content_hash_resumes_on_its_survey(
+    checkpoint, small_survey, tmp_path, monkeypatch
+):
+    """Sets begun before 2026-12-08 named their survey by manifest.json's sha256: a rerun
+    keeps their finished shards rather than refusing the directory as another run's; a
+    survey whose manifest.json differs is still refused."""
+    import ssl_hpc.embed.run as embed_run
+    from ssl_hpc.utils.hashing import sha256_file
+
+    def legacy_identity(*args):
+        identity = dict(new_identity(*args))
+        del identity["survey_content_sha256"]
+        return {**identity, "survey_sha256": sha256_file(Path(small_survey) / "manifest.json")}
+
+    new_identity = embed_run.run_identity
+    monkeypatch.setattr(embed_run, "run_identity", legacy_identity)
+    out = tmp_path / "old"
+    embed_survey(checkpoint, small_survey, out)
+    (out / "emb-00002.h5").unlink()  # killed before its shard was written
+    monkeypatch.undo()
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("emb-*.h5")}
+    manifest = embed_survey(checkpoint, small_survey, out)
+    assert manifest["survey_sha256"] and "survey_content_sha256" not in manifest
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    assert (out / "emb-00002.h5").is_file() and len(load(out)) == 384
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+    (copy / "manifest.json").write_text((copy / "manifest.json").read_text() + " ")
+    with pytest.raises(SslHpcError, match="holds the outputs of another ssl-hpc embed"):
+        embed_survey(checkpoint, copy, out)
+
+
 def test_embed_size_sets_the_window_every_stage_embeds_through(small_survey, tmp_path):
     """A run's embed_size, not its view size, is the centred window `embed` (and search,
     and the studies' linear heads) put through the encoder; one that does not fit the

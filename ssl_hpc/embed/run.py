@@ -25,6 +25,7 @@ from ..config import to_dict
 from ..data import format as fmt
 from ..data.reader import assign_shards
 from ..data.sharded_job import (
+    JobError,
     ShardPlan,
     claim_dir,
     finished,
@@ -38,6 +39,7 @@ from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import autocast, centre_crop, check_window, field_factor, field_view
 from ..utils.atomic import write_json_atomic
 from ..utils.hardware import resolve_precision
+from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from . import store
 from .placement import pick_device, rank_threads
@@ -305,6 +307,7 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     # rank 0's machine decides for every rank: one set, one arithmetic
     precision = resolve_precision(opts.precision, pick_device(opts.device, 0))
     identity = run_identity(ckpt, survey, opts.with_head, factor, precision, opts.texture_stage)
+    identity = _as_claimed(out, identity, survey)
     check_window(crop, survey, f"{ckpt.path} (its embed_size, else its view size)")
     if not 0 <= opts.texture_stage <= 4:
         raise SslHpcError(
@@ -323,6 +326,23 @@ def _prepare(checkpoint, data, out: Path, opts: EmbedOptions):
     digest = claim_dir(out, JOB, identity, info, name=store.RUN_FILE)
     remove_temporaries(out)  # of a killed earlier run: never a finished shard
     return identity, digest, ckpt.path, crop
+
+
+def _as_claimed(out: Path, identity: dict, survey: Survey) -> dict:
+    """`identity` as a set begun before 2026-12-08 claimed it, when `out` holds one of
+    this survey: those named the survey by manifest.json's sha256, not its content's,
+    and their finished shards are kept rather than refused as another run's."""
+    try:
+        held = read_claim(out, store.RUN_FILE).get("identity")
+    except (JobError, OSError, ValueError, AttributeError):
+        return identity  # none, or unreadable: claim_dir says which
+    if not isinstance(held, dict) or "survey_content_sha256" in held:
+        return identity
+    recorded = held.get("survey_sha256")
+    if recorded != sha256_file(survey.root / fmt.MANIFEST_NAME):
+        return identity
+    legacy = {k: v for k, v in identity.items() if k != "survey_content_sha256"}
+    return {**legacy, "survey_sha256": recorded}
 
 
 def _finish(out: Path, claim: dict, survey: Survey, reports: list, opts: EmbedOptions):
