@@ -16,9 +16,13 @@ class SurveyError(SslHpcError):
     """A survey directory, manifest or shard that is missing, corrupt or inconsistent."""
 
 
-class TransientReadError(SurveyError):
-    """A survey read that failed on the filesystem's side (an I/O error, a stale handle on
-    a parallel filesystem, too many open files): tried again, it may pass."""
+class TransientError(SslHpcError):
+    """A read that failed on the filesystem's side (an I/O error, a stale handle on a
+    parallel filesystem, too many open files): tried again, it may pass."""
+
+
+class TransientReadError(SurveyError, TransientError):
+    """A survey read that failed on the filesystem's side."""
 
 
 #: errnos of a read that may pass when tried again

@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import dead_pid
 
+from ssl_hpc.errors import TransientError
+from ssl_hpc.train.ray_loop import repeats_on_retry
 from ssl_hpc.train.sealed import damage, newest_first, seal
 from ssl_hpc.utils.procfs import stat_fields
 
@@ -56,9 +58,13 @@ def test_truncated_missing_and_unsealed_checkpoints(tmp_path):
     assert damage(tmp_path / "empty") == "no checkpoint files"
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_a_filesystem_failing_a_read_is_raised_not_taken_for_damage(tmp_path, monkeypatch, legacy):
-    """An EIO or a stale handle under a seal or (unsealed) checkpoint read says nothing of
+@pytest.mark.parametrize(
+    "failing_suffix, legacy", [(".json", False), (".pt", False), (".pt", True)]
+)
+def test_a_filesystem_failing_a_read_is_raised_not_taken_for_damage(
+    tmp_path, monkeypatch, failing_suffix, legacy
+):
+    """An EIO or a stale handle under a seal, sealed file or unsealed checkpoint says nothing of
     the checkpoint: passed over, a run would resume from an older one, or record "no
     intact checkpoint" and stop every retry. A file that reads, but wrongly, is damage."""
     path = _checkpoint(tmp_path / "c")
@@ -67,7 +73,7 @@ def test_a_filesystem_failing_a_read_is_raised_not_taken_for_damage(tmp_path, mo
     real_open = open
 
     def failing(file, *args, **kwargs):
-        if os.fspath(file).endswith((".json", ".pt")) and failing.errno:
+        if os.fspath(file).endswith(failing_suffix) and failing.errno:
             raise OSError(failing.errno, os.strerror(failing.errno), os.fspath(file))
         return real_open(file, *args, **kwargs)
 
@@ -75,9 +81,9 @@ def test_a_filesystem_failing_a_read_is_raised_not_taken_for_damage(tmp_path, mo
     monkeypatch.setattr("io.open", failing)
     for number in (errno.EIO, errno.ESTALE):
         failing.errno = number
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(TransientError, match=r"c/\S+: the filesystem failed the read") as e:
             damage(tmp_path / "c")
-        assert raised.value.errno == number
+        assert e.value.__cause__.errno == number and not repeats_on_retry(e.value)
     failing.errno = errno.EACCES  # lasting: this checkpoint cannot be used
     assert "unreadable" in damage(tmp_path / "c")
     failing.errno = 0

@@ -50,7 +50,7 @@ from ..errors import (
     ConfigError,
     DiskFullError,
     SslHpcError,
-    TransientReadError,
+    TransientError,
 )
 from ..utils.atomic import out_of_space, write_json_atomic
 from ..utils.hardware import cpu_threads
@@ -324,7 +324,7 @@ def fail_once(loop: Callable[[dict], None]) -> Callable[[dict], None]:
 def repeats_on_retry(error: SslHpcError) -> bool:
     """Whether a retry meets `error` again: bad input or a diverged loss does; a full disk,
     or a filesystem's hiccup under a read (EIO, ESTALE, too many open files) may not."""
-    return not isinstance(error, (DiskFullError, TransientReadError))
+    return not isinstance(error, (DiskFullError, TransientError))
 
 
 def recorded_error(failed: Path) -> SslHpcError | None:

@@ -5,8 +5,9 @@ wrote (``sha256-rank-N.json``). A directory is intact when every sealed file is 
 its hash. torch.load alone is not enough: a truncated file fails to open, but flipped
 bytes inside a tensor load without complaint. Checkpoints written before seals were kept
 are checked by loading every ``.pt`` file in them. A read the filesystem failed (EIO, a
-stale handle: `errors.is_transient`) says nothing of the checkpoint: it is raised, for
-the attempt's retry to read again, rather than the checkpoint passed over.
+stale handle: `errors.is_transient`) says nothing of the checkpoint: it raises a
+TransientError, for the attempt's retry to read again, rather than the checkpoint being
+passed over.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import is_transient
+from ..errors import TransientError, is_transient
 from ..utils.faults import kill_point
 from ..utils.hashing import sha256_file
 
@@ -57,13 +58,19 @@ def damage(directory: Path, world: int = 1) -> str | None:
             sums = json.loads(seal_file.read_text())
         except (OSError, ValueError) as e:
             if is_transient(e):
-                raise
+                raise _transient(seal_file, e) from e
             return f"{seal_file.name} unreadable ({e})"
         for name, digest in sums.items():
             path = directory / name
             if not path.is_file():
                 return f"{name} missing"
-            if sha256_file(path) != digest:
+            try:
+                now = sha256_file(path)
+            except OSError as e:
+                if is_transient(e):
+                    raise _transient(path, e) from e
+                return f"{name} unreadable ({e})"
+            if now != digest:
                 return f"{name} does not match its sha256 (damaged after it was written)"
     return None
 
@@ -77,9 +84,17 @@ def _unloadable(directory: Path) -> str | None:
             torch.load(path, map_location="cpu", weights_only=True)
         except UNREADABLE as e:
             if is_transient(e):
-                raise
+                raise _transient(path, e) from e
             return f"{path.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
     return None
+
+
+def _transient(path: Path, cause: BaseException) -> TransientError:
+    return TransientError(
+        f"{path}: the filesystem failed the read ({cause}); Ray's retries read it again. "
+        f"If it persists (a bad sector also says EIO), move {path.parent} aside to resume "
+        "from the checkpoint before it"
+    )
 
 
 def newest_first(root: Path) -> list[Path]:
