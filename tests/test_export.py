@@ -136,6 +136,7 @@ def test_parquet_round_trips_through_pyarrow_and_pandas(mmu_like, tmp_path):
     meta = json.loads(t.schema.metadata[b"ssl_hpc"])
     assert meta["embeddings"] == str(emb.resolve()) and meta["checkpoint"] == "encoder.pt"
     assert meta["survey"] == str(survey_dir.resolve()) and meta["healpix_from"] == "survey"
+    assert meta["survey_content_sha256"] == load_manifest(survey_dir).content_sha256
     assert meta["ssl_hpc_version"]
     df = pd.read_parquet(cat)
     np.testing.assert_array_equal(df["object_id"].to_numpy(), want["object_id"])
@@ -174,6 +175,7 @@ def test_fits_table_opens_with_units_and_the_vectors(mmu_like, tmp_path):
     assert header["HPXORDER"] == 4 and header["HPXNSIDE"] == 16 and header["HPXFROM"] == "computed"
     assert header["EMBSET"] == str(emb.resolve()) and header["CHECKPT"] == "encoder.pt"
     assert header["SURVEY"] == str(survey_dir.resolve())
+    assert header["SURVCSHA"] == load_manifest(survey_dir).content_sha256
     assert header["TCOMM2"] == "the source catalogue's own id"
 
 

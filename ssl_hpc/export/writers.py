@@ -127,7 +127,7 @@ FITS_KEYS = {
     "checkpoint_sha256": "CKPTSHA",
     "survey": "SURVEY",
     "survey_name": "SURVNAME",
-    "survey_content_sha256": "SURVSHA",
+    "survey_content_sha256": "SURVCSHA",  # SURVSHA until 2026-12-08: manifest.json's sha256
     "report": "REPORT",
     "probe": "PROBE",
     "healpix_order": "HPXORDER",
