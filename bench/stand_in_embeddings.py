@@ -67,7 +67,7 @@ def main() -> None:
     out = Path(args.out)
     identity = {
         "schema": store.SCHEMA,
-        "checkpoint_sha256": "stand-in",
+        "checkpoint_sha256": None,  # no encoder made these: any may embed a query
         "survey_content_sha256": survey.manifest.content_sha256,
         "with_head": False,
         "field": 0,

@@ -347,6 +347,15 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     # an efficiency directory that is not a finished study is named
     assert main([*args, "--efficiency", str(tmp_path / "nope")]) == 2
     assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err
+    # another encoder's invariance and curves beside this set's probes: refused, named
+    from test_embed import make_checkpoint
+
+    other = make_checkpoint(tmp_path / "other.pt", seed=1)
+    elsewhere = tmp_path / "report-other"
+    assert main([*args[:-1], str(elsewhere), "--checkpoint", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: not the encoder {emb} was embedded with" in err
+    assert "Traceback" not in err and not (elsewhere / "index.html").exists()
 
 
 def test_gmm_scores_survive_a_component_with_a_singular_covariance():

@@ -103,7 +103,7 @@ def test_ann_recall_at_10_on_1e5_vectors(kind, tmp_path):
 
 def test_ann_index_is_cached_and_rebuilt_when_the_set_changes(tmp_path):
     vectors = ArrayVectors(clustered(4000, 32, seed=5))
-    source = {"embeddings": "x", "sha256": "a"}
+    source = {"sha256": "a"}
     first, info = build_or_load(vectors, tmp_path, AnnConfig(nprobe=8), source)
     assert not info["cached"] and info["bytes"] > 0 and info["build_seconds"] > 0
     again, info = build_or_load(vectors, tmp_path, AnnConfig(nprobe=16), source)
@@ -143,6 +143,17 @@ def test_all_vs_all_table_equals_brute_force_and_resumes(emb, tmp_path):
         all_neighbours(load(fresh), 384)
     assert not (fresh / "neighbours").exists()
     assert source_of(es) == json.loads((nn / "manifest.json").read_text())["source"]
+    # a set moved, its manifest rewritten by a rerun of embed (other timings): the same
+    # vectors, so the table is kept
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    record = json.loads((moved / "manifest.json").read_text())
+    record["ranks"] = [{**r, "seconds": r["seconds"] + 1} for r in record["ranks"]]
+    (moved / "manifest.json").write_text(json.dumps(record))
+    kept = {p.name: p.stat().st_mtime_ns for p in (moved / "neighbours").glob("nn-*.h5")}
+    all_neighbours(load(moved), 5)
+    assert kept == {p.name: p.stat().st_mtime_ns for p in (moved / "neighbours").glob("nn-*.h5")}
+    np.testing.assert_array_equal(load_neighbours(load(moved))["neighbour_row"], want)
 
 
 def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):
@@ -243,12 +254,17 @@ def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):
     # network's vectors live in another space
     from test_embed import make_checkpoint
 
-    _, ckpt = emb
     copy = Path(shutil.copy(ckpt, tmp_path / "moved.pt"))
     assert Searcher(es, survey, checkpoint=copy).by_fits(cube).vector @ q.vector > 0.9999
     other = make_checkpoint(tmp_path / "other.pt", seed=1)
-    with pytest.raises(SslHpcError, match="other.pt: not the encoder the set was embedded"):
+    with pytest.raises(SslHpcError, match=r"other.pt: not the encoder \S+ was embedded with"):
         Searcher(es, survey, checkpoint=other).by_fits(cube)
+    # a set that records no encoder's sha256 (bench/stand_in_embeddings.py's) takes any
+    record = json.loads((out / "manifest.json").read_text())
+    stand_in = tmp_path / "stand-in"
+    shutil.copytree(out, stand_in, ignore=shutil.ignore_patterns("index", "neighbours"))
+    (stand_in / "manifest.json").write_text(json.dumps({**record, "checkpoint_sha256": None}))
+    assert Searcher(load(stand_in), survey, checkpoint=other).by_fits(cube).row is None
 
 
 def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):

@@ -147,6 +147,21 @@ class EncoderCheckpoint:
                 "an encoder pretrained on it"
             )
 
+    def check_embedded(
+        self, embedded_sha256: str | None, embeddings: str | os.PathLike, recorded: str | None
+    ) -> None:
+        """Refuse to stand for the embedding set at `embeddings` unless this is the file it
+        was embedded with (`embedded_sha256`, the set's checkpoint_sha256; `recorded`: the
+        path the set names): another encoder's vectors live in another space. A set that
+        records no sha256 (a stand-in, an old set) has nothing to compare."""
+        if not is_sha256(embedded_sha256) or self.sha256 == embedded_sha256:
+            return
+        raise SslHpcError(
+            f"{self.path}: not the encoder {embeddings} was embedded with (sha256 "
+            f"{self.sha256[:12]}..., the set's {embedded_sha256[:12]}..., from {recorded}): "
+            "give that checkpoint (--checkpoint), or embed the survey with this one"
+        )
+
     @property
     def input_stretch(self) -> str:
         return str(self.payload.get("input_stretch", "none"))
@@ -200,3 +215,8 @@ class EncoderCheckpoint:
         net = projection_head(first.shape[1], first.shape[0], last.shape[0])
         net.load_state_dict(weights)
         return net.to(device).eval()
+
+
+def is_sha256(text) -> bool:
+    """Whether `text` is a sha256 hex digest (not absent, not a stand-in's placeholder)."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)

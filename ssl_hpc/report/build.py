@@ -72,11 +72,13 @@ def build_report(
     """
     opts = options or ReportOptions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run = json.loads((embeddings.root / RUN_FILE).read_text())
     ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
+    manifest = embeddings.manifest
+    ckpt.check_embedded(manifest.get("checkpoint_sha256"), embeddings.root, run["checkpoint"])
     ckpt.check_bands(survey.bands, survey.root)
     survey.check_ids()
+    out.mkdir(parents=True, exist_ok=True)
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()
     timings: dict[str, float] = {}

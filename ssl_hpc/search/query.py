@@ -20,6 +20,7 @@ from ..data.cutouts import CutoutError, read_fits_image
 from ..data.healpix import angular_sep_arcsec
 from ..data.labels import spec_z
 from ..data.survey import Survey
+from ..embed.store import EmbeddingSet
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
 from ..models.inference import centre_crop, embed
@@ -120,23 +121,20 @@ class CutoutEmbedder:
     def __init__(
         self,
         checkpoint: str | os.PathLike,
-        precision: str = "fp32",
-        embedded_with: str | None = None,
-        survey: Survey | None = None,
+        precision: str,
+        embeddings: EmbeddingSet,
+        survey: Survey,
     ) -> None:
-        """`embedded_with`: the sha256 of the checkpoint the set was embedded with (another
-        encoder's vectors live in another space: refused); `survey`: the set's survey,
-        whose bands the encoder must take."""
+        """`checkpoint` must be the one `embeddings` (of `survey`) was embedded with, and
+        take the survey's bands; `precision`: the set's, so a query is embedded as the
+        set was."""
         ckpt = EncoderCheckpoint(checkpoint)
-        if embedded_with and ckpt.sha256 != embedded_with:
-            raise SslHpcError(
-                f"{ckpt.path}: not the encoder the set was embedded with (sha256 "
-                f"{ckpt.sha256[:12]}..., the set's {embedded_with[:12]}...): a query embedded "
-                "by another encoder is compared in another space; give the set's checkpoint"
-            )
-        if survey is not None:
-            ckpt.check_bands(survey.bands, survey.root)
-        self.precision = precision  # the set's: a query is embedded as the set was
+        manifest = embeddings.manifest
+        ckpt.check_embedded(
+            manifest.get("checkpoint_sha256"), embeddings.root, manifest.get("checkpoint")
+        )
+        ckpt.check_bands(survey.bands, survey.root)
+        self.precision = precision
         self.crop = ckpt.crop
         self.in_channels = ckpt.in_channels
         self.encoder = ckpt.encoder()

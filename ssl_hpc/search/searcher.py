@@ -178,21 +178,17 @@ class Searcher:
         return Query(label or Path(path).name, normalise(embedder(image)), None, image)
 
     def embedder(self) -> CutoutEmbedder:
-        """The set's encoder (its run.json checkpoint unless one was given), loaded once."""
+        """The set's encoder (the checkpoint its manifest names unless one was given: it
+        must be the same file), loaded once."""
         if self._embedder is None:
-            ckpt = self._checkpoint
-            run = _run_record(self.set)
-            if ckpt is None:
-                ckpt = run.get("checkpoint")
+            manifest = self.set.manifest
+            ckpt = self._checkpoint or manifest.get("checkpoint")
             if not ckpt:
-                raise SslHpcError(f"{self.set.root}: run.json names no checkpoint; give one")
-            identity = run.get("identity", {})
-            self._embedder = CutoutEmbedder(
-                ckpt,
-                identity.get("precision", "fp32"),
-                identity.get("checkpoint_sha256"),
-                self.survey,
-            )
+                raise SslHpcError(
+                    f"{self.set.root}: its manifest names no checkpoint; give --checkpoint"
+                )
+            precision = manifest.get("precision") or "fp32"
+            self._embedder = CutoutEmbedder(ckpt, precision, self.set, self.survey)
         return self._embedder
 
     # -- search -----------------------------------------------------------------------------
