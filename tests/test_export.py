@@ -25,6 +25,7 @@ from ssl_hpc.downstream.study import probe_study
 from ssl_hpc.embed import load, store
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.export import ExportOptions, export_catalogue
+from ssl_hpc.export.output import is_a_catalogue
 from ssl_hpc.export.table import CatalogueTable, Spec
 from ssl_hpc.export.writers import write_hats, write_parquet
 from ssl_hpc.report import discovery
@@ -198,6 +199,7 @@ def test_hats_collection_reads_back_every_object(mmu_like, hats_export):
     order = np.argsort(want["object_id"])
     np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy()), want["embedding"][order])
     np.testing.assert_array_equal(got["ra"].to_numpy(), want["ra"][order])
+    assert is_a_catalogue(hats_export)  # --overwrite may replace it
     props = (hats_export / "ssl_cat" / "hats.properties").read_text()
     assert f"ssl_hpc_embeddings={emb.resolve()}" in props
 
@@ -272,7 +274,8 @@ def test_cli_writes_refuses_an_existing_catalogue_and_names_bad_inputs(plain, tm
     before = sorted(p.name for p in emb.iterdir())
     for target in (emb, emb.parent):
         assert main([*args[:3], "--out", str(target), "--overwrite"]) == 2
-        assert f"is or holds the input {emb}" in capsys.readouterr().err
+        err = capsys.readouterr().err  # neither is a catalogue, and it holds an input
+        assert f"{target}: not a catalogue an export wrote" in err
     assert sorted(p.name for p in emb.iterdir()) == before
     assert main([*args[:3], "--out", str(cat / "x.parquet")]) == 2  # cat.fits is a file
     assert "a part of its directory is a file" in capsys.readouterr().err
@@ -315,10 +318,38 @@ def test_a_failed_write_leaves_no_catalogue_and_no_temporary(tmp_path):
         write_parquet(table, cat, ExportOptions())
     assert list(tmp_path.iterdir()) == []
     # and an old catalogue being replaced is kept as it was
-    cat.write_text("old")
+    old = CatalogueTable(
+        [Spec("object_id", "int64", "id")], 2, {}, lambda: iter([{"object_id": np.arange(2)}])
+    )
+    write_parquet(old, cat, ExportOptions())
+    before = cat.read_bytes()
     with pytest.raises(RuntimeError):
         write_parquet(table, cat, ExportOptions(), overwrite=True)
-    assert cat.read_text() == "old" and list(tmp_path.iterdir()) == [cat]
+    assert cat.read_bytes() == before and list(tmp_path.iterdir()) == [cat]
+
+
+def test_overwrite_replaces_only_a_catalogue(plain, tmp_path, capsys):
+    """--overwrite moved aside and deleted whatever --out named: a survey, a run."""
+    survey, emb, _ = plain
+    args = ["export", "--embeddings", str(emb), "--overwrite", "--out"]
+    copy = tmp_path / "survey"
+    shutil.copytree(survey, copy)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    for target in (copy, notes):
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        assert main([*args, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{target}: not a catalogue an export wrote" in err and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert notes.read_text() == "my notes"
+    # what exports write is replaced: a FITS file, a directory of Parquet parts
+    for target, extra in ((tmp_path / "cat.fits", ["--format", "fits"]), (tmp_path / "parts", [])):
+        more = ["part_rows=100"] if not extra else []
+        assert main([*args, str(target), *extra, *more, "--no-vectors"]) == 0
+        assert is_a_catalogue(target)
+        assert main([*args, str(target), *extra, *more]) == 0
+    capsys.readouterr()
 
 
 def test_hats_refuses_objects_without_a_position(tmp_path):

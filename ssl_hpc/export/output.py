@@ -22,11 +22,38 @@ class CatalogueExistsError(SslHpcError):
 
 
 def check_target(path: Path, overwrite: bool) -> None:
-    """Refuse an existing `path` unless `overwrite` (a message naming it)."""
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    """Refuse an existing `path` unless `overwrite` and it is a catalogue an export wrote
+    (a message naming it): --overwrite must not delete a survey or a run given as --out."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
         raise CatalogueExistsError(
             f"{path}: exists; choose another --out, or give --overwrite to replace it"
         )
+    if not is_a_catalogue(path):
+        raise CatalogueExistsError(
+            f"{path}: not a catalogue an export wrote (a Parquet or FITS file, a directory "
+            "of part-*.parquet files, or a HATS collection); --overwrite replaces only "
+            "those: choose another --out"
+        )
+
+
+#: the first bytes of a Parquet file and of a FITS file
+MAGIC = (b"PAR1", b"SIMPLE  =")
+
+
+def is_a_catalogue(path: Path) -> bool:
+    """Whether `path` is what an export writes: a Parquet or FITS file, a directory of
+    Parquet parts (or an empty one), or a HATS collection."""
+    if path.is_symlink():
+        return False
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(16)
+        return head.startswith(MAGIC)
+    names = [p.name for p in path.iterdir()]
+    parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
+    return parts or "collection.properties" in names
 
 
 def check_not_an_input(path: Path, inputs: list[Path]) -> None:
