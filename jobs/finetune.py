@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.downstream.tasks import check_fractions, load_task
     from ssl_hpc.models.checkpoint import EncoderCheckpoint
     from ssl_hpc.train.ray_loop import connect
+    from ssl_hpc.utils.outdir import check_out_dir
 
+    check_out_dir(args.out)
     pretrained = EncoderCheckpoint(args.checkpoint)
     # the pretraining run's network, input scaling, augmentations and crop size, unless the
     # config says otherwise (absolute paths: Ray workers do not share our directory)

@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.embed import load
     from ssl_hpc.errors import ConfigError
     from ssl_hpc.search.searcher import survey_of
+    from ssl_hpc.utils.outdir import check_out_dir
 
     cfg = config_from_args(ProbeConfig, args)
+    check_out_dir(args.out)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)  # ids alone do not tell surveys apart
     ids, vectors = embeddings.load()

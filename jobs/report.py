@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.report.build import build_report
     from ssl_hpc.report.learning import REPRESENTATION_ROWS
     from ssl_hpc.search.searcher import survey_of
+    from ssl_hpc.utils.outdir import check_out_dir
 
     opts = config_from_args(ReportOptions, args)
+    check_out_dir(args.out)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
     save_config(opts, Path(args.out) / "config.yaml")

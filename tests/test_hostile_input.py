@@ -278,6 +278,26 @@ def checkpoint_truncated(tmp, images, cat):
     return argv, [str(path), "not a readable encoder checkpoint"]
 
 
+def checkpoint_not_a_checkpoint(tmp, images, cat):
+    path = tmp / "encoder.pt"
+    path.write_text("x\n")
+    argv = ["embed", "--checkpoint", str(path), "--data", str(tmp), "--out", str(tmp / "out")]
+    return argv, [str(path), "not a readable encoder checkpoint (not a torch file"]
+
+
+def out_is_a_survey(tmp, images, cat):
+    # --out given the survey: pretrain (probe, report, finetune) replaced its config.yaml
+    assert main(cli_args(tmp, "survey")) == 0
+    argv = ["pretrain", "--data", str(tmp / "survey"), "--out", str(tmp / "survey")]
+    return argv, [f"--out {tmp / 'survey'}: holds a survey", "manifest.json"]
+
+
+def out_is_a_file(tmp, images, cat):
+    (tmp / "notes.txt").write_text("mine")
+    argv = ["pretrain", "--data", str(tmp / "nowhere"), "--out", str(tmp / "notes.txt")]
+    return argv, [f"--out {tmp / 'notes.txt'}: is a file"]
+
+
 def _flip_bytes(path, start: int, stop: int, n: int = 16, seed: int = 0) -> None:
     """XOR n bytes of `path` at random offsets in [start, stop) with 0xFF."""
     data = bytearray(path.read_bytes())
@@ -379,6 +399,9 @@ CASES = {
         pretrain_psf_smoothing_without_psfs,
         checkpoint_flipped_bytes,
         checkpoint_truncated,
+        checkpoint_not_a_checkpoint,
+        out_is_a_survey,
+        out_is_a_file,
         manifest_not_utf8,
         manifest_image_shape_lost_an_axis,
         shard_flipped_bytes,

@@ -181,6 +181,11 @@ def test_a_survey_is_known_by_its_content_not_its_manifest_file(emb, small_surve
     manifest["generator"]["seconds"] = 12345.0
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert survey_of(load(out), copy).root == copy
+    # the survey given as a probe's --out: refused before its config.yaml is replaced
+    config = (copy / "config.yaml").read_bytes()
+    args = ["probe", "--embeddings", str(out), "--data", str(copy), "--task", "photoz"]
+    assert main([*args, "--out", str(copy)]) == 2
+    assert (copy / "config.yaml").read_bytes() == config
     old = tmp_path / "old-set"
     shutil.copytree(out, old)
     record = json.loads((old / "manifest.json").read_text())

@@ -100,7 +100,9 @@ class EncoderCheckpoint:
         try:
             self.payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: say which
-            raise SslHpcError(f"{self.path}: not a readable encoder checkpoint ({e})") from e
+            raise SslHpcError(
+                f"{self.path}: not a readable encoder checkpoint ({_why_unreadable(e)})"
+            ) from e
         required = ("arch", "stem", "in_channels", "config", "state_dict")
         missing = [k for k in required if k not in self.payload]
         if missing:
@@ -220,3 +222,13 @@ class EncoderCheckpoint:
 def is_sha256(text) -> bool:
     """Whether `text` is a sha256 hex digest (not absent, not a stand-in's placeholder)."""
     return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _why_unreadable(error: Exception) -> str:
+    """torch.load's error in one line: its weights_only refusal is a page of advice to load
+    with weights_only=False, which a file from a shared disk must not be."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        detail = text.partition("WeightsUnpickler error:")[2].split()
+        return "not a torch file of tensors" + (f": {' '.join(detail[:6])}" if detail else "")
+    return " ".join(text.split())[:200]

@@ -14,6 +14,7 @@ from ..config import claim_file, to_yaml
 from ..data.manifest import load_manifest
 from ..errors import ConfigError
 from ..utils.atomic import write_json_atomic
+from ..utils.outdir import check_out_dir
 
 #: in a run directory: the survey it trains on (`claim_survey`)
 SURVEY_FILE = "survey.json"
@@ -25,7 +26,7 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
     ConfigError names what differs otherwise). A run that never reached a checkpoint (it
     failed at its start) trained nothing to resume: a corrected config or survey takes its
     place."""
-    out = Path(out).resolve()
+    out = check_out_dir(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = ("encoder.pt", "model.pt", "metrics.json")
     if not any((out / "ray").glob("*/checkpoint_*")) and not any(

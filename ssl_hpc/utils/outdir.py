@@ -1,0 +1,33 @@
+"""The output directory a command is given, checked before any work.
+
+A command writes its config.yaml and results into `--out`; given a survey, an embedding
+set or another sharded job's directory by mistake, it would write among their files (and
+replace a survey's own config.yaml). Those directories are known by the files that claim
+them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+
+#: a survey's or an embedding set's manifest, a sharded job's claim, an embedding set's run
+CLAIMED_BY = ("manifest.json", "job.json", "run.json")
+
+
+def check_out_dir(out: str | os.PathLike, option: str = "--out") -> Path:
+    """`out` as a Path, once it is known to be a directory this command may write in: absent,
+    or a directory no survey, embedding set or sharded job claims (a ConfigError naming
+    `option` and `out` otherwise)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: is a file; give a directory")
+    held = [name for name in CLAIMED_BY if (out / name).exists()]
+    if held:
+        raise ConfigError(
+            f"{option} {out}: holds a survey, an embedding set or another job's outputs "
+            f"({', '.join(held)}); choose another directory"
+        )
+    return out
