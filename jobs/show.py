@@ -40,14 +40,18 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.augment.gallery import views_by_code
     from ssl_hpc.data.captions import captions, select_rows
     from ssl_hpc.data.survey import Survey
+    from ssl_hpc.errors import ConfigError
     from ssl_hpc.viz.composite import composite_softening
     from ssl_hpc.viz.grid import save_cutout_grid
 
     cfg = config_from_args(ShowConfig, args)
-    save_config(cfg, Path(args.out).with_suffix(".yaml"))
+    out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: give a .png file to write")
     survey = Survey(args.survey)
     pick = 1 if cfg.views else cfg.n
     rows = survey.locate(cfg.ids) if cfg.ids else select_rows(survey, cfg.select, pick, cfg.seed)
+    save_config(cfg, out.with_suffix(".yaml"))  # once the survey and selection hold
     display = survey.manifest.flux_unit.startswith("display")
     if not cfg.views:
         save_cutout_grid(

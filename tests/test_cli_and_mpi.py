@@ -117,6 +117,16 @@ def test_synth_and_show_through_the_cli(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = load_config(ShowConfig, tmp_path / "grid.yaml", [])
     assert (shown.n, shown.select) == (6, "anomalies")
+    # a folder, another image format or an empty grid: refused before anything is written
+    for bad, words in (
+        (["--out", str(tmp_path)], "give a .png file"),
+        (["--out", str(tmp_path / "grid.jpg")], "give a .png file"),
+        (["--out", str(tmp_path / "g0.png"), "--ncols", "0"], "ncols 0"),
+        (["--out", str(tmp_path / "g1.png"), "--ids", "999999"], "999999"),
+    ):
+        assert main(["show", str(out), *bad]) == 2
+        assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["grid.png", "grid.yaml"]
     assert main(["synth", "--out", str(out), "n_objects=oops"]) == 2
     assert "n_objects: expected int" in capsys.readouterr().err
 

@@ -73,4 +73,6 @@ class ShowConfig:
     def __post_init__(self) -> None:
         if self.select not in SELECTIONS:
             raise ConfigError(f"select {self.select!r}: expected one of {SELECTIONS}")
+        if self.n < 1 or self.ncols < 1:
+            raise ConfigError(f"n {self.n}, ncols {self.ncols}: each must be at least 1")
         object.__setattr__(self, "views", parse_codes(self.views))
