@@ -345,6 +345,27 @@ def shard_flipped_bytes(tmp, images, cat):
     return argv, ["shard-00001.h5", "read"]
 
 
+def pixels_damaged_under_a_matching_sha256(tmp, images, cat):
+    """A shard damaged before its manifest entry was written (its sha256 matches): the
+    pixel scan names the shard and rows, not h5py's bare OSError."""
+    from dataclasses import replace
+
+    from ssl_hpc.data.manifest import ShardEntry, load_manifest
+
+    survey = _small_survey(tmp)
+    shard = survey / "shard-00001.h5"
+    with h5py.File(shard) as f:
+        info = f[fmt.IMAGE].id.get_chunk_info(0)
+    _flip_bytes(shard, info.byte_offset, info.byte_offset + info.size)
+    manifest = load_manifest(survey)
+    entries = [
+        ShardEntry.of_file(survey / e.file, e.n_rows) if e.file == shard.name else e
+        for e in manifest.shards
+    ]
+    replace(manifest, shards=tuple(entries)).write(survey)
+    return ["info", str(survey), "--pixels"], [f"shard-00001.h5: cannot read '{fmt.IMAGE}' rows 0-"]
+
+
 def embedding_flipped_bytes(tmp, images, cat):
     """Bytes flipped at random offsets anywhere in an embedding shard: its vectors are
     memory-mapped without a checksum, so opening the set re-hashes it."""
@@ -405,6 +426,7 @@ CASES = {
         manifest_not_utf8,
         manifest_image_shape_lost_an_axis,
         shard_flipped_bytes,
+        pixels_damaged_under_a_matching_sha256,
         embedding_flipped_bytes,
     )
 }

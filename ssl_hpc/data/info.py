@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import read_error
 from ..utils.progress import progress
 from . import format as fmt
 from .manifest import load_manifest
@@ -56,7 +57,12 @@ def nonfinite_pixels(survey_dir: str | os.PathLike, block: int = 256) -> list[st
             with open_shard(path) as f:
                 images, ids = f[fmt.IMAGE], f[fmt.OBJECT_ID]
                 for start in range(0, images.shape[0], block):
-                    pixels = images[start : start + block]
+                    try:
+                        pixels = images[start : start + block]
+                    except OSError as e:  # HDF5's filters fail on damaged bytes
+                        rows = f"rows {start}-{min(start + block, images.shape[0]) - 1}"
+                        message = f"{path}: cannot read {fmt.IMAGE!r} {rows} ({e})"
+                        raise read_error(message, e) from e
                     finite = np.isfinite(pixels).reshape(len(pixels), -1).all(axis=1)
                     bad.append(ids[start : start + block][~finite])
                     bar.update(len(pixels))
