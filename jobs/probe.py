@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     ids, vectors = embeddings.load()
     if not np.array_equal(ids, survey.column("object_id")):
         raise ConfigError(f"{args.embeddings}: its object ids are not those of {args.data}")
+    fractions = check_fractions(cfg.fractions)
+    for name in cfg.tasks:  # an unknown task or one without labels: named before any output
+        load_task(survey, name)
     test_ids = read_test_ids(cfg.test_ids) if cfg.test_ids else None
     if args.write_test_ids:
         if len(cfg.tasks) != 1 or cfg.test_ids:
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         survey,
         Path(args.out),
         list(cfg.tasks) or None,
-        check_fractions(cfg.fractions),
+        fractions,
         cfg.repeats,
         cfg.test_fraction,
         cfg.head,

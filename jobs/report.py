@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssl_hpc.embed import load
-    from ssl_hpc.report.build import build_report
+    from ssl_hpc.report.build import build_report, check_inputs
     from ssl_hpc.report.learning import REPRESENTATION_ROWS
     from ssl_hpc.search.searcher import survey_of
     from ssl_hpc.utils.outdir import check_out_dir
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
+    check_inputs(embeddings, survey, opts, args.checkpoint)  # before anything is written
     save_config(opts, Path(args.out) / "config.yaml")
     metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
     learned = metrics["sections"].get("representation")

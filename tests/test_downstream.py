@@ -537,6 +537,13 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     args[4] = str(other)
     assert main(args) == 2
     assert f"384 vectors, but {other} has 40 objects" in capsys.readouterr().err
+    # bad fractions or an unknown task: refused before the output directory is made
+    args[4], args[6] = str(small_survey), str(tmp_path / "refused")
+    assert main([*args[:8], "1.5", *args[9:]]) == 2
+    assert "each must be in (0, 1]" in capsys.readouterr().err
+    assert main([*args, "--task", "colour_of_the_sky"]) == 2
+    assert "colour_of_the_sky" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_saved_probe_heads_reload_and_reproduce_the_probe(small_survey, tmp_path):

@@ -344,9 +344,13 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
         assert len(t["trust"]) == 384 and t["labelled"].sum() > 0
     ranked = (out / "anomalies.csv").read_text().splitlines()
     assert len(ranked) == 385 and ranked[0].startswith("rank,object_id,score,score_knn")
-    # an efficiency directory that is not a finished study is named
-    assert main([*args, "--efficiency", str(tmp_path / "nope")]) == 2
+    # an efficiency directory that is not a finished study is named, before any work
+    fresh = [*args[:-1], str(tmp_path / "refused")]
+    assert main([*fresh, "--efficiency", str(tmp_path / "nope")]) == 2
     assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err
+    assert main([*fresh, "probe_fractions=0.1,2"]) == 2
+    assert "each must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
     # another encoder's invariance and curves beside this set's probes: refused, named
     from test_embed import make_checkpoint
 
@@ -355,7 +359,7 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     assert main([*args[:-1], str(elsewhere), "--checkpoint", str(other)]) == 2
     err = capsys.readouterr().err
     assert f"{other}: not the encoder {emb} was embedded with" in err
-    assert "Traceback" not in err and not (elsewhere / "index.html").exists()
+    assert "Traceback" not in err and not elsewhere.exists()
 
 
 def test_gmm_scores_survive_a_component_with_a_singular_covariance():

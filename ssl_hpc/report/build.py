@@ -12,6 +12,7 @@ import torch
 
 from ..data.survey import Survey
 from ..downstream.representation import against_random_init
+from ..downstream.tasks import check_fractions
 from ..embed.store import RUN_FILE, EmbeddingSet
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
@@ -48,12 +49,31 @@ class ReportOptions:
     """the map, the probes and every sample follow from it"""
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.map_points < 10 or self.examples < 1:
-            raise SslHpcError(
-                f"k {self.k}, map_points {self.map_points}, examples {self.examples}: too small"
-            )
+        for name, least in (("k", 1), ("map_points", 10), ("examples", 1)):
+            if getattr(self, name) < least:
+                raise SslHpcError(f"{name} {getattr(self, name)}: must be at least {least}")
+        check_fractions(self.probe_fractions)
         if self.map_method not in MAP_METHODS:
             raise SslHpcError(f"map_method {self.map_method!r}: expected one of {MAP_METHODS}")
+
+
+def check_inputs(
+    embeddings: EmbeddingSet,
+    survey: Survey,
+    opts: ReportOptions,
+    checkpoint: str | Path | None = None,
+) -> EncoderCheckpoint:
+    """The report's encoder, once the inputs are known to belong together: the set's own
+    checkpoint (the one its run.json names unless `checkpoint`), taking the survey's bands,
+    unique object ids, and finished `--efficiency` studies. Refused before any section runs."""
+    run = json.loads((embeddings.root / RUN_FILE).read_text())
+    ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
+    manifest = embeddings.manifest
+    ckpt.check_embedded(manifest.get("checkpoint_sha256"), embeddings.root, run["checkpoint"])
+    ckpt.check_bands(survey.bands, survey.root)
+    survey.check_ids()
+    label_studies.check_studies([Path(d) for d in opts.efficiency])
+    return ckpt
 
 
 def build_report(
@@ -73,11 +93,7 @@ def build_report(
     opts = options or ReportOptions()
     out = Path(out)
     run = json.loads((embeddings.root / RUN_FILE).read_text())
-    ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
-    manifest = embeddings.manifest
-    ckpt.check_embedded(manifest.get("checkpoint_sha256"), embeddings.root, run["checkpoint"])
-    ckpt.check_bands(survey.bands, survey.root)
-    survey.check_ids()
+    ckpt = check_inputs(embeddings, survey, opts, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()

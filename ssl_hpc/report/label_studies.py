@@ -92,13 +92,19 @@ def per_repeat(ratio: dict) -> str:
     return ", ".join(cells + never + ["no score"] * ratio.get("repeats_invalid", 0))
 
 
+def check_studies(dirs: list[Path]) -> None:
+    """Refuse a directory that is not a finished `ssl-hpc finetune` study (before a report
+    spends minutes on the sections ahead of it)."""
+    for d in dirs:
+        if not (d / "metrics.json").exists() or not (d / "efficiency.png").exists():
+            raise SslHpcError(f"{d}: not a finished ssl-hpc finetune study (no metrics.json)")
+
+
 def efficiency(dirs: list[Path], out: Path) -> Section | None:
     """Label-efficiency studies (ssl-hpc finetune) to show: curves and equivalent labels."""
     if not dirs:
         return None
-    for d in dirs:
-        if not (d / "metrics.json").exists() or not (d / "efficiency.png").exists():
-            raise SslHpcError(f"{d}: not a finished ssl-hpc finetune study (no metrics.json)")
+    check_studies(dirs)
     found = dirs
     section = Section("efficiency", "Label efficiency: SSL against supervised training")
     section.text.append(
