@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..downstream.predict import has_heads
 from ..embed.store import load
+from ..errors import ConfigError
 from ..search.searcher import survey_of
 from .options import ExportOptions
 from .output import check_not_an_input, check_target
@@ -33,6 +34,7 @@ def export_catalogue(
     `out` is refused unless `overwrite`. Returns {"path", "format", "rows", "columns"}."""
     opts = options or ExportOptions()
     out = Path(out)
+    check_suffix(out, opts.format)
     check_target(out, overwrite)  # before any work, not only at the rename
     embedding_set = load(embeddings)
     survey = survey_of(embedding_set, data)
@@ -59,3 +61,18 @@ def export_catalogue(
         "rows": table.n_rows,
         "columns": [s.name for s in table.specs],
     }
+
+
+#: file name endings that say which format a catalogue is in
+SUFFIXES = {".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def check_suffix(out: Path, format: str) -> None:
+    """Refuse a name that says another format than the one written (cat.fits holding
+    Parquet opens in no FITS reader)."""
+    said = SUFFIXES.get(out.suffix.lower())
+    if said is not None and said != format:
+        raise ConfigError(
+            f"--out {out}: a {said} file name, but the format is {format}; give --format "
+            f"{said}, or another name"
+        )
