@@ -206,6 +206,20 @@ def test_a_survey_given_as_the_embeddings_is_named(small_survey, capsys):
     assert "Traceback" not in err
 
 
+def test_an_embedding_set_given_as_the_survey_is_named(emb, tmp_path, capsys):
+    """The other way round (info, embed, pretrain, show): not a KeyError on schema_version."""
+    out, ckpt = emb
+    for argv in (
+        ["info", str(out)],
+        ["embed", "--checkpoint", str(ckpt), "--data", str(out), "--out", str(tmp_path / "e")],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: an embedding set, not a survey (give it as --embeddings" in err
+    assert main(["info", str(ckpt)]) == 2
+    assert f"{ckpt}: a file, not a survey directory" in capsys.readouterr().err
+
+
 def test_queries_by_id_position_and_fits(emb, small_survey, tmp_path):
     out, ckpt = emb
     es = load(out)

@@ -184,6 +184,8 @@ def _entry(kind, values: dict[str, Any], what: str):
 def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
     """Read a survey's manifest; a clear error if the directory or file is not a survey."""
     path = Path(survey_dir) / fmt.MANIFEST_NAME
+    if Path(survey_dir).exists() and not Path(survey_dir).is_dir():
+        raise SurveyError(f"{survey_dir}: a file, not a survey directory")
     if not Path(survey_dir).is_dir():
         raise SurveyError(f"{survey_dir}: no such survey directory")
     if not path.is_file():
@@ -194,6 +196,11 @@ def load_manifest(survey_dir: str | os.PathLike) -> Manifest:
         raise SurveyError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(d, dict):
         raise SurveyError(f"{path}: not a manifest (a JSON {type(d).__name__})")
+    if "identity_sha256" in d and "schema_version" not in d:  # an embedding set's manifest
+        raise SurveyError(
+            f"{survey_dir}: an embedding set, not a survey (give it as --embeddings; its "
+            f"survey is {d.get('survey', 'the one its run.json names')})"
+        )
     return Manifest.from_dict(d, source=str(path))
 
 
