@@ -35,8 +35,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError("; ".join(errors))
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v != ""]
+        if isinstance(value, str):  # a,b,c; or [a, b, c] as --help prints a default
+            text = value.strip()
+            if text.startswith("[") and text.endswith("]"):
+                text = text[1:-1]
+            value = [v.strip().strip("'\"") for v in text.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         inner = args[0] if args else str
@@ -301,6 +304,8 @@ def add_config_arguments(
         default, doc = docs[key]
         shown = "required" if default == "required" else f"default {default!r}"
         text = f"{doc} ({shown}; key {key}" + (f"={const})" if isinstance(const, str) else ")")
+        if const == "false":  # a --no-X switch: the field's doc says what it turns off
+            text = f"turn off: {text}"
         if const is None:
             target.add_argument(flag, dest=f"flag:{key}", metavar=key.upper(), help=text)
         elif const is list:

@@ -108,22 +108,27 @@ class SynthConfig:
             )
         if len(set(self.bands)) != len(self.bands):
             raise ConfigError(f"bands: {self.bands} repeats a band")
-        checks = {
-            "n_objects": self.n_objects >= 1,
-            "rows_per_shard": self.rows_per_shard >= 1,
-            "image_size": 16 <= self.image_size <= 512,
-            "pixel_scale_arcsec": self.pixel_scale_arcsec > 0,
-            "spec_completeness": 0 <= self.spec_completeness <= 1,
-            "gz_completeness": 0 <= self.gz_completeness <= 1,
-            "anomaly_fraction": 0 <= self.anomaly_fraction <= 0.5,
-            "faint_range": self.faint_range >= 0,
-            "colour_scatter_mag": self.colour_scatter_mag >= 0,
-            "gz_volunteers": self.gz_volunteers >= 5,
-            "workers": self.workers >= 1,
-            "image_dtype": self.image_dtype in fmt.IMAGE_DTYPES,
-            "compression": self.compression in fmt.COMPRESSIONS,
-            "healpix_order": self.healpix_order is None or 0 <= self.healpix_order <= 29,
+        checks = {  # key: (within range, the range)
+            "n_objects": (self.n_objects >= 1, ">= 1"),
+            "rows_per_shard": (self.rows_per_shard >= 1, ">= 1"),
+            "image_size": (16 <= self.image_size <= 512, "16..512 px"),
+            "pixel_scale_arcsec": (self.pixel_scale_arcsec > 0, "> 0"),
+            "spec_completeness": (0 <= self.spec_completeness <= 1, "0..1"),
+            "gz_completeness": (0 <= self.gz_completeness <= 1, "0..1"),
+            "anomaly_fraction": (0 <= self.anomaly_fraction <= 0.5, "0..0.5"),
+            "faint_range": (self.faint_range >= 0, ">= 0 mag"),
+            "colour_scatter_mag": (self.colour_scatter_mag >= 0, ">= 0 mag"),
+            "gz_volunteers": (self.gz_volunteers >= 5, ">= 5"),
+            "workers": (self.workers >= 1, ">= 1"),
+            "image_dtype": (self.image_dtype in fmt.IMAGE_DTYPES, f"one of {fmt.IMAGE_DTYPES}"),
+            "compression": (self.compression in fmt.COMPRESSIONS, f"one of {fmt.COMPRESSIONS}"),
+            "healpix_order": (
+                self.healpix_order is None or 0 <= self.healpix_order <= 29,
+                "0..29, or none",
+            ),
         }
-        for key, ok in checks.items():
+        for key, (ok, allowed) in checks.items():
             if not ok:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is out of range")
+                raise ConfigError(
+                    f"{key}={getattr(self, key)!r} is out of range: expected {allowed}"
+                )
