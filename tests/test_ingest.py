@@ -504,6 +504,14 @@ def test_cli_exit_codes_and_messages(fits_set, capsys):
     assert "ingested 7 objects" in out and "rejected 1 objects" in out and "rejects.csv" in out
     assert Survey(tmp_path / "c").manifest.columns["kind"].role == "label"
 
+    # every object rejected (a crop larger than the cutouts): nothing is left to resume,
+    # so the corrected rerun into the same --out is not refused as another ingest's
+    assert main(cli_args(tmp_path, "d", "--on-error", "skip", "--crop", "500")) == 2
+    assert "no object could be ingested" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["rejects.csv"]
+    assert main(cli_args(tmp_path, "d", "--on-error", "skip")) == 0
+    assert "ingested 7 objects" in capsys.readouterr().out
+
 
 def test_defaults_and_other_catalogue_spellings_ingest(fits_set):
     """Without --pixel-scale the cutouts are taken at SDSS's 0.396"/px (the documented

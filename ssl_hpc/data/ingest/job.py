@@ -30,7 +30,14 @@ from .. import format as fmt
 from .. import healpix
 from ..cutouts import CutoutError, CutoutSpec, load_cutout, sky_sigma
 from ..manifest import Manifest, ShardEntry, load_manifest
-from ..sharded_job import ShardPlan, claim_dir, done_path, remove_temporaries, run_shards
+from ..sharded_job import (
+    JOB_FILE,
+    ShardPlan,
+    claim_dir,
+    done_path,
+    remove_temporaries,
+    run_shards,
+)
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from .arrays import ArraySource, detect_kind, file_stamp, find_files, load_array_input
 from .catalogue import Catalogue, Reject, label_roles, load_catalogue
@@ -273,6 +280,12 @@ def ingest(config: IngestConfig) -> IngestReport:
     write_rejects(out / REJECTS_NAME, rejects)
     n_ingested = sum(r.entry.n_rows for r in results)
     if n_ingested == 0:
+        # nothing to resume: a corrected rerun (another --crop, say) must not be refused
+        # as another ingest's outputs
+        for r in results:
+            (out / r.entry.file).unlink(missing_ok=True)
+            done_path(out / r.entry.file).unlink(missing_ok=True)
+        (out / JOB_FILE).unlink(missing_ok=True)
         raise IngestError(f"no object could be ingested; reasons in {out / REJECTS_NAME}")
     generator = {
         "command": JOB,
