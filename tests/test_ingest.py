@@ -497,7 +497,7 @@ def test_cli_exit_codes_and_messages(fits_set, capsys):
     assert err.startswith("ssl-hpc ingest: error: object 3 (") and "unreadable FITS" in err
 
     assert main(cli_args(tmp_path, "b", "--crop", "0")) == 2
-    assert "crop 0: must be a positive" in capsys.readouterr().err
+    assert "crop 0: cutout files need --crop" in capsys.readouterr().err
 
     assert main(cli_args(tmp_path, "c", "--on-error", "skip", "--label-columns", "kind")) == 0
     out = capsys.readouterr().out

@@ -149,7 +149,11 @@ class IngestConfig:
             _require(self.catalog != "", f"catalog: required for {self.image_format} images")
             _require(self.id_column != "", "id_column: required")
             _require(bands > 0, "bands: at least one band is required")
-            _require(self.crop > 0, f"crop {self.crop}: must be a positive number of pixels")
+            _require(
+                self.crop > 0,
+                f"crop {self.crop}: cutout files need --crop, the side of the centre crop in "
+                "px (0, the whole image, is for mmu and hdf5 arrays, all one size)",
+            )
         if self.image_format == "hdf5":
             _require(bands > 0, "bands: required for hdf5 (one name per image plane)")
         _require(
