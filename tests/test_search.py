@@ -193,6 +193,11 @@ def test_a_survey_is_known_by_its_content_not_its_manifest_file(emb, small_surve
     record["survey_sha256"] = sha256_file(Path(small_survey) / "manifest.json")
     (old / "manifest.json").write_text(json.dumps(record))
     assert survey_of(load(old), small_survey).root == Path(small_survey)
+    # the survey moved since: the path run.json names is not found, and --data is the way
+    run = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**run, "survey": str(tmp_path / "moved-away")}))
+    with pytest.raises(SslHpcError, match=r"moved-away: no such survey .*give --data if it moved"):
+        survey_of(load(old), None)
     with pytest.raises(SslHpcError, match="embeds another survey than"):
         survey_of(load(old), copy)
 

@@ -35,8 +35,14 @@ class HeadConfig:
     balance: bool = True
 
     def __post_init__(self) -> None:
-        if self.hidden < 0 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"head config {self}: hidden >= 0, epochs, batch_size >= 1, lr > 0")
+        for name, ok, allowed in (
+            ("hidden", self.hidden >= 0, ">= 0"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"head {name}={getattr(self, name)}: must be {allowed}")
 
 
 class Head(nn.Module):

@@ -41,7 +41,14 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
     path = data or _run_record(embeddings).get("survey")
     if not path:
         raise SslHpcError(f"{embeddings.root}: run.json names no survey; give --data")
-    survey = Survey(path)
+    try:
+        survey = Survey(path)
+    except SurveyError as e:
+        if data:
+            raise
+        raise SurveyError(
+            f"{e} (the survey {embeddings.root / RUN_FILE} names: give --data if it moved)"
+        ) from e
     if len(survey) != len(embeddings):
         raise SslHpcError(
             f"{embeddings.root}: {len(embeddings)} vectors, but {path} has {len(survey)} objects"
