@@ -211,13 +211,38 @@ def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None
     holds exactly it: a ConfigError names the file when it holds another `what`."""
     path = Path(path)
     if path.exists():
-        if path.read_text() != text:
+        held = path.read_text()
+        if held != text:
+            changed = _changed_keys(held, text)
             raise ConfigError(
-                f"{path}: this directory holds a different {what}; resume with the same "
-                f"{what} and settings, or choose another --out"
+                f"{path}: this directory holds a different {what}"
+                + (f" ({changed})" if changed else "")
+                + f"; resume with the same {what} and settings, or choose another --out"
             )
         return
     write_text_atomic(path, text)
+
+
+def _changed_keys(old_yaml: str, new_yaml: str, most: int = 6) -> str:
+    """'key: old -> new' for the (dotted) keys two YAML configs differ in, up to `most`."""
+    try:
+        old, new = yaml.safe_load(old_yaml), yaml.safe_load(new_yaml)
+    except yaml.YAMLError:
+        return ""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old), flat(new)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
+    more = f"; and {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
 
 
 # -- configs as command lines ---------------------------------------------------------------

@@ -127,6 +127,11 @@ def test_synth_and_show_through_the_cli(tmp_path, capsys):
         assert main(["show", str(out), *bad]) == 2
         assert words in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["grid.png", "grid.yaml"]
+    # another command's directory is named as that command's, not by a diff of keys
+    from ssl_hpc.data.sharded_job import JobError, claim_dir
+
+    with pytest.raises(JobError, match="holds the outputs of ssl-hpc synth, not ssl-hpc ingest"):
+        claim_dir(out, "ssl-hpc ingest", {"bands": ["g"]})
     assert main(["synth", "--out", str(out), "n_objects=oops"]) == 2
     assert "n_objects: expected int" in capsys.readouterr().err
 
@@ -223,3 +228,20 @@ def test_every_config_key_is_documented_and_reachable_from_the_command_line(caps
             for part in key.split("."):
                 got, want = getattr(got, part), getattr(want, part)
             assert got == want, (name, key, got, want)
+
+
+def test_a_resume_with_another_config_names_the_keys_that_differ(tmp_path):
+    from ssl_hpc.config import build, claim_file, to_yaml
+    from ssl_hpc.errors import ConfigError
+    from ssl_hpc.train.config import PretrainConfig
+
+    path = tmp_path / "config.yaml"
+    claim_file(path, to_yaml(PretrainConfig()), "pretraining config")
+    claim_file(path, to_yaml(PretrainConfig()), "pretraining config")  # the same: resumes
+    other = build(PretrainConfig, {"base_lr": 0.01, "augment": {"out_size": 24}})
+    with pytest.raises(ConfigError) as refused:
+        claim_file(path, to_yaml(other), "pretraining config")
+    message = str(refused.value)
+    assert f"{path}: this directory holds a different pretraining config (" in message
+    assert f"base_lr: {PretrainConfig().base_lr!r} -> 0.01" in message
+    assert "augment.out_size: " in message and "-> 24" in message and "seed" not in message

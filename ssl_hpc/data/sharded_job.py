@@ -116,6 +116,10 @@ def claim_dir(
             there = json.loads(claim.read_text())
         except (OSError, ValueError) as e:
             raise JobError(f"{claim}: unreadable ({e}); delete {out} to start again") from e
+        if there.get("job") not in (None, job):  # another command's: its keys mean nothing here
+            raise JobError(
+                f"{out}: holds the outputs of {there['job']}, not {job}; use another --out"
+            )
         if there.get("identity_sha256") != digest:
             old = there.get("identity", {})
             diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
