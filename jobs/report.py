@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
-    check_inputs(embeddings, survey, opts, args.checkpoint)  # before anything is written
+    checkpoint = check_inputs(embeddings, survey, opts, args.checkpoint)  # before any output
     save_config(opts, Path(args.out) / "config.yaml")
-    metrics = build_report(embeddings, survey, args.out, opts, args.checkpoint)
+    metrics = build_report(embeddings, survey, args.out, opts, checkpoint)
     learned = metrics["sections"].get("representation")
     if learned:  # the headline: did pretraining beat the same network's random weights?
         print("encoder against its random initialisation (random -> trained):")

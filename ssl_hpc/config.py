@@ -35,9 +35,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError("; ".join(errors))
     if origin in (tuple, list):
-        if isinstance(value, str):  # a,b,c; or [a, b, c] as --help prints a default
+        if isinstance(value, str):  # a,b,c; or [a, b, c], (a, b, c) as --help prints them
             text = value.strip()
-            if text.startswith("[") and text.endswith("]"):
+            if text[:1] + text[-1:] in ("[]", "()"):
                 text = text[1:-1]
             value = [v.strip().strip("'\"") for v in text.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):

@@ -5,6 +5,7 @@ report's and the probe's per-object columns; outputs appear whole or not at all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -349,11 +350,19 @@ def test_overwrite_replaces_only_a_catalogue(plain, tmp_path, capsys):
         assert f"{target}: not a catalogue an export wrote" in err and "Traceback" not in err
         assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert notes.read_text() == "my notes"
+    # a link is replaced as a link (what it names is kept); a FIFO is not a catalogue
+    link = tmp_path / "latest.parquet"
+    link.symlink_to(notes)
+    assert is_a_catalogue(link) and not is_a_catalogue(tmp_path / "missing")
+    os.mkfifo(tmp_path / "pipe")
+    assert not is_a_catalogue(tmp_path / "pipe")
     # what exports write is replaced: a FITS file, a directory of Parquet parts
     for target, extra in ((tmp_path / "cat.fits", ["--format", "fits"]), (tmp_path / "parts", [])):
         more = ["part_rows=100"] if not extra else []
         assert main([*args, str(target), *extra, *more, "--no-vectors"]) == 0
         assert is_a_catalogue(target)
+        if target.is_dir():  # what NFS leaves of a file still open elsewhere
+            (target / ".nfs000000001").write_bytes(b"")
         assert main([*args, str(target), *extra, *more]) == 0
     capsys.readouterr()
 

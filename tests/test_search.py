@@ -108,7 +108,12 @@ def test_ann_index_is_cached_and_rebuilt_when_the_set_changes(tmp_path):
     assert not info["cached"] and info["bytes"] > 0 and info["build_seconds"] > 0
     again, info = build_or_load(vectors, tmp_path, AnnConfig(nprobe=16), source)
     assert info["cached"] and again.config.nprobe == 16  # a search knob needs no rebuild
-    _, info = build_or_load(vectors, tmp_path, AnnConfig(), {**source, "sha256": "b"})
+    # an index built before 2026-12-08 (its old source record) is kept, and its record
+    # brought up to date
+    new = {"sha256": "c"}
+    _, info = build_or_load(vectors, tmp_path, AnnConfig(), new, legacy=source)
+    assert info["cached"] and json.loads((tmp_path / "ivfpq.json").read_text())["source"] == new
+    _, info = build_or_load(vectors, tmp_path, AnnConfig(), {"sha256": "b"}, legacy=source)
     assert not info["cached"]
     assert not list(tmp_path.glob("*.tmp*"))
 
@@ -154,6 +159,25 @@ def test_all_vs_all_table_equals_brute_force_and_resumes(emb, tmp_path):
     all_neighbours(load(moved), 5)
     assert kept == {p.name: p.stat().st_mtime_ns for p in (moved / "neighbours").glob("nn-*.h5")}
     np.testing.assert_array_equal(load_neighbours(load(moved))["neighbour_row"], want)
+
+
+def test_a_neighbour_table_from_before_the_content_key_is_kept(emb, tmp_path, monkeypatch):
+    """Tables written until 2026-12-08 were keyed by manifest.json's sha256: while that
+    holds they are resumed and read, not deleted and recomputed."""
+    import ssl_hpc.search.batch as batch
+
+    src, _ = emb
+    out = tmp_path / "emb"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("neighbours", "index"))
+    monkeypatch.setattr(batch, "source_of", batch.legacy_source_of)
+    all_neighbours(load(out), 5)
+    monkeypatch.undo()
+    nn = out / "neighbours"
+    (nn / "nn-00002.h5").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in nn.glob("nn-*.h5")}
+    all_neighbours(load(out), 5)
+    assert {n: (nn / n).stat().st_mtime_ns for n in kept} == kept
+    assert (nn / "nn-00002.h5").is_file() and len(load_neighbours(load(out))["object_id"]) == 384
 
 
 def test_a_set_is_searched_only_beside_the_survey_it_embeds(emb, tmp_path):

@@ -220,7 +220,7 @@ def test_config_errors_name_the_key(tmp_path):
     odd = load_config(SynthConfig, None, ["survey=1.10", "seed=010", "bands=g,r"])
     assert (odd.survey, odd.seed, odd.bands) == ("1.10", 10, ("g", "r"))
     # lists as --help prints their defaults: brackets, quotes and spaces
-    listed = load_config(SynthConfig, None, ["bands=['g', 'r']", "footprint=[10,20,0,1]"])
+    listed = load_config(SynthConfig, None, ["bands=['g', 'r']", "footprint=(10, 20, 0, 1)"])
     assert (listed.bands, listed.footprint) == (("g", "r"), (10.0, 20.0, 0.0, 1.0))
     with pytest.raises(ConfigError, match=r"n_objects=0 is out of range: expected >= 1"):
         SynthConfig(n_objects=0)

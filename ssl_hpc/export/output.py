@@ -44,14 +44,19 @@ MAGIC = (b"PAR1", b"SIMPLE  =")
 
 def is_a_catalogue(path: Path) -> bool:
     """Whether `path` is what an export writes: a Parquet or FITS file, a directory of
-    Parquet parts (or an empty one), or a HATS collection."""
+    Parquet parts (or an empty one; dotfiles such as NFS's .nfsXXXX aside), a HATS
+    collection, or a symbolic link (replacing it replaces the link, not what it names)."""
     if path.is_symlink():
+        return True
+    try:
+        if path.is_file():
+            with open(path, "rb") as f:
+                return f.read(16).startswith(MAGIC)
+        if not path.is_dir():
+            return False  # a FIFO, a socket, a device
+        names = [p.name for p in path.iterdir() if not p.name.startswith(".")]
+    except OSError:  # unreadable: not to be replaced unseen
         return False
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(16)
-        return head.startswith(MAGIC)
-    names = [p.name for p in path.iterdir()]
     parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
     return parts or "collection.properties" in names
 

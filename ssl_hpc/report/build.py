@@ -81,19 +81,23 @@ def build_report(
     survey: Survey,
     out: str | Path,
     options: ReportOptions | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | EncoderCheckpoint | None = None,
     log=print,
 ) -> dict:
     """Every section of the report for `embeddings` of `survey`, written to `out`; returns
     the metrics (also out/metrics.json). `checkpoint`: the encoder, for the invariance
-    check and the pretraining curve (default: the one named in the set's run.json).
+    check and the pretraining curve (default: the one named in the set's run.json); one
+    `check_inputs` returned is taken as checked.
 
     long: the report's table of contents, one timed call per section, in page order.
     """
     opts = options or ReportOptions()
     out = Path(out)
     run = json.loads((embeddings.root / RUN_FILE).read_text())
-    ckpt = check_inputs(embeddings, survey, opts, checkpoint)
+    if isinstance(checkpoint, EncoderCheckpoint):
+        ckpt = checkpoint
+    else:
+        ckpt = check_inputs(embeddings, survey, opts, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     searcher = Searcher(embeddings, survey)
     _, vectors = embeddings.load()

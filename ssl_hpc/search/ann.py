@@ -134,15 +134,16 @@ class AnnIndex:
         return meta
 
     @classmethod
-    def load(cls, path: Path, vectors, source: dict) -> AnnIndex | None:
-        """The index at `path` if it was built from `source` with these vectors, else None."""
+    def load(cls, path: Path, vectors, source: dict, legacy: dict | None = None) -> AnnIndex | None:
+        """The index at `path` if it was built from `source` (or, by an older version, from
+        `legacy`) with these vectors, else None."""
         import faiss
 
         side = sidecar(path)
         if not (path.exists() and side.exists()):
             return None
         meta = json.loads(side.read_text())
-        if meta.get("source") != source or meta.get("ntotal") != len(vectors):
+        if meta.get("source") not in (source, legacy) or meta.get("ntotal") != len(vectors):
             return None
         return cls(faiss.read_index(str(path)), AnnConfig(**meta["config"]), vectors)
 
@@ -169,13 +170,19 @@ def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
     return float(np.mean(hits) / k)
 
 
-def build_or_load(vectors, root: Path, config: AnnConfig, source: dict) -> tuple[AnnIndex, dict]:
-    """The cached index in `root` for `config.kind` if still valid, else a new one (saved).
-    Returns (index, info with build_seconds, bytes, and whether it was cached)."""
+def build_or_load(
+    vectors, root: Path, config: AnnConfig, source: dict, legacy: dict | None = None
+) -> tuple[AnnIndex, dict]:
+    """The cached index in `root` for `config.kind` if still valid (built from `source`, or
+    from `legacy` by an older version: its record is brought up to date), else a new one
+    (saved). Returns (index, info with build_seconds, bytes, and whether it was cached)."""
     path = root / f"{config.kind}.faiss"
-    cached = AnnIndex.load(path, vectors, source)
+    cached = AnnIndex.load(path, vectors, source, legacy)
     if cached is not None and _same_request(cached.config, config):
         meta = json.loads(sidecar(path).read_text())
+        if meta["source"] != source:
+            meta["source"] = source
+            write_json_atomic(sidecar(path), meta)
         cached.config = replace(cached.config, **{k: getattr(config, k) for k in SEARCH_KEYS})
         return cached, {**meta, "cached": True}
     root.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from ..data.sharded_job import (
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.h5write import new_h5_file
-from ..utils.hashing import sha256_json
+from ..utils.hashing import sha256_file, sha256_json
 from ..utils.progress import progress
 from .exact import BLOCK_ROWS, exact_search
 from .vectors import ShardVectors
@@ -53,6 +53,13 @@ def source_of(embeddings) -> dict:
     return {"sha256": sha256_json(shards)}
 
 
+def legacy_source_of(embeddings) -> dict:
+    """`source_of` as it was until 2026-12-08 (the set's path and manifest.json's sha256):
+    indexes and tables built then are kept while that still holds, not rebuilt for hours."""
+    manifest = embeddings.root / "manifest.json"
+    return {"embeddings": str(embeddings.root.resolve()), "sha256": sha256_file(manifest)}
+
+
 def all_neighbours(
     embeddings,
     k: int,
@@ -72,6 +79,9 @@ def all_neighbours(
     source = source_of(embeddings)
     identity = {"k": int(k), "embeddings_sha256": source["sha256"]}
     old = read_claim(out)["identity"] if (out / JOB_FILE).exists() else identity
+    legacy = legacy_source_of(embeddings)
+    if old == {**identity, "embeddings_sha256": legacy["sha256"]}:  # a table from before
+        source, identity = legacy, old  # 2026-12-08, of these vectors: resumed as it is
     if old.get("k") != identity["k"]:
         raise SslHpcError(
             f"{out}: holds top-{old.get('k')} neighbours, asked for top-{k}; remove it to recompute"
@@ -128,7 +138,7 @@ def load_neighbours(embeddings) -> dict[str, np.ndarray]:
     if not mpath.exists():
         raise SslHpcError(f"{root}: no neighbour table (run ssl-hpc search --all)")
     manifest = json.loads(mpath.read_text())
-    if manifest["source"] != source_of(embeddings):
+    if manifest["source"] not in (source_of(embeddings), legacy_source_of(embeddings)):
         raise SslHpcError(f"{root}: computed from another version of {embeddings.root}")
     parts: dict[str, list] = {}
     for name in manifest["files"]:

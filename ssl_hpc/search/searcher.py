@@ -17,7 +17,7 @@ from ..errors import SslHpcError, SurveyError
 from ..utils.arrays import normalise
 from ..utils.hashing import sha256_file
 from .ann import KINDS, AnnConfig, build_or_load
-from .batch import all_neighbours, source_of
+from .batch import all_neighbours, legacy_source_of, source_of
 from .exact import drop_excluded, exact_search
 from .query import (
     MAX_SEP_ARCSEC,
@@ -55,9 +55,13 @@ def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Surve
         )
     # ids alone do not tell surveys apart (synthetic ones all count 1..N)
     if not _embeds(embeddings, survey):
+        if "survey_content_sha256" in embeddings.manifest:
+            why = "its shards, bands or pixels differ from the ones embedded"
+        else:  # a set from before 2026-12-08 knows its survey by manifest.json alone
+            why = "its manifest.json differs from the one embedded: re-embed if only it changed"
         raise SslHpcError(
-            f"{embeddings.root}: embeds another survey than {path} (its shards, bands or "
-            "pixels differ from the ones embedded); give the survey it was made from"
+            f"{embeddings.root}: embeds another survey than {path} ({why}); give the survey "
+            "it was made from"
         )
     return survey
 
@@ -147,7 +151,11 @@ class Searcher:
         if index != "exact":
             cfg = ann or AnnConfig(kind=index)
             self.ann, info = build_or_load(
-                self.vectors, embeddings.root / "index", cfg, source_of(embeddings)
+                self.vectors,
+                embeddings.root / "index",
+                cfg,
+                source_of(embeddings),
+                legacy_source_of(embeddings),
             )
             self.index_info = {**info, "kind": cfg.kind}
         self._checkpoint = checkpoint
