@@ -188,6 +188,13 @@ def jpeg_one_pixel(tmp, images, cat):
     return argv, ["object 4 (", "4.jpg", "1x1"]
 
 
+def jpeg_two_bands(tmp, images, cat):
+    # no JPEG has two channels: refused once, not object by object under --on-error skip
+    _, argv = _jpeg_set(tmp, images, cat)
+    argv[argv.index("--bands") + 1] = "i,r"
+    return [*argv, "--on-error", "skip"], ["bands i,r: jpeg cutouts have three channels"]
+
+
 def jpeg_claims_to_be_huge(tmp, images, cat):
     # a 24 x 24 JPEG whose frame header says 20000 x 20000: decoding it would take 1.2 GB
     jpegs, argv = _jpeg_set(tmp, images, cat)
@@ -404,6 +411,7 @@ CASES = {
         catalogue_unknown_suffix,
         jpeg_not_a_jpeg,
         jpeg_one_pixel,
+        jpeg_two_bands,
         jpeg_claims_to_be_huge,
         yaml_alias_bomb,
         yaml_huge_string,

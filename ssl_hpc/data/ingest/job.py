@@ -332,6 +332,12 @@ def _prepare_cutouts(config: IngestConfig):
     """Catalogue, CutoutSpec and survey facts of a catalogue-plus-files input."""
     catalogue = load_catalogue(config)
     image_format, pattern = resolve_layout(config, catalogue.object_id)
+    if image_format in ("png", "jpeg") and len(config.bands) not in (1, 3):
+        # no such image exists: refused once, not once per object
+        raise IngestError(
+            f"bands {','.join(config.bands)}: {image_format} cutouts have three channels "
+            "(R, G, B: give three bands, e.g. i,r,g for SDSS composites) or one (greyscale)"
+        )
     resize = config.resize
     if resize is None and config.out_pixel_scale:
         resize = resampled_size(config.crop, config.input_pixel_scale, config.out_pixel_scale)
