@@ -213,7 +213,7 @@ def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None
     if path.exists():
         held = path.read_text()
         if held != text:
-            changed = _changed_keys(held, text)
+            changed = changed_keys(held, text)
             raise ConfigError(
                 f"{path}: this directory holds a different {what}"
                 + (f" ({changed})" if changed else "")
@@ -223,7 +223,7 @@ def claim_file(path: str | os.PathLike, text: str, what: str = "config") -> None
     write_text_atomic(path, text)
 
 
-def _changed_keys(old_yaml: str, new_yaml: str, most: int = 6) -> str:
+def changed_keys(old_yaml: str, new_yaml: str, most: int = 6) -> str:
     """'key: old -> new' for the (dotted) keys two YAML configs differ in, up to `most`."""
     try:
         old, new = yaml.safe_load(old_yaml), yaml.safe_load(new_yaml)

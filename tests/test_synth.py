@@ -176,7 +176,7 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
     again = generate_survey(cfg, out)
     assert again.shards == second.shards and again.generator["shards_reused"] == 3
     assert (out / "manifest.json").read_bytes() == manifest_bytes
-    with pytest.raises(JobError, match="another ssl-hpc synth"):
+    with pytest.raises(JobError, match=r"another config \(seed: 0 -> 1\)"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     # an unfinished run (shards, no manifest yet) is protected too
     (out / "manifest.json").unlink()
@@ -184,7 +184,7 @@ def test_rerun_resumes_only_missing_shards_and_refuses_other_configs(tmp_path):
     killed.write_bytes(b"left by a killed run")
     running = out / f".shard-00004.h5.tmp-{os.getpid()}"  # a writer that still runs
     running.write_bytes(b"being written")
-    with pytest.raises(JobError, match="another ssl-hpc synth"):
+    with pytest.raises(JobError, match="another config"):
         generate_survey(SynthConfig(n_objects=96, rows_per_shard=32, image_size=24, seed=1), out)
     generate_survey(cfg, out)
     assert list(out.glob(".shard-*")) == [running] and verify_survey(out) == []

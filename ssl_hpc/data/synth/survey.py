@@ -10,22 +10,45 @@ from pathlib import Path
 import numpy as np
 
 from ... import __version__
-from ...config import to_dict, to_yaml
+from ...config import changed_keys, load_config, to_dict, to_yaml
+from ...errors import SslHpcError
 from ...utils.atomic import write_text_atomic
 from ...utils.hashing import sha256_json
 from .. import format as fmt
 from .. import healpix
 from ..manifest import Manifest, ShardEntry, load_manifest
-from ..sharded_job import Progress, ShardPlan, claim_dir, remove_temporaries, run_shards
+from ..sharded_job import (
+    JobError,
+    Progress,
+    ShardPlan,
+    claim_dir,
+    read_claim,
+    remove_temporaries,
+    run_shards,
+)
 from ..shards import ShardTable, SurveyMeta, build_manifest, write_shard
 from .catalogue import COLUMN_ROLES, draw_catalogue
 from .config import ANOMALY_KINDS, MORPH_CLASSES, SynthConfig
 from .render import render_rows
 
+JOB = "ssl-hpc synth"
+
 
 def config_hash(cfg: SynthConfig) -> str:
     """Hash of everything that changes the survey's content (not `workers`)."""
     return sha256_json(to_dict(replace(cfg, workers=1)))
+
+
+def _changed_from(out: Path, cfg: SynthConfig) -> str:
+    """The content keys `cfg` changes from the config the synth run claiming `out` was
+    given (its config.yaml), or "" when `out` is not such a run or that cannot be read."""
+    try:
+        if read_claim(out).get("job") != JOB:
+            return ""
+        old = load_config(SynthConfig, out / "config.yaml", [])
+    except (SslHpcError, OSError, ValueError):
+        return ""
+    return changed_keys(to_yaml(replace(old, workers=1)), to_yaml(replace(cfg, workers=1)))
 
 
 def survey_meta(cfg: SynthConfig) -> SurveyMeta:
@@ -65,7 +88,7 @@ def _write_one(plan: ShardPlan, progress: Progress) -> tuple[ShardEntry, dict]:
     attrs = {
         "config_sha": config_hash(cfg),
         "shard_index": plan.index,
-        "generator": "ssl-hpc synth",
+        "generator": JOB,
     }
     entry = write_shard(plan.path, table, survey_meta(cfg), attrs=attrs)
     progress.tick(len(table))
@@ -97,7 +120,16 @@ def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
     manifest is a complete survey.
     """
     out = Path(out)
-    digest = claim_dir(out, "ssl-hpc synth", {"config_sha": config_hash(cfg)})
+    try:
+        digest = claim_dir(out, JOB, {"config_sha": config_hash(cfg)})
+    except JobError as e:  # our claim holds a hash; the survey's config.yaml says more
+        changed = _changed_from(out, cfg)
+        if not changed:
+            raise
+        raise JobError(
+            f"{out}: holds a survey made with another config ({changed}); use another "
+            "--out, or delete it to start again"
+        ) from e
     remove_temporaries(out)
     t0 = time.perf_counter()
     plans = plan_shards(cfg, out, draw_catalogue(cfg))
@@ -111,7 +143,7 @@ def generate_survey(cfg: SynthConfig, out: str | os.PathLike) -> Manifest:
         return replace(done, generator={**done.generator, **now})
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
     generator = {
-        "command": "ssl-hpc synth",
+        "command": JOB,
         "version": __version__,
         "config_sha": config_hash(cfg),
         "config": to_dict(cfg),
