@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.errors import SslHpcError
     from ssl_hpc.search.query import save_result_grid, write_csv
     from ssl_hpc.search.searcher import Searcher, survey_of
+    from ssl_hpc.utils.outdir import check_out_dir
 
     if (args.ra is None) != (args.dec is None):
         raise SslHpcError("--ra and --dec go together")
@@ -74,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         query, name = searcher.by_fits(args.fits), f"fits-{Path(args.fits).stem}"
     table = searcher.table(query, cfg.k)
-    out = Path(args.out) if args.out else embeddings.root / "queries"
-    if out.exists() and not out.is_dir():
-        raise SslHpcError(f"--out {out}: is a file; give a directory for the results")
+    out = check_out_dir(Path(args.out) if args.out else embeddings.root / "queries")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / f"{name}.yaml")
     write_csv(table, out / f"{name}.csv")
