@@ -45,7 +45,7 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
-            help=doc.splitlines()[0] if doc else name,
+            help=" ".join(doc.split("\n\n")[0].split()) if doc else name,
             description=doc,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

@@ -1,5 +1,4 @@
-"""Similarity search: the galaxies most like a given one, by cosine similarity of their
-representations.
+"""Similarity search: the galaxies most like a given one, by cosine similarity.
 
 The query is an object id (--query), the object nearest a sky position (--ra/--dec), or a
 new FITS cutout (--fits: a (bands, H, W) cube at the survey's pixel scale), embedded on the

@@ -28,6 +28,10 @@ def test_every_command_documents_every_option(capsys):
         text = capsys.readouterr().out
         assert "usage: ssl-hpc " + name in text
     parser = build_parser()
+    summaries = {a.dest: a.help for a in parser._subparsers._group_actions[0]._choices_actions}  # noqa: SLF001
+    assert set(summaries) == set(COMMANDS)
+    for name, summary in summaries.items():
+        assert summary.endswith("."), f"{name}: the top-level help cuts its summary: {summary!r}"
     for action in parser._subparsers._group_actions[0].choices.values():  # noqa: SLF001
         for opt in action._actions:  # noqa: SLF001
             assert opt.help, f"{action.prog} {opt.option_strings or opt.dest}: no help text"
