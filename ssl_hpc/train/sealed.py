@@ -57,9 +57,7 @@ def damage(directory: Path, world: int = 1) -> str | None:
         try:
             sums = json.loads(seal_file.read_text())
         except (OSError, ValueError) as e:
-            if is_transient(e):
-                raise _transient(seal_file, e) from e
-            return f"{seal_file.name} unreadable ({e})"
+            return _unreadable(seal_file, e, f"{seal_file.name} unreadable ({e})")
         for name, digest in sums.items():
             path = directory / name
             if not path.is_file():
@@ -67,9 +65,7 @@ def damage(directory: Path, world: int = 1) -> str | None:
             try:
                 now = sha256_file(path)
             except OSError as e:
-                if is_transient(e):
-                    raise _transient(path, e) from e
-                return f"{name} unreadable ({e})"
+                return _unreadable(path, e, f"{name} unreadable ({e})")
             if now != digest:
                 return f"{name} does not match its sha256 (damaged after it was written)"
     return None
@@ -83,18 +79,21 @@ def _unloadable(directory: Path) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except UNREADABLE as e:
-            if is_transient(e):
-                raise _transient(path, e) from e
-            return f"{path.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+            detail = f"{type(e).__name__}: {str(e)[:80]}"
+            return _unreadable(path, e, f"{path.name} unreadable ({detail})")
     return None
 
 
-def _transient(path: Path, cause: BaseException) -> TransientError:
-    return TransientError(
+def _unreadable(path: Path, cause: BaseException, why: str) -> str:
+    """`why` the checkpoint cannot be trusted, unless the filesystem failed the read: then
+    a TransientError, since the file itself may be intact."""
+    if not is_transient(cause):
+        return why
+    raise TransientError(
         f"{path}: the filesystem failed the read ({cause}); Ray's retries read it again. "
         f"If it persists (a bad sector also says EIO), move {path.parent} aside to resume "
         "from the checkpoint before it"
-    )
+    ) from cause
 
 
 def newest_first(root: Path) -> list[Path]:
