@@ -52,4 +52,18 @@ def run(args: argparse.Namespace) -> int:
             f"{len(manifest['shards'])} shards ({made} embedded now, the rest kept) on "
             f"{len(manifest['ranks'])} rank(s)"
         )
+        if "pca" in manifest:
+            print(_pca_line(manifest["pca"], opts.pca_dims, manifest["dim"]))
     return 0
+
+
+def _pca_line(pca: dict, asked: int, dim: int) -> str:
+    """What pca.npz holds, and why it holds fewer components than --pca asked for."""
+    line = (
+        f"pca.npz: {pca['dims']} components from {pca['sample']} objects, "
+        f"{pca['explained_variance']:.1%} of the variance"
+    )
+    if pca["dims"] < asked:
+        line += f" (--pca {asked} asked for more than the {min(dim, pca['sample'])} there can be"
+        line += f": the embeddings have {dim} dims, the sample {pca['sample']} objects)"
+    return line

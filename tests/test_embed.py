@@ -425,3 +425,15 @@ def test_embed_options_and_device_are_refused_before_the_output_is_claimed(tmp_p
     with pytest.raises(SslHpcError, match=f"device '{missing}': no such GPU"):
         pick_device(missing, 0)
     assert pick_device("cpu", 3) == torch.device("cpu")
+
+
+def test_embed_says_when_pca_holds_fewer_components_than_asked_for():
+    """--pca larger than the sample or the embedding width is clamped by the fit; the
+    command says so instead of leaving the user to find it in the manifest."""
+    from jobs.embed import _pca_line
+
+    fitted = {"dims": 40, "sample": 40, "explained_variance": 1.0}
+    said = _pca_line(fitted, 64, 128)
+    assert said.startswith("pca.npz: 40 components from 40 objects, 100.0% of the variance")
+    assert "--pca 64 asked for more than the 40 there can be" in said
+    assert "asked" not in _pca_line(fitted, 40, 128)
