@@ -224,6 +224,11 @@ def test_a_survey_is_known_by_its_content_not_its_manifest_file(emb, small_surve
         survey_of(load(old), None)
     with pytest.raises(SslHpcError, match="embeds another survey than"):
         survey_of(load(old), copy)
+    # a run.json that is not a record names itself (search, serve and report read it)
+    for garbage, why in (("{not json", "unreadable"), ("[1, 2]", "malformed")):
+        (old / "run.json").write_text(garbage)
+        with pytest.raises(SslHpcError, match=f"old-set/run.json: {why}"):
+            survey_of(load(old), None)
 
 
 def test_a_survey_given_as_the_embeddings_is_named(small_survey, capsys):

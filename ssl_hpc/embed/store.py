@@ -193,6 +193,17 @@ class EmbeddingSet:
             return None
         return self.column("texture").astype(np.float32)
 
+    def run_record(self) -> dict:
+        """run.json: the checkpoint and survey this set was embedded from, and its options."""
+        path = self.root / RUN_FILE
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EmbeddingError(f"{path}: unreadable ({e}); give the survey with --data") from e
+        if not isinstance(record, dict):
+            raise EmbeddingError(f"{path}: malformed (not a JSON object)")
+        return record
+
     def pca(self) -> dict[str, np.ndarray] | None:
         """The PCA fitted at embedding time (mean, components, explained_variance_ratio)."""
         path = self.root / PCA_FILE

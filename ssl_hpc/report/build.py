@@ -3,7 +3,6 @@ metrics.json, the PNGs and index.html into one directory (atomically per file)."
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from ..data.survey import Survey
 from ..downstream.representation import against_random_init
 from ..downstream.tasks import check_fractions
-from ..embed.store import RUN_FILE, EmbeddingSet
+from ..embed.store import EmbeddingSet
 from ..errors import SslHpcError
 from ..models.checkpoint import EncoderCheckpoint
 from ..search.searcher import Searcher
@@ -66,7 +65,7 @@ def check_inputs(
     """The report's encoder, once the inputs are known to belong together: the set's own
     checkpoint (the one its run.json names unless `checkpoint`), taking the survey's bands,
     unique object ids, and finished `--efficiency` studies. Refused before any section runs."""
-    run = json.loads((embeddings.root / RUN_FILE).read_text())
+    run = embeddings.run_record()
     ckpt = EncoderCheckpoint(checkpoint or run["checkpoint"])
     manifest = embeddings.manifest
     ckpt.check_embedded(manifest.get("checkpoint_sha256"), embeddings.root, run["checkpoint"])
@@ -93,7 +92,7 @@ def build_report(
     """
     opts = options or ReportOptions()
     out = Path(out)
-    run = json.loads((embeddings.root / RUN_FILE).read_text())
+    run = embeddings.run_record()
     if isinstance(checkpoint, EncoderCheckpoint):
         ckpt = checkpoint
     else:

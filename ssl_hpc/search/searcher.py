@@ -3,7 +3,6 @@ command line, the report and the web server all go through it."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ IN_MEMORY_BYTES = 2 << 30
 
 def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Survey:
     """The survey `data`, or the one the set's run.json names; its ids must be the set's."""
-    path = data or _run_record(embeddings).get("survey")
+    path = data or embeddings.run_record().get("survey")
     if not path:
         raise SslHpcError(f"{embeddings.root}: run.json names no survey; give --data")
     try:
@@ -75,15 +74,6 @@ def _embeds(embeddings: EmbeddingSet, survey: Survey) -> bool:
         return content == survey.manifest.content_sha256
     recorded = embeddings.manifest.get("survey_sha256")
     return not recorded or sha256_file(survey.root / fmt.MANIFEST_NAME) == recorded
-
-
-def _run_record(embeddings: EmbeddingSet) -> dict:
-    path = embeddings.root / RUN_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SslHpcError(f"{path}: unreadable ({e}); give the survey with --data") from e
-    return record if isinstance(record, dict) else {}
 
 
 @dataclass(frozen=True)
