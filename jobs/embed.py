@@ -11,7 +11,8 @@ writes EMB/manifest.json at the end.
 example:
   ssl-hpc embed --checkpoint runs/demo/pretrain --data runs/demo/survey --out runs/demo/emb
   mpiexec -n 4 ssl-hpc embed --checkpoint RUN --data SURVEY --out EMB --pca 64
-  sbatch --ntasks=8 --gpus-per-task=1 --export=ALL,CKPT=RUN,DATA=SURVEY,OUT=EMB slurm/embed.sh
+  sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 \\
+      --export=ALL,CKPT=RUN,DATA=SURVEY,OUT=EMB slurm/embed.sh
 """
 
 from __future__ import annotations

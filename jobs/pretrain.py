@@ -11,7 +11,7 @@ example:
   ssl-hpc pretrain --data runs/demo/survey --out runs/demo/pretrain \\
       --config jobs/configs/pretrain-demo.yaml steps=300
   ssl-hpc pretrain --data /scratch/sdss --out /scratch/run1 --config jobs/configs/pretrain.yaml \\
-      num_workers=16 use_gpu=true --address auto        # inside slurm/pretrain.sh
+      num_workers=16 use_gpu=true --address "$RAY_SLURM_ADDRESS"  # as slurm/pretrain.sh does
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (created; a rerun resumes)")
     p.add_argument(
         "--address",
-        help="Ray cluster to join ('auto' inside slurm/pretrain.sh); default: a local one",
+        help="Ray cluster to join, as head ip:port (slurm/pretrain.sh passes the one "
+        "cluster/ray_slurm.sh started); default: a local one",
     )
     p.add_argument("--name", default="pretrain", help="Ray Train run name (default pretrain)")
     add_config_arguments(p, PretrainConfig)

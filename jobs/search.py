@@ -10,7 +10,7 @@ composites). --all computes every object's top k instead, into EMB/neighbours/ (
 resumes).
 
 example:
-  ssl-hpc search --embeddings runs/demo/embeddings --query 1000017 --k 10
+  ssl-hpc search --embeddings runs/demo/embeddings --query 1017 --k 10
   ssl-hpc search --embeddings EMB --ra 150.112 --dec 2.205 --out results/
   ssl-hpc search --embeddings EMB --fits new_cutout.fits --index ivfpq --nprobe 64
   ssl-hpc search --embeddings EMB --all --k 20

@@ -11,12 +11,12 @@ example:
   ssl-hpc tune --data runs/demo/survey --out runs/demo/ablation \\
       --config jobs/configs/tune-ablation.yaml
   ssl-hpc tune --data /scratch/sdss --out /scratch/sweep1 --config my-sweep.yaml \\
-      --address auto                                      # inside slurm/tune.sh
+      --address "$RAY_SLURM_ADDRESS"                      # as slurm/tune.sh does
 
 The sweep file (see ssl_hpc/tune/space.py): pretrain (base config file), overrides,
 search (key: {grid|choice: [...]} or {uniform|loguniform|randint: [low, high]}),
 ablation (codes, subsets: all / leave_one_out / only_one / none, sets), metric
-(knn_sigma_mad, knn_eta, knn_morph_acc, loss), mode, scheduler ({type: asha|fifo,
+(knn_sigma_mad, knn_eta, knn_morph_acc, knn_morph_bacc, loss), mode, scheduler ({type: asha|fifo,
 grace_period, reduction_factor}), num_samples, max_concurrent_trials, max_failures.
 """
 
@@ -33,7 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="sweep directory (created; a rerun resumes)")
     p.add_argument("--config", help="sweep YAML file (see above)")
     p.add_argument("--num-samples", type=int, help="repeats of the search space (overrides)")
-    p.add_argument("--address", help="Ray cluster to join ('auto' in slurm/tune.sh)")
+    p.add_argument(
+        "--address",
+        help="Ray cluster to join, as head ip:port (slurm/tune.sh passes the one "
+        "cluster/ray_slurm.sh started); default: a local one",
+    )
     p.add_argument("--name", default="sweep", help="Tune experiment name (default sweep)")
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="base pretraining config overrides"

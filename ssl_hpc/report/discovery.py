@@ -26,8 +26,8 @@ from .section import Section, truth
 
 
 def _example_queries(survey: Survey, n: int, seed: int) -> list[int]:
-    """Rows to search from: one per true morphology class (synthetic surveys), one anomaly,
-    else random rows; seeded."""
+    """`n` rows to search from: one from each of the first n-1 true morphology classes
+    (synthetic surveys) and one anomaly, random rows for the rest; seeded."""
     rng = np.random.default_rng(seed)
     morph, kind = truth(survey, "morph_class"), truth(survey, "anomaly_kind")
     rows = []
