@@ -18,6 +18,7 @@ from jobs.cli import COMMANDS, build_parser, main
 from ssl_hpc.augment.gallery import ShowConfig
 from ssl_hpc.config import load_config
 from ssl_hpc.data.survey import Survey
+from ssl_hpc.errors import SslHpcError
 
 
 def test_every_command_documents_every_option(capsys):
@@ -219,19 +220,47 @@ def test_every_config_key_is_documented_and_reachable_from_the_command_line(caps
             return args
 
         baseline = config_from_args(cls, parse())
+        changed = []
         for key, default, doc in describe_fields(cls):
             assert doc, f"{cls_name}.{key}: no documentation"
             shown = list(default) if isinstance(default, tuple) else default
             assert f"  {key} = {shown!r}" in text, f"ssl-hpc {name} --help lacks {key}"
             if default == "required" or (name, key) in SET_BY_THE_COMMAND:
                 continue
-            # every key can be set from the command line, as key=value
+            # every key can be set from the command line, as key=value: its default
+            # round-trips, and another value that the config accepts reaches the field
             value = ",".join(map(str, default)) if isinstance(default, tuple) else default
             value = "none" if value is None else value
-            got, want = config_from_args(cls, parse(f"{key}={value}")), baseline
-            for part in key.split("."):
-                got, want = getattr(got, part), getattr(want, part)
-            assert got == want, (name, key, got, want)
+            assert _field(config_from_args(cls, parse(f"{key}={value}")), key) == _field(
+                baseline, key
+            ), (name, key)
+            for other in _other_values(default):
+                try:
+                    got = _field(config_from_args(cls, parse(f"{key}={other}")), key)
+                except SslHpcError:
+                    continue  # out of this key's range: try the next
+                assert got == other and got != _field(baseline, key), (name, key, got)
+                changed.append(key)
+                break
+        numeric = [k for k, d, _ in describe_fields(cls) if type(d) in (bool, int, float)]
+        assert sorted(changed) == sorted(numeric), (name, sorted(set(numeric) - set(changed)))
+
+
+def _field(config, key: str):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _other_values(default) -> list:
+    """Values other than a numeric or boolean `default`, nearest first."""
+    if isinstance(default, bool):
+        return [not default]
+    if isinstance(default, int):
+        return [default + 1, default - 1, default * 2]
+    if isinstance(default, float):
+        return [default * 2, default / 2, default + 1.0] if default else [0.5, 1.0]
+    return []
 
 
 def test_a_resume_with_another_config_names_the_keys_that_differ(tmp_path):

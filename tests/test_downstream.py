@@ -828,6 +828,7 @@ def test_finetune_command_compares_three_methods(
     assert "labels supervised needs to match linear_ssl" in capsys.readouterr().out
     # a rerun finds every run finished
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    assert len(stamps) == 4  # finetuned_ssl and supervised, at 2 fractions
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")} == stamps
     # --methods '': the linear heads alone, on the same splits, and no trained run

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from astropy.io import fits
 from astropy_healpix import lonlat_to_healpix
 from conftest import SMALL_SURVEY
 
@@ -27,7 +28,7 @@ from ssl_hpc.embed import load, store
 from ssl_hpc.errors import SslHpcError
 from ssl_hpc.export import ExportOptions, export_catalogue
 from ssl_hpc.export.output import is_a_catalogue
-from ssl_hpc.export.table import CatalogueTable, Spec
+from ssl_hpc.export.table import EMBEDDING, CatalogueTable, Spec
 from ssl_hpc.export.writers import write_hats, write_parquet
 from ssl_hpc.report import discovery
 
@@ -328,7 +329,7 @@ def test_a_failed_write_leaves_no_catalogue_and_no_temporary(tmp_path):
     )
     write_parquet(old, cat, ExportOptions())
     before = cat.read_bytes()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk went away"):
         write_parquet(table, cat, ExportOptions(), overwrite=True)
     assert cat.read_bytes() == before and list(tmp_path.iterdir()) == [cat]
 
@@ -352,17 +353,29 @@ def test_overwrite_replaces_only_a_catalogue(plain, tmp_path, capsys):
     link = tmp_path / "latest.parquet"
     link.symlink_to(notes)
     assert is_a_catalogue(link) and not is_a_catalogue(tmp_path / "missing")
+    assert main([*args, str(link), "--no-vectors"]) == 0
+    assert not link.is_symlink() and pq.read_table(link).num_rows == len(load(emb))
+    assert notes.read_text() == "my notes"
     os.mkfifo(tmp_path / "pipe")
     assert not is_a_catalogue(tmp_path / "pipe")
     # what exports write is replaced: a FITS file, a directory of Parquet parts
     for target, extra in ((tmp_path / "cat.fits", ["--format", "fits"]), (tmp_path / "parts", [])):
         more = ["part_rows=100"] if not extra else []
         assert main([*args, str(target), *extra, *more, "--no-vectors"]) == 0
-        assert is_a_catalogue(target)
+        assert is_a_catalogue(target) and EMBEDDING not in _columns(target)
         if target.is_dir():  # what NFS leaves of a file still open elsewhere
             (target / ".nfs000000001").write_bytes(b"")
         assert main([*args, str(target), *extra, *more]) == 0
+        assert EMBEDDING in _columns(target)  # the second export, not the first, is there
     capsys.readouterr()
+
+
+def _columns(catalogue: Path) -> list[str]:
+    """The column names of an exported FITS file or directory of Parquet parts."""
+    if catalogue.is_dir():
+        return pq.read_schema(sorted(catalogue.glob("part-*.parquet"))[0]).names
+    with fits.open(catalogue) as hdul:
+        return list(hdul[1].columns.names)
 
 
 def test_hats_refuses_objects_without_a_position(tmp_path):

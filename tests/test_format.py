@@ -258,14 +258,29 @@ def test_writer_rejects_bad_tables_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no shard and no temporary file left behind
 
 
-def test_float16_quantisation_is_far_below_the_noise(small_survey):
-    """Storing float16 adds error < 1% of the sky noise sigma (relative precision 2^-11)."""
-    s = Survey(small_survey)
-    img = s.images(np.arange(16)).astype(np.float64)
-    sigma = s.per_band(fmt.SKY_SIGMA)[:16].astype(np.float64)
-    faint = np.abs(img) < 5 * sigma[:, :, None, None]
-    quant = np.abs(img) * 2.0**-11  # worst-case rounding of a float16 value
-    assert (quant[faint] / np.broadcast_to(sigma[:, :, None, None], img.shape)[faint]).max() < 0.01
+def test_float16_quantisation_is_far_below_the_noise(tmp_path):
+    """The same survey stored as float16 and as float32: rounding to float16 moves a faint
+    pixel (within 5 sky sigma) by under 1% of the noise, and a bright one by under 2^-11 of
+    its value."""
+    from conftest import SMALL_SURVEY
+
+    from ssl_hpc.data.synth import SynthConfig, generate_survey
+
+    stored = {}
+    for dtype in ("float16", "float32"):
+        keys = {**SMALL_SURVEY, "n_objects": 48, "workers": 1, "image_dtype": dtype}
+        generate_survey(SynthConfig(**keys), tmp_path / dtype)
+        with h5py.File(tmp_path / dtype / "shard-00000.h5", "r") as f:
+            assert f[fmt.IMAGE].dtype == np.dtype(dtype)
+        stored[dtype] = Survey(tmp_path / dtype).images(np.arange(48)).astype(np.float64)
+    half, full = stored["float16"], stored["float32"]
+    sigma = Survey(tmp_path / "float32").per_band(fmt.SKY_SIGMA)[:48].astype(np.float64)
+    sigma = np.broadcast_to(sigma[:, :, None, None], full.shape)
+    error = np.abs(half - full)
+    faint = np.abs(full) < 5 * sigma
+    assert faint.mean() > 0.5 and (error > 0).any()  # mostly sky, and float16 did round
+    assert (error[faint] / sigma[faint]).max() < 0.01
+    assert (error[~faint] / np.abs(full[~faint])).max() <= 2.0**-11
 
 
 def test_big_endian_datasets_are_read_in_native_byte_order(tmp_path):

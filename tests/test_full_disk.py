@@ -8,6 +8,7 @@ tmpfs (CI runs as root)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -143,7 +144,7 @@ def test_ingest_on_a_full_disk_stops_cleanly_and_resumes(small_fs, tmp_path):
 def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, tmp_path, capsys):
     from test_embed import make_checkpoint
 
-    from ssl_hpc.embed import load
+    from ssl_hpc.embed import EmbeddingError, load
 
     ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
     base = ["embed", "--checkpoint", str(ckpt), "--data", str(small_survey)]
@@ -156,7 +157,7 @@ def test_embed_on_a_full_disk_stops_cleanly_and_resumes(small_fs, small_survey, 
     )
     assert "no space left writing " + str(out) in last
     _no_partial_files(out)
-    with pytest.raises(Exception, match=str(out)):
+    with pytest.raises(EmbeddingError, match=re.escape(f"{out}: no manifest.json")):
         load(out)  # not taken as a finished embedding set
     ballast.unlink()
     assert main([*base, "--out", str(out)]) == 0

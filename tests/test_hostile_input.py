@@ -447,7 +447,9 @@ def test_hostile_input_gets_one_clear_line_and_exit_2(case, fits_set, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    last = err.splitlines()[-1]
+    lines = err.splitlines()
+    assert len(lines) == 1, lines
+    last = lines[0]
     assert last.startswith(f"ssl-hpc {argv[0]}: error: ")
     for word in words:
         assert word in last, f"{word!r} not in {last!r}"

@@ -330,7 +330,7 @@ def test_web_page_api_serves_hashed_string_ids_exactly(small_survey, tmp_path):
         big = int(Survey(tmp_path / "survey").column("object_id")[3])
         assert big < -(2**53)
         page = c.get("/api/search", params={"object_id": str(big), "k": 3}).json()
-        assert page["query"]["id"] == str(big)
+        assert page["query"]["id"] == str(big) and len(page["results"]) == 3
         for card in page["results"]:
             assert int(card["id"]) == card["object_id"] and card["image"].endswith(
                 f"/{card['id']}.png"

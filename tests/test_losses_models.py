@@ -113,7 +113,7 @@ def test_moco_on_one_process_keys_batch_statistics_over_random_sub_batches():
     """Shuffle-BN on one process (bn_splits=2): the key encoder's BatchNorm sees random
     halves of the batch, not the batch the query encoder normalised over; with the
     default bn_splits=1 it sees the whole batch, as before."""
-    x = torch.randn(64, 5, 24, 24)
+    x = torch.randn(64, 5, 24, 24, generator=torch.Generator().manual_seed(0))
     whole_batch = tiny_moco()
     with torch.no_grad():
         assert torch.equal(whole_batch.keys(x), whole_batch._key(x))

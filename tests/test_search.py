@@ -333,10 +333,11 @@ def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "6 most similar to object" in printed and "exact search" in printed
     # the same neighbours through the IVF-PQ index (384 vectors: exact after re-ranking)
-    assert main([*args, "--out", str(res), "--index", "ivfpq"]) == 0
-    ann_table = (res / f"object-{ids[3]}.csv").read_text().splitlines()
+    assert main([*args, "--out", str(tmp_path / "res-ann"), "--index", "ivfpq"]) == 0
+    ann_table = (tmp_path / "res-ann" / f"object-{ids[3]}.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in ann_table] == [r.split(",")[1] for r in table]
     assert (out / "index" / "ivfpq.faiss").exists()
+    assert "ivfpq" in capsys.readouterr().out
     # an unknown id: exit 2, naming the id and the set
     assert main(["search", "--embeddings", str(out), "--query", "12345678"]) == 2
     err = capsys.readouterr().err

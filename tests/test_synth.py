@@ -228,4 +228,6 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(SynthConfig, None, ["seed=true"])
     with pytest.raises(ConfigError, match="lacks r"):
         SynthConfig(bands=("g", "i"))
-    assert os.path.basename(str(yaml_path)) == "c.yaml"
+    yaml_path.write_text("n_objects: 10\nbogus_key: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key\(s\) \['bogus_key'\]"):
+        load_config(SynthConfig, yaml_path, [])
