@@ -62,6 +62,10 @@ def _named_command(argv: list[str]) -> list[str] | None:
     return [first] if first in COMMANDS else None
 
 
+#: what the filesystem raises for a path it refuses, with the path in `filename`
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssl-hpc`` console script."""
     parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
@@ -76,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except SslHpcError as e:
         print(f"ssl-hpc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except PATH_ERRORS as e:
+        if e.filename is None:
+            raise
+        # a path given that the filesystem refuses (--out under a file, a read-only place)
+        print(f"ssl-hpc {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ssl-hpc {args.command}: interrupted", file=sys.stderr)

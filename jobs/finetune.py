@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.train.ray_loop import connect
     from ssl_hpc.utils.outdir import check_out_dir
 
-    check_out_dir(args.out)
+    check_out_dir(args.out, own="study.yaml")
     pretrained = EncoderCheckpoint(args.checkpoint)
     # the pretraining run's network, input scaling, augmentations and crop size, unless the
     # config says otherwise (absolute paths: Ray workers do not share our directory)

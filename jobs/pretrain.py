@@ -37,10 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.train.ray_run import fit
+    from ssl_hpc.train.run_dir import SURVEY_FILE
     from ssl_hpc.utils.outdir import check_out_dir
 
     cfg = config_from_args(PretrainConfig, args)
-    check_out_dir(args.out)  # fail here, before Ray starts
+    check_out_dir(args.out, own=SURVEY_FILE)  # fail here, before Ray starts
     survey = Survey(args.data)  # fail here, naming the survey, before Ray starts
     cfg.check_fits(survey)
     result = fit(cfg, args.data, args.out, address=args.address, name=args.name)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.utils.outdir import check_out_dir
 
     cfg = config_from_args(ProbeConfig, args)
-    check_out_dir(args.out)
+    check_out_dir(args.out, own="heads")
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)  # ids alone do not tell surveys apart
     ids, vectors = embeddings.load()

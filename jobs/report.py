@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.utils.outdir import check_out_dir
 
     opts = config_from_args(ReportOptions, args)
-    check_out_dir(args.out)
+    check_out_dir(args.out, own="index.html")
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)
     checkpoint = check_inputs(embeddings, survey, opts, args.checkpoint)  # before any output

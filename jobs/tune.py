@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_hpc.tune.space import load_sweep
     from ssl_hpc.utils.outdir import check_out_dir
 
-    check_out_dir(args.out)
+    check_out_dir(args.out, own="sweep.yaml")
     config = load_sweep(args.config, parse_overrides(args.overrides))
     if args.num_samples is not None:
         if args.num_samples < 1:

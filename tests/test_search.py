@@ -231,6 +231,39 @@ def test_a_survey_is_known_by_its_content_not_its_manifest_file(emb, small_surve
             survey_of(load(old), None)
 
 
+def test_another_commands_output_is_refused_as_out(emb, small_survey, tmp_path, capsys):
+    """probe, report, search, finetune and tune given a pretraining run as --out wrote their
+    config.yaml over the run's, which then refused to resume; each command's directory is
+    known by its mark, and only its own command writes there."""
+    out, ckpt = emb
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "survey.json").write_text("{}")  # what claim_run marks a training run with
+    (run / "config.yaml").write_text("arch: resnet18\n")
+    sets = ["--embeddings", str(out), "--data", str(small_survey)]
+    for argv in (
+        ["probe", *sets, "--task", "photoz"],
+        ["report", *sets],
+        ["search", *sets, "--query", str(load(out).object_ids()[0])],
+        ["finetune", "--checkpoint", str(ckpt), "--data", str(small_survey)],
+        ["tune", "--data", str(small_survey), "--config", "jobs/configs/tune-ablation.yaml"],
+    ):
+        assert main([*argv, "--out", str(run)]) == 2, argv[0]
+        err = capsys.readouterr().err
+        assert f"--out {run}: holds a training run (ssl-hpc pretrain) (survey.json)" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "survey.json"]
+    assert (run / "config.yaml").read_text() == "arch: resnet18\n"
+    # a report's directory is its own to rewrite, and no probe's
+    (tmp_path / "report" / "index.html").parent.mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html>")
+    assert main(["probe", *sets, "--task", "photoz", "--out", str(tmp_path / "report")]) == 2
+    assert "holds a report (ssl-hpc report) (index.html)" in capsys.readouterr().err
+    # --out under a file: the path and the filesystem's word, not a traceback
+    query = ["search", *sets, "--query", str(load(out).object_ids()[0])]
+    assert main([*query, "--out", str(run / "survey.json" / "sub")]) == 2
+    assert capsys.readouterr().err.strip().endswith("survey.json/sub: Not a directory")
+
+
 def test_a_survey_given_as_the_embeddings_is_named(small_survey, capsys):
     """--data and --embeddings swapped: a clear line, not a KeyError from the manifest."""
     args = ["search", "--embeddings", str(small_survey), "--data", str(small_survey)]

@@ -26,7 +26,7 @@ def claim_run(out: str | Path, config, what: str, survey: str | Path) -> Path:
     ConfigError names what differs otherwise). A run that never reached a checkpoint (it
     failed at its start) trained nothing to resume: a corrected config or survey takes its
     place."""
-    out = check_out_dir(out).resolve()
+    out = check_out_dir(out, own=SURVEY_FILE).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = ("encoder.pt", "model.pt", "metrics.json")
     if not any((out / "ray").glob("*/checkpoint_*")) and not any(

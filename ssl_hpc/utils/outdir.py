@@ -15,12 +15,22 @@ from ..errors import ConfigError
 
 #: a survey's or an embedding set's manifest, a sharded job's claim, an embedding set's run
 CLAIMED_BY = ("manifest.json", "job.json", "run.json")
+#: what marks each command's own output directory, and what it is: another command given it
+#: as --out would write its config.yaml and results among that one's
+MARKS = {
+    "survey.json": "a training run (ssl-hpc pretrain)",
+    "sweep.yaml": "a sweep (ssl-hpc tune)",
+    "study.yaml": "a label-efficiency study (ssl-hpc finetune)",
+    "heads": "a probe (ssl-hpc probe)",
+    "index.html": "a report (ssl-hpc report)",
+}
 
 
-def check_out_dir(out: str | os.PathLike, option: str = "--out") -> Path:
+def check_out_dir(out: str | os.PathLike, option: str = "--out", own: str | None = None) -> Path:
     """`out` as a Path, once it is known to be a directory this command may write in: absent,
-    or a directory no survey, embedding set or sharded job claims (a ConfigError naming
-    `option` and `out` otherwise)."""
+    or a directory that no survey, embedding set or sharded job claims, and that holds no
+    other command's outputs (`own`: the mark in MARKS of this command's, allowed). A
+    ConfigError naming `option` and `out` otherwise."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out}: is a file; give a directory")
@@ -30,4 +40,7 @@ def check_out_dir(out: str | os.PathLike, option: str = "--out") -> Path:
             f"{option} {out}: holds a survey, an embedding set or another job's outputs "
             f"({', '.join(held)}); choose another directory"
         )
+    for mark, what in MARKS.items():
+        if mark != own and (out / mark).exists():
+            raise ConfigError(f"{option} {out}: holds {what} ({mark}); choose another directory")
     return out
