@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ssl_hpc.data.survey import Survey
     from ssl_hpc.downstream.efficiency import ratio_line
+    from ssl_hpc.downstream.finetune import task_splits
     from ssl_hpc.downstream.heads import RedshiftBins
     from ssl_hpc.downstream.study import efficiency_study
     from ssl_hpc.downstream.tasks import check_fractions, load_task
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     survey = Survey(args.data)
     cfg.augment.check_geometry(survey.manifest.image_shape[1:])
     fractions = check_fractions(cfg.fractions)
-    load_task(survey, cfg.task, RedshiftBins(cfg.z_bins, cfg.z_max))  # before Ray: names it
+    task = load_task(survey, cfg.task, RedshiftBins(cfg.z_bins, cfg.z_max))  # before Ray
+    task_splits(task, survey, cfg.run_config(), cfg.repeats)  # the test ids, before Ray too
     if cfg.methods:  # the linear heads alone need no cluster
         connect(args.address)
 
@@ -77,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
         score = "sigma_mad" if "sigma_mad" in test else "balanced_accuracy"
         print(f"{method} fraction {fraction:g} repeat {repeat}: {score}={test[score]:.4g}")
 
-    save_config(cfg, Path(args.out) / "study.yaml")
+    study_file = Path(args.out) / "study.yaml"
+    if not (Path(args.out) / "metrics.json").exists():
+        save_config(cfg, study_file)  # marks the study under way (utils.outdir)
     summary = efficiency_study(
         cfg.run_config(), args.data, Path(args.out), fractions, cfg.repeats, progress, cfg.methods
     )
+    save_config(cfg, study_file)  # what the metrics.json beside it was made with
     for method, ratios in summary["equivalent_labels"].items():
         print(ratio_line(method, ratios))
     print(f"{args.out}/metrics.json")

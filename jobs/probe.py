@@ -52,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ssl_hpc.downstream.study import probe_study
-    from ssl_hpc.downstream.tasks import check_fractions, load_task, read_test_ids, write_test_ids
+    from ssl_hpc.downstream.study import probe_splits, probe_study
+    from ssl_hpc.downstream.tasks import (
+        check_fractions,
+        load_task,
+        read_test_ids,
+        usable_tasks,
+        write_test_ids,
+    )
     from ssl_hpc.embed import load
     from ssl_hpc.errors import ConfigError
     from ssl_hpc.search.searcher import survey_of
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not np.array_equal(ids, survey.column("object_id")):
         raise ConfigError(f"{args.embeddings}: its object ids are not those of {args.data}")
     fractions = check_fractions(cfg.fractions)
+    seed = cfg.head.seed
     for name in cfg.tasks:  # an unknown task or one without labels: named before any output
         load_task(survey, name)
     test_ids = read_test_ids(cfg.test_ids) if cfg.test_ids else None
@@ -74,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
         if len(cfg.tasks) != 1 or cfg.test_ids:
             raise ConfigError("--write-test-ids needs exactly one --task and no --test-ids")
         task = load_task(survey, cfg.tasks[0])
-        seed = cfg.head.seed
         test_ids = write_test_ids(args.write_test_ids, task, survey, cfg.test_fraction, seed)
         print(f"{args.write_test_ids}: {len(test_ids)} test objects of {cfg.tasks[0]}")
+    for name in cfg.tasks or usable_tasks(survey)[0]:  # the test set: before any output
+        probe_splits(
+            load_task(survey, name), survey, cfg.repeats, cfg.test_fraction, seed, test_ids
+        )
     save_config(cfg, Path(args.out) / "config.yaml")
     summary = probe_study(
         vectors,

@@ -543,6 +543,12 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     assert "each must be in (0, 1]" in capsys.readouterr().err
     assert main([*args, "--task", "colour_of_the_sky"]) == 2
     assert "colour_of_the_sky" in capsys.readouterr().err
+    # a test set the survey does not label, or no repeats: refused before config.yaml
+    (tmp_path / "unknown.csv").write_text("object_id\n123456789\n")
+    assert main([*args, "--test-ids", str(tmp_path / "unknown.csv")]) == 2
+    assert "not labelled for task" in capsys.readouterr().err
+    assert main([*args[:10], "0", *args[11:]]) == 2
+    assert "repeats=0: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
 
 
@@ -845,3 +851,11 @@ def test_finetune_command_compares_three_methods(
         assert points == summary["curves"][method], method
     assert alone["equivalent_labels"] == {}
     assert not list(linear_only.glob("*-r0"))
+    # a rerun refused (another run config; a test set the survey does not label) keeps
+    # the study.yaml that describes the metrics.json beside it
+    study = (out / "study.yaml").read_text()
+    (tmp_path / "unknown.csv").write_text("object_id\n123456789\n")
+    for change in ("steps=5", f"test_ids={tmp_path / 'unknown.csv'}"):
+        assert main([*args, change]) == 2
+        assert (out / "study.yaml").read_text() == study, change
+    assert "not labelled for task photoz" in capsys.readouterr().err

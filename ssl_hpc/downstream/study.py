@@ -34,6 +34,8 @@ from .predict import HEADS, save_head, write_index
 from .representation import untrained_encoder
 from .tasks import (
     PHOTOZ,
+    Split,
+    Task,
     check_fractions,
     distinct_fractions,
     indices_of_ids,
@@ -58,6 +60,29 @@ class ProbeConfig:
     test_ids: str | None = None
     """a published test set (CSV with an object_id column), kept in every repeat"""
     head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction={self.test_fraction}: must be in (0, 1)")
+
+
+def probe_splits(
+    task: Task,
+    survey: Survey,
+    repeats: int,
+    test_fraction: float,
+    seed: int,
+    test_ids: np.ndarray | None = None,
+) -> list[Split]:
+    """The probe's splits of `task`: around the published test set `test_ids` (object ids),
+    else drawn with `test_fraction`; a ConfigError naming the task if they cannot be made."""
+    fixed = None if test_ids is None else indices_of_ids(task, survey, test_ids)
+    try:
+        return splits(len(task.rows), repeats, test_fraction, seed, fixed)
+    except ConfigError as e:
+        raise ConfigError(f"task {task.name}: {e}") from None
 
 
 def probe_study(
@@ -86,11 +111,7 @@ def probe_study(
     for name in names:
         task = load_task(survey, name)
         features = vectors[task.rows]
-        fixed = None if test_ids is None else indices_of_ids(task, survey, test_ids)
-        try:
-            task_splits = splits(len(task.rows), repeats, test_fraction, head.seed, fixed)
-        except ConfigError as e:
-            raise ConfigError(f"task {name}: {e}") from None
+        task_splits = probe_splits(task, survey, repeats, test_fraction, head.seed, test_ids)
         distinct = distinct_fractions(fractions, task_splits[0])
         rows = probe_curve(features, task, distinct, task_splits, head)
         results[name] = {
