@@ -138,6 +138,7 @@ def test_sweep_file_builds_a_tune_space_and_valid_trials(tmp_path):
             "not both",
         ),
         ({"ablation": {"codes": ["RR", "ZZ"]}}, "'ZZ' unknown"),
+        ({"ablation": {"codes": ["RR"], "subsets": []}}, "the sweep has no trials"),
         ({"metric": "accuracy"}, "metric 'accuracy' unknown"),
         ({"mode": "best"}, "mode 'best'"),
         ({"scheduler": {"type": "hyperband"}}, "scheduler.type='hyperband'"),
@@ -168,6 +169,13 @@ def test_bad_sweep_fails_on_the_command_line_before_anything_is_written(
     assert not out.exists()
     rc = main(["tune", "--data", str(small_survey), "--out", str(out), "--config", "no.yaml"])
     assert rc == 2 and "no.yaml: sweep file not found" in capsys.readouterr().err
+    # a mistyped key=value is the command line's, not the file's
+    path = sweep_file(tmp_path, search={"temperature": {"grid": [0.1]}})
+    cmd = ["tune", "--data", str(small_survey), "--out", str(out), "--config", str(path)]
+    rc = main([*cmd, "stepz=3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "key=value: unknown key(s) ['stepz']" in err and str(path) not in err
+    assert not out.exists()
 
 
 def test_trials_at_once_follow_the_cluster():

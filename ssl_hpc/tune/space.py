@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..augment.config import parse_codes
-from ..config import build, read_yaml_mapping, to_dict
+from ..config import build, describe_fields, read_yaml_mapping, to_dict
 from ..errors import ConfigError
 from ..train.config import PretrainConfig
 
@@ -170,6 +170,11 @@ def ablation_subsets(codes, kinds=("all", "leave_one_out", "only_one"), sets=())
             subsets.append(())
     subsets += [parse_codes(list(s) if not isinstance(s, str) else s) for s in sets]
     unique = list(dict.fromkeys(subsets))
+    if not unique:
+        raise ConfigError(
+            "ablation: subsets and sets are empty, so the sweep has no trials; give e.g. "
+            "subsets: [all, leave_one_out]"
+        )
     return [",".join(s) if s else "none" for s in unique]
 
 
@@ -207,6 +212,10 @@ def parse_sweep(
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {list(SWEEP_KEYS)}")
     base = _base_values(raw, where, relative_to or Path.cwd())
+    known = {key for key, _, _ in describe_fields(PretrainConfig)}
+    typos = sorted(set(overrides or {}) - known)
+    if typos:  # named as the command line's, not the sweep file's
+        raise ConfigError(f"key=value: unknown key(s) {typos} of the base pretraining config")
     base.update(overrides or {})
     base_config = build(PretrainConfig, base, f"{where}: base pretraining config")
     search = raw.get("search") or {}
