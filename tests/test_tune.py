@@ -25,10 +25,12 @@ from conftest import drawn_png
 
 from jobs.cli import main
 from ssl_hpc.config import load_config
+from ssl_hpc.data.synth import SynthConfig, generate_survey
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.train.config import PretrainConfig
+from ssl_hpc.train.run_dir import claim_survey
 from ssl_hpc.tune.report import STATUS_CUT, STATUS_DONE, ablation_table, write_report
-from ssl_hpc.tune.run import max_concurrent, read_attempts
+from ssl_hpc.tune.run import SURVEY_CLAIM, max_concurrent, read_attempts
 from ssl_hpc.tune.space import ablation_subsets, parse_sweep, subset_label
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,6 +178,14 @@ def test_bad_sweep_fails_on_the_command_line_before_anything_is_written(
     err = capsys.readouterr().err
     assert rc == 2 and "key=value: unknown key(s) ['stepz']" in err and str(path) not in err
     assert not out.exists()
+    # a sweep directory of another survey: refused before Ray starts, not reported as done
+    other = tmp_path / "other"
+    generate_survey(SynthConfig(n_objects=40, rows_per_shard=40, image_size=48, seed=3), other)
+    out.mkdir()
+    claim_survey(out / SURVEY_CLAIM, other)
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a run on survey" in err and f"not {small_survey}" in err
 
 
 def test_trials_at_once_follow_the_cluster():

@@ -13,10 +13,10 @@ rerun, unfinished ones continue from their own latest checkpoint; errored ones s
 
 On a multi-node cluster `out` must be on a file system every node sees (trial drivers and
 workers run anywhere). Layout of `out`: sweep.yaml (the resolved sweep; a rerun must match
-it), <name>/ (Tune's experiment: one trial_<id>/ per trial holding config.yaml,
-survey.json, metrics.csv, attempts.jsonl, Ray Train checkpoints and encoder.pt, or
-failed.json), and the report
-(`report.write_report`).
+it), sweep-survey.json (the survey, by content: a rerun must be on the same one), <name>/
+(Tune's experiment: one trial_<id>/ per trial holding config.yaml, survey.json,
+metrics.csv, attempts.jsonl, Ray Train checkpoints and encoder.pt, or failed.json), and
+the report (`report.write_report`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from ..errors import ConfigError
 from ..train.config import PretrainConfig
 from ..train.ray_loop import FAILED_FILE, connect, recorded_error
 from ..train.ray_run import fit
+from ..train.run_dir import claim_survey
 from .space import SweepConfig
 
 DRIVER_CPUS = 0.1  # a trial driver only waits on its TorchTrainer
 ATTEMPTS_FILE = "attempts.jsonl"
+SURVEY_CLAIM = "sweep-survey.json"
 
 
 def trial_dir(experiment: Path, trial_id: str) -> Path:
@@ -121,6 +123,7 @@ def sweep(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     claim_file(out / "sweep.yaml", yaml.safe_dump(sweep_config.to_dict(), sort_keys=False), "sweep")
+    claim_survey(out / SURVEY_CLAIM, survey)  # a rerun on another survey would report this one
     connect(address)
     base = sweep_config.base_config
     concurrent = sweep_config.max_concurrent_trials or max_concurrent(base, ray.cluster_resources())
