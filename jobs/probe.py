@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.test_fraction,
         cfg.head,
         test_ids,
+        embeddings.provenance(),
     )
     for name, result in summary["tasks"].items():
         if not result["curve"]:  # every repeat's test set held one class of the question

@@ -491,7 +491,7 @@ def test_metrics_files_are_strict_json_with_null_for_what_was_not_measured(tmp_p
 def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     from test_embed import make_checkpoint
 
-    from ssl_hpc.embed import EmbedOptions, embed_survey
+    from ssl_hpc.embed import EmbedOptions, embed_survey, load
 
     ckpt = make_checkpoint(tmp_path / "encoder.pt", seed=0)
     emb = tmp_path / "emb"
@@ -515,6 +515,7 @@ def test_probe_command_on_an_embedding_set(small_survey, tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["tasks"]) == set(tasks_of(Survey(small_survey)))
+    assert summary["checkpoint_sha256"] == load(emb).manifest["checkpoint_sha256"]
     # the merged config beside the outputs reloads to the settings the flags gave
     saved = load_config(ProbeConfig, out / "config.yaml", [])
     assert (saved.fractions, saved.repeats, saved.head.epochs) == ((0.2, 1.0), 2, 20)

@@ -441,3 +441,26 @@ def test_probe_heads_predict_every_object(plain, tmp_path, capsys):
     args = ["export", "--embeddings", str(emb), "--out", str(tmp_path / "x.parquet")]
     assert main([*args, "--probe", str(broken)]) == 2
     assert str(broken / "heads" / "photoz.pt") in capsys.readouterr().err
+
+
+def test_a_report_or_probe_of_other_vectors_is_refused(plain, tmp_path):
+    """export took anomaly scores and photo-z heads made from one embedding set and wrote
+    them beside another's vectors (the ids matched): the columns meant nothing. Reports
+    and probes record the set (by its shards' sha256) and encoder they were made from."""
+    survey, emb, root = plain
+    other = write_set(survey, tmp_path / "other", seed=2)  # the same encoder, other vectors
+    for kind in ("report", "probe"):
+        shutil.copytree(root / kind, tmp_path / kind)
+        metrics = tmp_path / kind / "metrics.json"
+        made = json.loads(metrics.read_text()) if metrics.exists() else {}
+        metrics.write_text(json.dumps({**made, **load(emb).provenance()}))
+    export_catalogue(emb, tmp_path / "a.parquet", report=tmp_path / "report")
+    with pytest.raises(SslHpcError, match=rf"report: made from embedding set {emb.resolve()}"):
+        export_catalogue(other, tmp_path / "b.parquet", report=tmp_path / "report")
+    # heads apply to any set of their encoder, and to no other encoder's
+    export_catalogue(other, tmp_path / "c.parquet", probe=tmp_path / "probe")
+    record = json.loads((other / store.MANIFEST).read_text())
+    (other / store.MANIFEST).write_text(json.dumps({**record, "checkpoint_sha256": "beef"}))
+    with pytest.raises(SslHpcError, match=r"probe: made from .*\(encoder sha256 c0ffee"):
+        export_catalogue(other, tmp_path / "d.parquet", probe=tmp_path / "probe")
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["a.parquet", "c.parquet"]

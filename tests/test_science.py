@@ -14,6 +14,7 @@ from ssl_hpc.config import load_config
 from ssl_hpc.downstream.anomaly import METHODS, anomaly_scores, auc_interval, detection_metrics
 from ssl_hpc.downstream.heads import HeadConfig, RedshiftBins, fit_head, predict_proba
 from ssl_hpc.downstream.trust import error_by_trust, trust_scores
+from ssl_hpc.embed.store import EmbeddingSet
 from ssl_hpc.errors import ConfigError
 from ssl_hpc.report.build import ReportOptions
 
@@ -309,6 +310,7 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
         "maps",
     ]
     assert list(metrics["sections"]) == expected
+    assert metrics["embeddings_sha256"] == EmbeddingSet.open(emb).vectors_sha256()
     assert load_config(ReportOptions, out / "config.yaml", []).map_points == 300
     for section in expected:
         assert f"id='{section}'" in page

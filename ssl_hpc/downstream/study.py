@@ -95,12 +95,14 @@ def probe_study(
     test_fraction: float = 0.3,
     head: HeadConfig | None = None,
     test_ids: np.ndarray | None = None,
+    provenance: dict | None = None,
 ) -> dict:
     """Linear (or MLP) heads on frozen `vectors` (survey order) for each task; writes
     metrics.json, curve_<task>.png, heads/<task>.pt and heads/index.json (each task's head
     at the largest fraction, repeat 0: `predict.load_heads`), and for photoz photoz.png
     (the scatter) and photoz_pdfs.npz. `test_ids`: a published test set (object ids),
-    kept in every repeat."""
+    kept in every repeat. `provenance`: the embedding set's (`EmbeddingSet.provenance`), kept
+    in metrics.json so that export applies the heads only to vectors of the same encoder."""
     head = head or HeadConfig()
     names, skipped = (list(tasks), {}) if tasks else usable_tasks(survey)
     if not names:
@@ -146,6 +148,7 @@ def probe_study(
             plot_photoz(task.z[split.test], z_pred, out / "photoz.png", title)
     write_index(out / HEADS, saved)
     summary = {
+        **(provenance or {}),
         "method": LINEAR,
         "fractions": list(fractions),
         "repeats": repeats,

@@ -34,7 +34,7 @@ from ..data.manifest import ShardEntry
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.h5write import new_h5_file
-from ..utils.hashing import sha256_file
+from ..utils.hashing import sha256_file, sha256_json
 
 SCHEMA = 1
 RUN_FILE = "run.json"
@@ -192,6 +192,20 @@ class EmbeddingSet:
         if not self.manifest.get("texture"):
             return None
         return self.column("texture").astype(np.float32)
+
+    def vectors_sha256(self) -> str:
+        """The set's identity: its shards' sha256s (not its path or manifest.json, which a
+        move or a rerun of embed that only rewrote timings changes)."""
+        shards = [[s["file"], s["n_rows"], s["sha256"]] for s in self.manifest["shards"]]
+        return sha256_json(shards)
+
+    def provenance(self) -> dict:
+        """What results made from this set record of it, for `export` to match them."""
+        return {
+            "embeddings": str(self.root.resolve()),
+            "embeddings_sha256": self.vectors_sha256(),
+            "checkpoint_sha256": self.manifest.get("checkpoint_sha256"),
+        }
 
     def run_record(self) -> dict:
         """run.json: the checkpoint and survey this set was embedded from, and its options."""

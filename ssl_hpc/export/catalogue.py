@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..search.searcher import survey_of
 from .options import ExportOptions
 from .output import check_not_an_input, check_target
-from .sources import probe_columns, probe_head_columns, report_columns
+from .sources import check_made_from, probe_columns, probe_head_columns, report_columns
 from .table import build_table
 from .writers import WRITERS
 
@@ -43,7 +43,10 @@ def export_catalogue(
     ids = embedding_set.object_ids()
     extra, derived = [], []
     if report is not None:
+        check_made_from(Path(report), embedding_set, "embeddings_sha256")
         extra += report_columns(Path(report), ids)
+    if probe is not None:  # heads fit one encoder's vectors: another's are noise to them
+        check_made_from(Path(probe), embedding_set, "checkpoint_sha256")
     if probe is not None and has_heads(Path(probe)):
         derived.append(probe_head_columns(Path(probe), ids, embedding_set.dim))
     elif probe is not None:  # a probe from before heads were saved: its test objects only

@@ -59,6 +59,26 @@ def _aligned(values: np.ndarray, rows: np.ndarray, n: int, fill) -> np.ndarray:
     return out
 
 
+def check_made_from(root: Path, embedding_set, key: str) -> None:
+    """Refuse a report or probe directory `root` whose metrics.json records another
+    embedding set (`key` embeddings_sha256: these vectors) or encoder (checkpoint_sha256)
+    than `embedding_set`'s; one made before they recorded it passes (ids are still checked)."""
+    try:
+        made = json.loads((root / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return  # the columns' own files say what is missing or unreadable
+    mine = embedding_set.provenance()
+    theirs = made.get(key) if isinstance(made, dict) else None
+    if theirs is None or mine[key] is None or theirs == mine[key]:
+        return
+    what = "vectors" if key == "embeddings_sha256" else "encoder"
+    raise ExportInputError(
+        f"{root}: made from embedding set {made.get('embeddings')} ({what} sha256 "
+        f"{str(theirs)[:12]}...), not {embedding_set.root} ({mine[key][:12]}...): its "
+        f"columns describe other vectors; export it with --embeddings {made.get('embeddings')}"
+    )
+
+
 def report_columns(root: Path, set_ids: np.ndarray) -> list[ExtraColumn]:
     """The anomaly (every report) and trust (surveys with redshifts) columns of report
     directory `root`, in embedding-set order."""

@@ -160,7 +160,7 @@ def build_report(
     )
     present = [p for p in parts if p is not None]
     metrics = {
-        "embeddings": str(embeddings.root),
+        **embeddings.provenance(),
         "survey": str(survey.root),
         "checkpoint": str(ckpt.path),
         "sections": {p.id: p.metrics for p in present},

@@ -31,7 +31,7 @@ from ..data.sharded_job import (
 from ..errors import SslHpcError
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.h5write import new_h5_file
-from ..utils.hashing import sha256_file, sha256_json
+from ..utils.hashing import sha256_file
 from ..utils.progress import progress
 from .exact import BLOCK_ROWS, exact_search
 from .vectors import ShardVectors
@@ -49,8 +49,7 @@ def source_of(embeddings) -> dict:
     set's vectors, named by its shards' sha256s. Not its directory or its manifest file: a
     set moved, or whose manifest a rerun of embed rewrote (its timings), is the same set,
     and a 10^8-row index is hours to rebuild."""
-    shards = [[s["file"], s["n_rows"], s["sha256"]] for s in embeddings.manifest["shards"]]
-    return {"sha256": sha256_json(shards)}
+    return {"sha256": embeddings.vectors_sha256()}
 
 
 def legacy_source_of(embeddings) -> dict:
