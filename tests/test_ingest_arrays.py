@@ -247,6 +247,34 @@ def test_array_hdf5_ambiguous_axes_ask_for_the_order(tmp_path):
         )
 
 
+def test_array_hdf5_columns_of_another_length_are_named(tmp_path):
+    """A catalogue dataset one short of the images was left out silently: ra became NaN
+    (and the summary still said ra <- ra), z vanished, a short id column read as absent."""
+    path = tmp_path / "cube.h5"
+    config = IngestConfig(
+        images=str(path), out=str(tmp_path / "o"), image_format="hdf5", bands=("g", "r", "i")
+    )
+    for name, message in (
+        ("ra", "ra has 19 values for 20 images; a catalogue column has one per image"),
+        ("Z", "Z has 19 values for 20 images"),
+        ("objid", "objid has 19 values for 20 images"),
+    ):
+        with h5py.File(path, "w") as f:
+            f["images"] = np.ones((20, 3, 8, 8), np.float32)
+            f["object_id" if name != "objid" else "other"] = np.arange(20)
+            f[name] = np.arange(19.0)
+        with pytest.raises(IngestError, match=rf"cube\.h5: {message}"):
+            ingest(config)
+    # another dataset of another length (per-band metadata, say) is left out, and said so
+    with h5py.File(path, "w") as f:
+        f["images"] = np.ones((20, 3, 8, 8), np.float32)
+        f["object_id"] = np.arange(20)
+        f["wavelength"] = np.array([477.0, 623.0, 763.0])
+    report = ingest(config)
+    assert report.n_ingested == 20
+    assert report.skipped_columns["wavelength"] == f"{path}: 3 values for 20 images"
+
+
 @contextmanager
 def files_opened():
     """The names of the HDF5 files opened inside the block, in order."""

@@ -129,6 +129,8 @@ def load_array_input(config: IngestConfig, kind: str) -> ArrayInput:
         config_for_ids = _with_id_column(config, first.id_column)
     where = str(config.images)
     catalogue = catalogue_from_table(table, ids, bad, config_for_ids, where, lower_case=True)
+    for lay in layouts:
+        catalogue.skipped_columns.update({k: f"{lay.path}: {v}" for k, v in lay.odd.items()})
     if kind == "mmu":
         width = max(1, max(len(n) for n in names))
         catalogue.columns[fmt.SOURCE_ID] = names.astype(f"S{width}")[catalogue.rows]
@@ -165,6 +167,7 @@ class _Layout:
     ids: np.ndarray  # (N,) the id column as stored
     columns: dict[str, np.ndarray]
     scale: float | None  # MMU: the first object's image_scale, first band
+    odd: dict[str, str]  # 1-D datasets of another length than the images: left out, why
 
 
 def _open(path: Path) -> h5py.File:
@@ -204,7 +207,7 @@ def _mmu_layout(path: Path, f: h5py.File) -> _Layout:
     names = tuple(b.decode().strip() if isinstance(b, bytes) else str(b) for b in band[0])
     # float32 on disk: 0.168 reads as 0.16799999...; keep the digits float32 holds
     scale = float(f"{f[MMU_SCALE][0, 0]:.7g}") if MMU_SCALE in f and n else None
-    columns = _columns(f, n, skip=MMU_RESERVED)
+    columns, odd = _columns(path, f, n, MMU_RESERVED)
     return _Layout(
         path,
         n,
@@ -217,6 +220,7 @@ def _mmu_layout(path: Path, f: h5py.File) -> _Layout:
         f["object_id"][()],
         {"ra": f["ra"][()], "dec": f["dec"][()], **columns},
         scale,
+        odd,
     )
 
 
@@ -233,14 +237,17 @@ def _h5_layout(path: Path, f: h5py.File, config: IngestConfig) -> _Layout:
     n = image.shape[0]
     channels_last = _axis_order(path, name, image.shape, len(config.bands), config.axis_order)
     h, w = image.shape[1:3] if channels_last else image.shape[2:]
-    columns = _columns(f, n, skip=(name,))
+    needed = (config.id_column or "", *config.label_columns)
+    columns, odd = _columns(path, f, n, (name,), needed)
     id_column = config.id_column or _find_column(columns, ID_SPELLINGS)
     if id_column not in columns:
         raise IngestError(
             f"{path}: no id column {config.id_column or ID_SPELLINGS}; have {sorted(columns)}"
         )
     ids = columns.pop(id_column)
-    return _Layout(path, n, name, channels_last, config.bands, h, w, id_column, ids, columns, None)
+    return _Layout(
+        path, n, name, channels_last, config.bands, h, w, id_column, ids, columns, None, odd
+    )
 
 
 def _axis_order(path: Path, name: str, shape: tuple, bands: int, given: str) -> bool:
@@ -261,15 +268,25 @@ def _axis_order(path: Path, name: str, shape: tuple, bands: int, given: str) -> 
     return nhwc
 
 
-def _columns(f: h5py.File, n: int, skip: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The file's 1-D datasets of length `n` (the catalogue), but those in `skip`."""
-    out = {}
+def _columns(
+    path: Path, f: h5py.File, n: int, skip: tuple[str, ...], needed: tuple[str, ...] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The file's 1-D datasets of length `n` (the catalogue), but those in `skip`; and the
+    1-D ones of another length, left out with why. One of those that the ingest reads (ids,
+    positions, redshifts, `needed`) raises IngestError: left out, it would be NaN or gone."""
+    out, odd = {}, {}
+    reads = {s.lower() for s in (*ID_SPELLINGS, *sum(SPELLINGS.values(), ()), *needed)}
     for name, ds in f.items():
-        if name in skip or not isinstance(ds, h5py.Dataset):
+        if name in skip or not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
             continue
-        if ds.ndim == 1 and ds.shape[0] == n:
+        if ds.shape[0] == n:
             out[name] = ds[()]
-    return out
+            continue
+        why = f"{ds.shape[0]} values for {n} images"
+        if name.lower() in reads:
+            raise IngestError(f"{path}: {name} has {why}; a catalogue column has one per image")
+        odd[name] = why
+    return out, odd
 
 
 def _find_column(columns: dict, spellings: tuple[str, ...]) -> str:
