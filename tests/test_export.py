@@ -13,6 +13,7 @@ from pathlib import Path
 import astropy.units as u
 import h5py
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
@@ -285,6 +286,11 @@ def test_cli_writes_refuses_an_existing_catalogue_and_names_bad_inputs(plain, tm
     assert main([*args[:3], "--out", str(tmp_path / "cat2.fits")]) == 2
     assert "a fits file name, but the format is parquet" in capsys.readouterr().err
     assert not (tmp_path / "cat2.fits").exists()
+    # nor a CSV name for either (a reader would take it as text)
+    for fmt in ("parquet", "fits"):
+        assert main([*args[:3], "--out", str(tmp_path / "cat.csv"), "--format", fmt]) == 2
+        assert f"a .csv name, but export writes {fmt}" in capsys.readouterr().err
+    assert not (tmp_path / "cat.csv").exists()
     # bad inputs: one line naming the file
     other = tmp_path / "other.parquet"
     bad = tmp_path / "not-a-set"
@@ -340,7 +346,7 @@ def test_overwrite_replaces_only_a_catalogue(plain, tmp_path, capsys):
     args = ["export", "--embeddings", str(emb), "--overwrite", "--out"]
     copy = tmp_path / "survey"
     shutil.copytree(survey, copy)
-    notes = tmp_path / "notes.txt"
+    notes = tmp_path / "NOTES"
     notes.write_text("my notes")
     for target in (copy, notes):
         before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -349,6 +355,15 @@ def test_overwrite_replaces_only_a_catalogue(plain, tmp_path, capsys):
         assert f"{target}: not a catalogue an export wrote" in err and "Traceback" not in err
         assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert notes.read_text() == "my notes"
+    # a FITS image, or a Parquet table some other tool wrote: not ours to replace
+    image, table = tmp_path / "image.fits", tmp_path / "theirs.parquet"
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(image)
+    pq.write_table(pa.table({"x": [1, 2]}), table)
+    for target in (image, table):
+        fmt = ["--format", "fits"] if target.suffix == ".fits" else []
+        assert main([*args, str(target), *fmt]) == 2
+        assert f"{target}: not a catalogue an export wrote" in capsys.readouterr().err
+    assert fits.getdata(image).shape == (4, 4) and pq.read_table(table).num_rows == 2
     # a link is replaced as a link (what it names is kept); a FIFO is not a catalogue
     link = tmp_path / "latest.parquet"
     link.symlink_to(notes)

@@ -68,12 +68,19 @@ def export_catalogue(
 
 #: file name endings that say which format a catalogue is in
 SUFFIXES = {".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".pq": "parquet"}
+#: names of formats export does not write: a catalogue under one would be opened as one
+OTHER_FORMATS = (".csv", ".tsv", ".txt", ".ecsv", ".json", ".h5", ".hdf5", ".vot", ".xml")
 
 
 def check_suffix(out: Path, format: str) -> None:
     """Refuse a name that says another format than the one written (cat.fits holding
     Parquet opens in no FITS reader)."""
     said = SUFFIXES.get(out.suffix.lower())
+    if out.suffix.lower() in OTHER_FORMATS:
+        raise ConfigError(
+            f"--out {out}: a {out.suffix} name, but export writes {format}; give a name "
+            f"that says so (cat.{'fits' if format == 'fits' else 'parquet'}, or a directory)"
+        )
     if said is not None and said != format:
         raise ConfigError(
             f"--out {out}: a {said} file name, but the format is {format}; give --format "

@@ -13,6 +13,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ..errors import DiskFullError, SslHpcError
 from ..utils.atomic import fsync_path, out_of_space, remove_stale_temporaries, temporary_name
 
@@ -32,33 +35,54 @@ def check_target(path: Path, overwrite: bool) -> None:
         )
     if not is_a_catalogue(path):
         raise CatalogueExistsError(
-            f"{path}: not a catalogue an export wrote (a Parquet or FITS file, a directory "
-            "of part-*.parquet files, or a HATS collection); --overwrite replaces only "
-            "those: choose another --out"
+            f"{path}: not a catalogue an export wrote (a Parquet or FITS file that holds an "
+            "export's provenance, a directory of such part-*.parquet files, or a HATS "
+            "collection); --overwrite replaces only those: choose another --out"
         )
 
 
-#: the first bytes of a Parquet file and of a FITS file
-MAGIC = (b"PAR1", b"SIMPLE  =")
+#: the Parquet schema metadata key that holds an export's provenance (JSON)
+PROVENANCE_KEY = "ssl_hpc"
+#: the FITS header keyword (of the CATALOGUE extension) every export writes: its version
+FITS_VERSION_KEY = "SSLHPCV"
 
 
 def is_a_catalogue(path: Path) -> bool:
-    """Whether `path` is what an export writes: a Parquet or FITS file, a directory of
-    Parquet parts (or an empty one; dotfiles such as NFS's .nfsXXXX aside), a HATS
-    collection, or a symbolic link (replacing it replaces the link, not what it names)."""
+    """Whether `path` is what an export writes: a Parquet or FITS file with an export's
+    provenance in it (not any Parquet table or FITS image), a directory of such Parquet
+    parts (or an empty one; dotfiles such as NFS's .nfsXXXX aside), a HATS collection, or a
+    symbolic link (replacing it replaces the link, not what it names)."""
     if path.is_symlink():
         return True
     try:
         if path.is_file():
-            with open(path, "rb") as f:
-                return f.read(16).startswith(MAGIC)
+            return _exported_file(path)
         if not path.is_dir():
             return False  # a FIFO, a socket, a device
-        names = [p.name for p in path.iterdir() if not p.name.startswith(".")]
+        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     except OSError:  # unreadable: not to be replaced unseen
         return False
+    if "collection.properties" in names:
+        return True
     parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
-    return parts or "collection.properties" in names
+    return parts and (not names or _exported_file(path / names[0]))
+
+
+def _exported_file(path: Path) -> bool:
+    """Whether the file `path` is a Parquet table or FITS catalogue an export wrote."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    try:
+        if head.startswith(b"PAR1"):
+            return PROVENANCE_KEY.encode() in (pq.read_schema(path).metadata or {})
+        if head.startswith(b"SIMPLE  ="):
+            from astropy.io import fits  # lazy: astropy is slow to import
+
+            with fits.open(path) as hdul:
+                return len(hdul) > 1 and FITS_VERSION_KEY in hdul[1].header
+    except (ValueError, pa.ArrowException):  # garbled: not ours to replace
+        return False
+    return False
 
 
 def check_not_an_input(path: Path, inputs: list[Path]) -> None:

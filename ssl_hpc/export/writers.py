@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SslHpcError
 from .options import ExportOptions
-from .output import remove, staged
+from .output import FITS_VERSION_KEY, PROVENANCE_KEY, remove, staged
 from .table import CatalogueTable, Spec
 
 ARROW_TYPES = {
@@ -35,8 +35,6 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
     "string": pa.string(),
 }
-#: the schema metadata key that holds the provenance (JSON)
-PROVENANCE_KEY = "ssl_hpc"
 
 
 # -- Arrow and Parquet --------------------------------------------------------------------
@@ -119,7 +117,7 @@ def _fits_format(s: Spec) -> tuple[str, np.dtype]:
 
 #: provenance entries as FITS header keywords (the rest become COMMENT cards)
 FITS_KEYS = {
-    "ssl_hpc_version": "SSLHPCV",
+    "ssl_hpc_version": FITS_VERSION_KEY,
     "created_utc": "DATE",
     "embeddings": "EMBSET",
     "embeddings_identity_sha256": "EMBSHA",
