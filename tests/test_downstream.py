@@ -810,6 +810,9 @@ def test_finetune_command_compares_three_methods(
     assert main(args) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["task"] == "photoz" and summary["score"] == "sigma_mad"
+    # what a report checks the study against: its survey and encoder
+    assert summary["survey_content_sha256"] == Survey(small_survey).manifest.content_sha256
+    assert len(summary["checkpoint_sha256"]) == 64
     # the pretraining run's augmentations, unless told otherwise
     assert summary["config"]["augment"]["out_size"] == 24
     for method in ("linear_ssl", "finetuned_ssl", "supervised"):

@@ -5,6 +5,7 @@ section (from the command line)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -350,6 +351,19 @@ def test_report_command_has_every_section(embedded, small_survey, tmp_path, caps
     fresh = [*args[:-1], str(tmp_path / "refused")]
     assert main([*fresh, "--efficiency", str(tmp_path / "nope")]) == 2
     assert "not a finished ssl-hpc finetune study" in capsys.readouterr().err
+    study = tmp_path / "study"  # a probe's directory: metrics.json, but no efficiency.png
+    study.mkdir()
+    made = {"checkpoint_sha256": "0" * 64, "survey": "/elsewhere/gz1"}
+    (study / "metrics.json").write_text(json.dumps(made))
+    assert main([*fresh, "--efficiency", str(study)]) == 2
+    assert f"{study}: not a finished ssl-hpc finetune study (no efficiency.png)" in (
+        capsys.readouterr().err
+    )
+    shutil.copyfile(out / "index.html", study / "efficiency.png")  # any file will do here
+    assert main([*fresh, "--efficiency", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert f"{study}: a study of another encoder than this report's" in err
+    assert "/elsewhere/gz1" in err
     assert main([*fresh, "probe_fractions=0.1,2"]) == 2
     assert "each must be in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()

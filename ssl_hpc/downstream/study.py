@@ -181,7 +181,8 @@ def efficiency_study(
         raise ConfigError(f"methods {sorted(unknown)}: expected {FINETUNED} and/or {SUPERVISED}")
 
     survey = Survey(survey_path)
-    EncoderCheckpoint(base.checkpoint).check_bands(survey.bands, survey.root)
+    encoder = EncoderCheckpoint(base.checkpoint)
+    encoder.check_bands(survey.bands, survey.root)
     task = load_task(survey, base.task, RedshiftBins(base.z_bins, base.z_max))
     study_splits = task_splits(task, survey, base, repeats)
     fractions = distinct_fractions(fractions, study_splits[0])
@@ -207,6 +208,10 @@ def efficiency_study(
         "answers": list(task.answers) if task.name != PHOTOZ else [],
         "labelled": len(task.rows),
         "config": to_dict(base),
+        # what a report showing the study checks it against (report.label_studies)
+        "checkpoint_sha256": encoder.sha256,
+        "survey": str(survey.root),
+        "survey_content_sha256": survey.manifest.content_sha256,
         "fractions": list(fractions),
         "repeats": repeats,
         "test_ids": base.test_ids,

@@ -71,7 +71,8 @@ def check_inputs(
     ckpt.check_embedded(manifest.get("checkpoint_sha256"), embeddings.root, run["checkpoint"])
     ckpt.check_bands(survey.bands, survey.root)
     survey.check_ids()
-    label_studies.check_studies([Path(d) for d in opts.efficiency])
+    studies = [Path(d) for d in opts.efficiency]
+    label_studies.check_studies(studies, ckpt.sha256, survey.manifest.content_sha256)
     return ckpt
 
 

@@ -92,19 +92,37 @@ def per_repeat(ratio: dict) -> str:
     return ", ".join(cells + never + ["no score"] * ratio.get("repeats_invalid", 0))
 
 
-def check_studies(dirs: list[Path]) -> None:
-    """Refuse a directory that is not a finished `ssl-hpc finetune` study (before a report
-    spends minutes on the sections ahead of it)."""
+def check_studies(dirs: list[Path], checkpoint_sha256: str = "", survey_sha256: str = "") -> None:
+    """Refuse a directory that is not a finished `ssl-hpc finetune` study, or one of another
+    encoder or survey than the report's (before a report spends minutes on the sections
+    ahead of it). A study from before it recorded them is not checked for those."""
     for d in dirs:
-        if not (d / "metrics.json").exists() or not (d / "efficiency.png").exists():
-            raise SslHpcError(f"{d}: not a finished ssl-hpc finetune study (no metrics.json)")
+        missing = [n for n in ("metrics.json", "efficiency.png") if not (d / n).exists()]
+        if missing:
+            raise SslHpcError(
+                f"{d}: not a finished ssl-hpc finetune study (no {' or '.join(missing)})"
+            )
+        try:
+            summary = json.loads((d / "metrics.json").read_text())
+        except (OSError, ValueError) as e:
+            raise SslHpcError(f"{d / 'metrics.json'}: unreadable ({e})") from e
+        for key, ours, what in (
+            ("checkpoint_sha256", checkpoint_sha256, "encoder"),
+            ("survey_content_sha256", survey_sha256, "survey"),
+        ):
+            theirs = summary.get(key) if isinstance(summary, dict) else None
+            if ours and theirs and theirs != ours:
+                raise SslHpcError(
+                    f"{d}: a study of another {what} than this report's ({key} "
+                    f"{theirs[:12]}..., the report's {ours[:12]}...; the study's survey: "
+                    f"{summary.get('survey')}): report it with its own embeddings"
+                )
 
 
 def efficiency(dirs: list[Path], out: Path) -> Section | None:
     """Label-efficiency studies (ssl-hpc finetune) to show: curves and equivalent labels."""
     if not dirs:
         return None
-    check_studies(dirs)
     found = dirs
     section = Section("efficiency", "Label efficiency: SSL against supervised training")
     section.text.append(
