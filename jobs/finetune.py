@@ -26,6 +26,7 @@ FLAGS = {
     "--fractions": "fractions",
     "--repeats": "repeats",
     "--methods": "methods",
+    "--test-ids": "test_ids",  # as probe spells it; test_ids=FILE works too
 }
 
 
