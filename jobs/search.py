@@ -43,7 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--all", action="store_true", help="every object's top k (batch mode)")
     p.add_argument("--dec", type=float, help="with --ra (deg)")
     p.add_argument("--checkpoint", help="encoder for --fits (default: the one in EMB/run.json)")
-    p.add_argument("--out", help="where <name>.csv and <name>.png go (default EMB/queries)")
+    p.add_argument(
+        "--out",
+        help="where <name>.csv and <name>.png go (default EMB/queries; not with --all, whose "
+        "table goes in EMB/neighbours/)",
+    )
     add_config_arguments(p, SearchConfig, FLAGS)
 
 
@@ -58,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.ra is None) != (args.dec is None):
         raise SslHpcError("--ra and --dec go together")
+    if args.all and args.out:
+        raise SslHpcError(
+            f"--out {args.out}: --all writes its table into EMB/neighbours/, beside the set it "
+            "was computed from (search.batch.load_neighbours reads it there); leave --out out"
+        )
     cfg = config_from_args(SearchConfig, args)
     embeddings = load(args.embeddings)
     survey = survey_of(embeddings, args.data)

@@ -377,3 +377,7 @@ def test_search_command_writes_table_and_grid(emb, tmp_path, capsys):
     assert "object_id 12345678 not in the embedding set" in err and str(out) in err
     assert main(["search", "--embeddings", str(out), "--ra", "10"]) == 2
     assert "--ra and --dec go together" in capsys.readouterr().err
+    # --all writes beside the set: an --out it would ignore is refused, not dropped
+    assert main(["search", "--embeddings", str(out), "--all", "--out", str(tmp_path / "x")]) == 2
+    assert "--all writes its table into EMB/neighbours/" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
