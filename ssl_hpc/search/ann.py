@@ -14,6 +14,7 @@ naming the embedding set it was built from; a changed set is rebuilt, never used
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -96,6 +97,17 @@ class AnnIndex:
             sample = np.sort(rng.choice(n, n_train, replace=False))
             index.cp.seed = cfg.seed  # k-means of the cells, and of the PQ codebooks
             index.pq.cp.seed = cfg.seed
+            # FAISS warns once per sub-quantizer (64 identical lines) when a codebook has
+            # fewer than 39 points a centroid; one line says it instead
+            index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
+            advised = 39 * 2**cfg.pq_bits
+            if n_train < advised:
+                print(
+                    f"ivfpq: {n_train} training vectors for {2**cfg.pq_bits}-entry codebooks "
+                    f"(FAISS advises {advised}): the shortlist may miss true neighbours; "
+                    "what it holds is still re-scored exactly",
+                    file=sys.stderr,
+                )
             index.train(vectors.take(sample))
         bar = progress(n, desc=f"{cfg.kind} index", unit="vec")
         for _, block in vectors.blocks(block_rows):
