@@ -8,6 +8,7 @@ naming the file, object or option and exit 2; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -62,8 +63,20 @@ def _named_command(argv: list[str]) -> list[str] | None:
     return [first] if first in COMMANDS else None
 
 
-#: what the filesystem raises for a path it refuses, with the path in `filename`
-PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: the errnos of a path the filesystem refuses (--out under a file, on a read-only or
+#: full disk, through a link loop): said in one line naming the path, not a traceback
+PATH_ERRNOS = {
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ELOOP,
+    errno.ENAMETOOLONG,
+    errno.EEXIST,
+    errno.ENOSPC,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     except SslHpcError as e:
         print(f"ssl-hpc {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except PATH_ERRORS as e:
-        if e.filename is None:
+    except OSError as e:
+        if e.filename is None or e.errno not in PATH_ERRNOS:
             raise
-        # a path given that the filesystem refuses (--out under a file, a read-only place)
-        print(f"ssl-hpc {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        paths = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        print(f"ssl-hpc {args.command}: error: {paths}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ssl-hpc {args.command}: interrupted", file=sys.stderr)

@@ -38,6 +38,17 @@ def test_every_command_documents_every_option(capsys):
             assert opt.help, f"{action.prog} {opt.option_strings or opt.dest}: no help text"
 
 
+def test_a_path_the_filesystem_refuses_is_one_line(tmp_path, capsys):
+    """--out through a link loop, or a link to nowhere: the path and the filesystem's word."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, word in (("loop/x", "Too many levels of symbolic links"), ("dangling", "exists")):
+        assert main(["synth", "--out", str(tmp_path / out), "n_objects=8"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ssl-hpc synth: error: {tmp_path / out}: ") and word in err
+        assert len(err.splitlines()) == 1
+
+
 def test_info_summarises_and_verifies(small_survey, capsys):
     assert main(["info", str(small_survey)]) == 0
     out = capsys.readouterr().out

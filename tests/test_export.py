@@ -192,7 +192,7 @@ def hats_export(mmu_like, tmp_path_factory):
     return cat
 
 
-def test_hats_collection_reads_back_every_object(mmu_like, hats_export):
+def test_hats_collection_reads_back_every_object(mmu_like, hats_export, tmp_path):
     import lsdb
 
     _, emb = mmu_like
@@ -203,6 +203,11 @@ def test_hats_collection_reads_back_every_object(mmu_like, hats_export):
     np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy()), want["embedding"][order])
     np.testing.assert_array_equal(got["ra"].to_numpy(), want["ra"][order])
     assert is_a_catalogue(hats_export)  # --overwrite may replace it
+    theirs = tmp_path / "gaia"  # a HATS collection another tool wrote: not to be replaced
+    shutil.copytree(hats_export, theirs)
+    for table in theirs.rglob("*.parquet"):
+        pq.write_table(pq.read_table(table).replace_schema_metadata({}), table)
+    assert not is_a_catalogue(theirs)
     props = (hats_export / "ssl_cat" / "hats.properties").read_text()
     assert f"ssl_hpc_embeddings={emb.resolve()}" in props
 
@@ -470,6 +475,12 @@ def test_a_report_or_probe_of_other_vectors_is_refused(plain, tmp_path):
         made = json.loads(metrics.read_text()) if metrics.exists() else {}
         metrics.write_text(json.dumps({**made, **load(emb).provenance()}))
     export_catalogue(emb, tmp_path / "a.parquet", report=tmp_path / "report")
+    stale = tmp_path / "stale-report"  # a report of this very set, before it was re-embedded
+    shutil.copytree(tmp_path / "report", stale)
+    made = json.loads((stale / "metrics.json").read_text())
+    (stale / "metrics.json").write_text(json.dumps({**made, "embeddings_sha256": "0" * 64}))
+    with pytest.raises(SslHpcError, match=r"stale-report: made from .* before its vectors changed"):
+        export_catalogue(emb, tmp_path / "b.parquet", report=stale)
     with pytest.raises(SslHpcError, match=rf"report: made from embedding set {emb.resolve()}"):
         export_catalogue(other, tmp_path / "b.parquet", report=tmp_path / "report")
     # heads apply to any set of their encoder, and to no other encoder's

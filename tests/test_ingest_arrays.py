@@ -265,14 +265,17 @@ def test_array_hdf5_columns_of_another_length_are_named(tmp_path):
             f[name] = np.arange(19.0)
         with pytest.raises(IngestError, match=rf"cube\.h5: {message}"):
             ingest(config)
-    # another dataset of another length (per-band metadata, say) is left out, and said so
+    # another dataset of another length (per-band metadata, a redshift grid beside the
+    # z_spec column that is read) is left out, and said so
     with h5py.File(path, "w") as f:
         f["images"] = np.ones((20, 3, 8, 8), np.float32)
         f["object_id"] = np.arange(20)
         f["wavelength"] = np.array([477.0, 623.0, 763.0])
+        f["z_spec"], f["z"] = np.full(20, 0.1), np.linspace(0, 0.4, 180)
     report = ingest(config)
-    assert report.n_ingested == 20
+    assert report.n_ingested == 20 and report.column_map["z_spec"] == "z_spec"
     assert report.skipped_columns["wavelength"] == f"{path}: 3 values for 20 images"
+    assert report.skipped_columns["z"] == f"{path}: 180 values for 20 images"
 
 
 @contextmanager

@@ -55,7 +55,7 @@ def probe_curve(
         model = fit_head(features[train], task.targets[train], head, weights)
         return predict_proba(model, features[test])
 
-    return _scored_rows(task, fractions, task_splits, method, predict)
+    return scored_rows(task, fractions, task_splits, method, predict)
 
 
 def prior_curve(task: Task, fractions: tuple[float, ...], task_splits: list[Split]) -> list[dict]:
@@ -67,10 +67,10 @@ def prior_curve(task: Task, fractions: tuple[float, ...], task_splits: list[Spli
         counts = task.targets[train].sum(axis=0)
         return np.tile(counts / counts.sum(), (len(test), 1))
 
-    return _scored_rows(task, fractions, task_splits, PRIOR, predict)
+    return scored_rows(task, fractions, task_splits, PRIOR, predict)
 
 
-def _scored_rows(
+def scored_rows(
     task: Task,
     fractions: tuple[float, ...],
     task_splits: list[Split],

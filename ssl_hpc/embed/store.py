@@ -213,7 +213,7 @@ class EmbeddingSet:
         try:
             record = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise EmbeddingError(f"{path}: unreadable ({e}); give the survey with --data") from e
+            raise EmbeddingError(f"{path}: unreadable ({e})") from e
         if not isinstance(record, dict):
             raise EmbeddingError(f"{path}: malformed (not a JSON object)")
         return record

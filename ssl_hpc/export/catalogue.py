@@ -77,9 +77,10 @@ def check_suffix(out: Path, format: str) -> None:
     Parquet opens in no FITS reader)."""
     said = SUFFIXES.get(out.suffix.lower())
     if out.suffix.lower() in OTHER_FORMATS:
+        named = {"fits": "cat.fits", "parquet": "cat.parquet or a directory", "hats": "a directory"}
         raise ConfigError(
             f"--out {out}: a {out.suffix} name, but export writes {format}; give a name "
-            f"that says so (cat.{'fits' if format == 'fits' else 'parquet'}, or a directory)"
+            f"that says so ({named[format]})"
         )
     if said is not None and said != format:
         raise ConfigError(

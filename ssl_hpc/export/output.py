@@ -50,8 +50,9 @@ FITS_VERSION_KEY = "SSLHPCV"
 def is_a_catalogue(path: Path) -> bool:
     """Whether `path` is what an export writes: a Parquet or FITS file with an export's
     provenance in it (not any Parquet table or FITS image), a directory of such Parquet
-    parts (or an empty one; dotfiles such as NFS's .nfsXXXX aside), a HATS collection, or a
-    symbolic link (replacing it replaces the link, not what it names)."""
+    parts (or an empty one; dotfiles such as NFS's .nfsXXXX aside), a HATS collection of
+    such tables (not a survey's downloaded catalogue), or a symbolic link (replacing it
+    replaces the link, not what it names)."""
     if path.is_symlink():
         return True
     try:
@@ -60,12 +61,13 @@ def is_a_catalogue(path: Path) -> bool:
         if not path.is_dir():
             return False  # a FIFO, a socket, a device
         names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        if "collection.properties" in names:  # a HATS collection: ours if its tables are
+            first = next(iter(sorted(path.rglob("*.parquet"))), None)
+            return first is not None and _exported_file(first)
+        parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
+        return parts and (not names or _exported_file(path / names[0]))
     except OSError:  # unreadable: not to be replaced unseen
         return False
-    if "collection.properties" in names:
-        return True
-    parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
-    return parts and (not names or _exported_file(path / names[0]))
 
 
 def _exported_file(path: Path) -> bool:

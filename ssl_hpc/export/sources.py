@@ -72,6 +72,11 @@ def check_made_from(root: Path, embedding_set, key: str) -> None:
     if theirs is None or mine[key] is None or theirs == mine[key]:
         return
     what = "vectors" if key == "embeddings_sha256" else "encoder"
+    if made.get("embeddings") == mine["embeddings"]:  # the same directory, embedded again
+        raise ExportInputError(
+            f"{root}: made from {embedding_set.root} before its {what} changed ({key} "
+            f"{str(theirs)[:12]}..., now {mine[key][:12]}...): run it again on the set"
+        )
     raise ExportInputError(
         f"{root}: made from embedding set {made.get('embeddings')} ({what} sha256 "
         f"{str(theirs)[:12]}...), not {embedding_set.root} ({mine[key][:12]}...): its "

@@ -122,6 +122,7 @@ def build_report(
             out,
             opts.probe_fractions,
             opts.probe_repeats,
+            embeddings.provenance(),
         )
     )
     parts.append(

@@ -16,8 +16,16 @@ from ..errors import SslHpcError
 from .section import Section
 
 
-def probes(vectors: np.ndarray, survey: Survey, out: Path, fractions, repeats: int) -> Section:
-    """Linear heads on the frozen representations for every labelled task."""
+def probes(
+    vectors: np.ndarray,
+    survey: Survey,
+    out: Path,
+    fractions,
+    repeats: int,
+    provenance: dict | None = None,
+) -> Section:
+    """Linear heads on the frozen representations for every labelled task (in out/probe,
+    recording the set's `provenance` for export --probe)."""
     tasks, skipped = usable_tasks(survey)
     section = Section("probes", "Photometric redshift and morphology from frozen representations")
     if skipped:
@@ -26,7 +34,9 @@ def probes(vectors: np.ndarray, survey: Survey, out: Path, fractions, repeats: i
     if not tasks:
         section.text.append("The survey has no usable labels (z_spec or Galaxy Zoo): no probes.")
         return section
-    summary = probe_study(vectors, survey, out / "probe", tasks, fractions, repeats)
+    summary = probe_study(
+        vectors, survey, out / "probe", tasks, fractions, repeats, provenance=provenance
+    )
     section.text.append(
         "A linear head per task on frozen representations. Photo-z as Hayat et al. (2021): "
         "a classifier over 180 redshift bins on 0 < z < 0.4, the point estimate the "
@@ -92,7 +102,9 @@ def per_repeat(ratio: dict) -> str:
     return ", ".join(cells + never + ["no score"] * ratio.get("repeats_invalid", 0))
 
 
-def check_studies(dirs: list[Path], checkpoint_sha256: str = "", survey_sha256: str = "") -> None:
+def check_studies(
+    dirs: list[Path], checkpoint_sha256: str = "", survey_content_sha256: str = ""
+) -> None:
     """Refuse a directory that is not a finished `ssl-hpc finetune` study, or one of another
     encoder or survey than the report's (before a report spends minutes on the sections
     ahead of it). A study from before it recorded them is not checked for those."""
@@ -108,7 +120,7 @@ def check_studies(dirs: list[Path], checkpoint_sha256: str = "", survey_sha256: 
             raise SslHpcError(f"{d / 'metrics.json'}: unreadable ({e})") from e
         for key, ours, what in (
             ("checkpoint_sha256", checkpoint_sha256, "encoder"),
-            ("survey_content_sha256", survey_sha256, "survey"),
+            ("survey_content_sha256", survey_content_sha256, "survey"),
         ):
             theirs = summary.get(key) if isinstance(summary, dict) else None
             if ours and theirs and theirs != ours:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import format as fmt
 from ..data.survey import Survey
-from ..embed.store import RUN_FILE, EmbeddingSet
+from ..embed.store import RUN_FILE, EmbeddingError, EmbeddingSet
 from ..errors import SslHpcError, SurveyError
 from ..utils.arrays import normalise
 from ..utils.hashing import sha256_file
@@ -37,7 +37,10 @@ IN_MEMORY_BYTES = 2 << 30
 
 def survey_of(embeddings: EmbeddingSet, data: str | os.PathLike | None) -> Survey:
     """The survey `data`, or the one the set's run.json names; its ids must be the set's."""
-    path = data or embeddings.run_record().get("survey")
+    try:
+        path = data or embeddings.run_record().get("survey")
+    except EmbeddingError as e:
+        raise EmbeddingError(f"{e}; give the survey with --data") from e
     if not path:
         raise SslHpcError(f"{embeddings.root}: run.json names no survey; give --data")
     try:

@@ -31,6 +31,8 @@ def check_out_dir(out: str | os.PathLike, option: str = "--out", own: str | None
     or a directory that no survey, embedding set or sharded job claims, and that holds no
     other command's outputs (`own`: the mark in MARKS of this command's, allowed). A
     ConfigError naming `option` and `out` otherwise."""
+    if own is not None and own not in MARKS:
+        raise ValueError(f"check_out_dir: own={own!r} is not one of {list(MARKS)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out}: is a file; give a directory")

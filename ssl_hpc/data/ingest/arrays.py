@@ -25,7 +25,15 @@ from astropy.table import Table
 
 from ...errors import IngestError
 from .. import format as fmt
-from .catalogue import SPELLINGS, Catalogue, Reject, catalogue_from_table, parse_ids, stable_ids
+from .catalogue import (
+    SPELLINGS,
+    Catalogue,
+    Reject,
+    catalogue_from_table,
+    parse_ids,
+    resolve_column,
+    stable_ids,
+)
 from .config import IngestConfig, resampled_size
 
 MMU_IMAGE = "image_array"
@@ -180,12 +188,12 @@ def _open(path: Path) -> h5py.File:
 def _read_layout(path: Path, config: IngestConfig, kind: str) -> _Layout:
     with _open(path) as f:
         try:
-            return _mmu_layout(path, f) if kind == "mmu" else _h5_layout(path, f, config)
+            return _mmu_layout(path, f, config) if kind == "mmu" else _h5_layout(path, f, config)
         except (OSError, KeyError, ValueError) as e:
             raise IngestError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
 
 
-def _mmu_layout(path: Path, f: h5py.File) -> _Layout:
+def _mmu_layout(path: Path, f: h5py.File, config: IngestConfig) -> _Layout:
     for name in ("object_id", "ra", "dec", MMU_IMAGE, "image_band"):
         if name not in f:
             raise IngestError(f"{path}: no {name!r} dataset; not a Multimodal Universe file")
@@ -207,7 +215,7 @@ def _mmu_layout(path: Path, f: h5py.File) -> _Layout:
     names = tuple(b.decode().strip() if isinstance(b, bytes) else str(b) for b in band[0])
     # float32 on disk: 0.168 reads as 0.16799999...; keep the digits float32 holds
     scale = float(f"{f[MMU_SCALE][0, 0]:.7g}") if MMU_SCALE in f and n else None
-    columns, odd = _columns(path, f, n, MMU_RESERVED)
+    columns, odd = _columns(path, f, n, MMU_RESERVED, config)
     return _Layout(
         path,
         n,
@@ -237,8 +245,7 @@ def _h5_layout(path: Path, f: h5py.File, config: IngestConfig) -> _Layout:
     n = image.shape[0]
     channels_last = _axis_order(path, name, image.shape, len(config.bands), config.axis_order)
     h, w = image.shape[1:3] if channels_last else image.shape[2:]
-    needed = (config.id_column or "", *config.label_columns)
-    columns, odd = _columns(path, f, n, (name,), needed)
+    columns, odd = _columns(path, f, n, (name,), config)
     id_column = config.id_column or _find_column(columns, ID_SPELLINGS)
     if id_column not in columns:
         raise IngestError(
@@ -269,24 +276,42 @@ def _axis_order(path: Path, name: str, shape: tuple, bands: int, given: str) -> 
 
 
 def _columns(
-    path: Path, f: h5py.File, n: int, skip: tuple[str, ...], needed: tuple[str, ...] = ()
+    path: Path, f: h5py.File, n: int, skip: tuple[str, ...], config: IngestConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The file's 1-D datasets of length `n` (the catalogue), but those in `skip`; and the
-    1-D ones of another length, left out with why. One of those that the ingest reads (ids,
-    positions, redshifts, `needed`) raises IngestError: left out, it would be NaN or gone."""
+    1-D ones of another length, left out with why. One of those that the ingest would read
+    (the id, position, extinction, redshift or label column) raises IngestError: left out,
+    it would silently be NaN or gone."""
     out, odd = {}, {}
-    reads = {s.lower() for s in (*ID_SPELLINGS, *sum(SPELLINGS.values(), ()), *needed)}
     for name, ds in f.items():
         if name in skip or not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
             continue
         if ds.shape[0] == n:
             out[name] = ds[()]
-            continue
-        why = f"{ds.shape[0]} values for {n} images"
-        if name.lower() in reads:
-            raise IngestError(f"{path}: {name} has {why}; a catalogue column has one per image")
-        odd[name] = why
+        else:
+            odd[name] = f"{ds.shape[0]} values for {n} images"
+    for name in _read_by_ingest([*out, *odd], config) & set(odd):
+        raise IngestError(f"{path}: {name} has {odd[name]}; a catalogue column has one per image")
     return out, odd
+
+
+def _read_by_ingest(names: list[str], config: IngestConfig) -> set[str]:
+    """The datasets among `names` that the ingest would read as the id, ra, dec, ebv,
+    z_spec or a label column (each the one named, or the first known spelling present)."""
+    id_column = config.id_column or _find_column(dict.fromkeys(names), ID_SPELLINGS)
+    explicit = {
+        "ra": config.ra_column,
+        "dec": config.dec_column,
+        "ebv": config.ebv_column,
+        "z_spec": config.z_column,
+    }
+    read = {id_column, *config.label_columns}
+    for canonical, given in explicit.items():
+        try:
+            read.add(resolve_column(names, canonical, given, id_column) or "")
+        except IngestError:  # named but absent, or ambiguous: the catalogue step says so
+            continue
+    return read - {""}
 
 
 def _find_column(columns: dict, spellings: tuple[str, ...]) -> str:
