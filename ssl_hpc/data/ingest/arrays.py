@@ -25,13 +25,13 @@ from astropy.table import Table
 
 from ...errors import IngestError
 from .. import format as fmt
+from .array_columns import ID_SPELLINGS, catalogue_columns, find_column
 from .catalogue import (
     SPELLINGS,
     Catalogue,
     Reject,
     catalogue_from_table,
     parse_ids,
-    resolve_column,
     stable_ids,
 )
 from .config import IngestConfig, resampled_size
@@ -44,7 +44,6 @@ MMU_SCALE = "image_scale"
 #: dropped: a partitioned survey writes its own at its order).
 MMU_RESERVED = ("object_id", "ra", "dec", "healpix", "image_band")
 IMAGE_SPELLINGS = ("images", "image_array", "image", "cutouts")
-ID_SPELLINGS = ("object_id", "objid", "id", "specobjid")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
@@ -215,7 +214,7 @@ def _mmu_layout(path: Path, f: h5py.File, config: IngestConfig) -> _Layout:
     names = tuple(b.decode().strip() if isinstance(b, bytes) else str(b) for b in band[0])
     # float32 on disk: 0.168 reads as 0.16799999...; keep the digits float32 holds
     scale = float(f"{f[MMU_SCALE][0, 0]:.7g}") if MMU_SCALE in f and n else None
-    columns, odd = _columns(path, f, n, MMU_RESERVED, config)
+    columns, odd = catalogue_columns(path, f, n, MMU_RESERVED, config)
     return _Layout(
         path,
         n,
@@ -245,8 +244,8 @@ def _h5_layout(path: Path, f: h5py.File, config: IngestConfig) -> _Layout:
     n = image.shape[0]
     channels_last = _axis_order(path, name, image.shape, len(config.bands), config.axis_order)
     h, w = image.shape[1:3] if channels_last else image.shape[2:]
-    columns, odd = _columns(path, f, n, (name,), config)
-    id_column = config.id_column or _find_column(columns, ID_SPELLINGS)
+    columns, odd = catalogue_columns(path, f, n, (name,), config)
+    id_column = config.id_column or find_column(columns, ID_SPELLINGS)
     if id_column not in columns:
         raise IngestError(
             f"{path}: no id column {config.id_column or ID_SPELLINGS}; have {sorted(columns)}"
@@ -273,50 +272,6 @@ def _axis_order(path: Path, name: str, shape: tuple, bands: int, given: str) -> 
             "bands: give --axis-order NCHW or NHWC"
         )
     return nhwc
-
-
-def _columns(
-    path: Path, f: h5py.File, n: int, skip: tuple[str, ...], config: IngestConfig
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The file's 1-D datasets of length `n` (the catalogue), but those in `skip`; and the
-    1-D ones of another length, left out with why. One of those that the ingest would read
-    (the id, position, extinction, redshift or label column) raises IngestError: left out,
-    it would silently be NaN or gone."""
-    out, odd = {}, {}
-    for name, ds in f.items():
-        if name in skip or not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
-            continue
-        if ds.shape[0] == n:
-            out[name] = ds[()]
-        else:
-            odd[name] = f"{ds.shape[0]} values for {n} images"
-    for name in _read_by_ingest([*out, *odd], config) & set(odd):
-        raise IngestError(f"{path}: {name} has {odd[name]}; a catalogue column has one per image")
-    return out, odd
-
-
-def _read_by_ingest(names: list[str], config: IngestConfig) -> set[str]:
-    """The datasets among `names` that the ingest would read as the id, ra, dec, ebv,
-    z_spec or a label column (each the one named, or the first known spelling present)."""
-    id_column = config.id_column or _find_column(dict.fromkeys(names), ID_SPELLINGS)
-    explicit = {
-        "ra": config.ra_column,
-        "dec": config.dec_column,
-        "ebv": config.ebv_column,
-        "z_spec": config.z_column,
-    }
-    read = {id_column, *config.label_columns}
-    for canonical, given in explicit.items():
-        try:
-            read.add(resolve_column(names, canonical, given, id_column) or "")
-        except IngestError:  # named but absent, or ambiguous: the catalogue step says so
-            continue
-    return read - {""}
-
-
-def _find_column(columns: dict, spellings: tuple[str, ...]) -> str:
-    lower = {k.lower(): k for k in columns}
-    return next((lower[s] for s in spellings if s in lower), "")
 
 
 def _same_as_first(layouts: list[_Layout], skip: bool, rejects: list[Reject]) -> list[_Layout]:
@@ -408,7 +363,7 @@ def _concatenate(layouts: list[_Layout]) -> tuple[Table, np.ndarray, np.ndarray]
             table[name] = values
     for name in ("ra", "dec"):
         if name not in table.colnames:
-            spelled = _find_column(dict.fromkeys(table.colnames), SPELLINGS[name])
+            spelled = find_column(dict.fromkeys(table.colnames), SPELLINGS[name])
             if not spelled:
                 table[name] = np.full(sum(lay.n_rows for lay in layouts), np.nan)
     ids = np.concatenate([lay.ids for lay in layouts])
