@@ -62,7 +62,7 @@ def is_a_catalogue(path: Path) -> bool:
             return False  # a FIFO, a socket, a device
         names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
         if "collection.properties" in names:  # a HATS collection: ours if its tables are
-            first = next(iter(sorted(path.rglob("*.parquet"))), None)
+            first = next(path.rglob("*.parquet"), None)  # any table: not the whole tree
             return first is not None and _exported_file(first)
         parts = all(n.startswith("part-") and n.endswith(".parquet") for n in names)
         return parts and (not names or _exported_file(path / names[0]))

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from ...errors import IngestError
-from .catalogue import resolve_column
+from .catalogue import explicit_columns, resolve_column
 from .config import IngestConfig
 
 ID_SPELLINGS = ("object_id", "objid", "id", "specobjid")
@@ -43,14 +43,8 @@ def read_by_ingest(names: list[str], config: IngestConfig) -> set[str]:
     """The datasets among `names` that the ingest would read as the id, ra, dec, ebv,
     z_spec or a label column (each the one named, or the first known spelling present)."""
     id_column = config.id_column or find_column(dict.fromkeys(names), ID_SPELLINGS)
-    explicit = {
-        "ra": config.ra_column,
-        "dec": config.dec_column,
-        "ebv": config.ebv_column,
-        "z_spec": config.z_column,
-    }
     read = {id_column, *config.label_columns}
-    for canonical, given in explicit.items():
+    for canonical, given in explicit_columns(config).items():
         try:
             read.add(resolve_column(names, canonical, given, id_column) or "")
         except IngestError:  # named but absent, or ambiguous: the catalogue step says so

@@ -293,14 +293,20 @@ def _check_ids(
     return valid, rejects
 
 
-def _column_map(names: list[str], config: IngestConfig) -> dict[str, str]:
-    """Canonical name -> catalogue column, for the canonical columns the catalogue has."""
-    explicit = {
+def explicit_columns(config: IngestConfig) -> dict[str, str | None]:
+    """Canonical name -> the column the config names for it (None: find a known spelling;
+    "": none)."""
+    return {
         "ra": config.ra_column,
         "dec": config.dec_column,
         "ebv": config.ebv_column,
         "z_spec": config.z_column,
     }
+
+
+def _column_map(names: list[str], config: IngestConfig) -> dict[str, str]:
+    """Canonical name -> catalogue column, for the canonical columns the catalogue has."""
+    explicit = explicit_columns(config)
     found = {c: resolve_column(names, c, e, config.id_column) for c, e in explicit.items()}
     return {c: n for c, n in found.items() if n is not None}
 
