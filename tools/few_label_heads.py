@@ -31,6 +31,7 @@ from ssl_hpc.embed import load
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) rows with a 1 at each label: a hard prediction as probabilities."""
     return np.eye(n_classes)[labels]
 
 
